@@ -1,0 +1,329 @@
+//! 2-D convolution with a fused epilogue: the layer PSPNet is made of.
+
+use pspnet_tensor::{Shape, Tensor};
+
+use crate::gemm::{self, ConvGeometry, Epilogue, PackedWeights};
+use crate::{Isa, KernelError};
+
+/// Stride, zero padding and dilation of a convolution, per axis `[y, x]`,
+/// with PyTorch's `nn.Conv2d` meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConvSpec {
+    /// Step between output pixels, in input pixels.
+    pub stride: [usize; 2],
+    /// Zeros added on each side of the input.
+    pub padding: [usize; 2],
+    /// Spacing between kernel taps (1 = dense; PSPNet's dilated stages use 2 and 4).
+    pub dilation: [usize; 2],
+}
+
+impl Default for ConvSpec {
+    fn default() -> Self {
+        ConvSpec {
+            stride: [1, 1],
+            padding: [0, 0],
+            dilation: [1, 1],
+        }
+    }
+}
+
+impl ConvSpec {
+    /// Sets the same stride on both axes.
+    pub fn stride(self, s: usize) -> Self {
+        ConvSpec {
+            stride: [s, s],
+            ..self
+        }
+    }
+
+    /// Sets the same padding on both axes.
+    pub fn padding(self, p: usize) -> Self {
+        ConvSpec {
+            padding: [p, p],
+            ..self
+        }
+    }
+
+    /// Sets the same dilation on both axes.
+    pub fn dilation(self, d: usize) -> Self {
+        ConvSpec {
+            dilation: [d, d],
+            ..self
+        }
+    }
+}
+
+/// A convolution layer ready to run: weights packed for the chosen
+/// instruction set, plus an epilogue computing, per output value,
+/// `relu?(conv(x) * scale[c] + shift[c] + residual)`.
+///
+/// Folded batch-norm is `scale = gamma / sqrt(var + eps)`,
+/// `shift = beta - mean * scale`; a plain bias is `shift` alone.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    dims: [usize; 4],
+    spec: ConvSpec,
+    isa: Isa,
+    weights: Vec<f32>,
+    packed: PackedWeights,
+    scale: Option<Vec<f32>>,
+    shift: Option<Vec<f32>>,
+    relu: bool,
+}
+
+impl Conv2d {
+    /// Builds a convolution from OIHW weights (`[out, in, kh, kw]`, as a
+    /// [`Tensor`]) on the instruction set [`Isa::detect`] chooses.
+    pub fn new(weight: &Tensor, spec: ConvSpec) -> Result<Self, KernelError> {
+        Conv2d::with_isa(weight, spec, Isa::detect()?)
+    }
+
+    /// Builds a convolution pinned to one instruction set, which this CPU
+    /// must support.
+    pub fn with_isa(weight: &Tensor, spec: ConvSpec, isa: Isa) -> Result<Self, KernelError> {
+        isa.check_available()?;
+        for (what, value) in [("stride", spec.stride), ("dilation", spec.dilation)] {
+            if value.contains(&0) {
+                return Err(KernelError::InvalidParameter { what, value });
+            }
+        }
+        let dims = weight.shape().dims();
+        let (rows, depth) = (dims[0], dims[1] * dims[2] * dims[3]);
+        let weights = weight.as_slice().to_vec();
+        let packed = PackedWeights::new(&weights, rows, depth, gemm::tile_dims(isa).0);
+        Ok(Conv2d {
+            dims,
+            spec,
+            isa,
+            weights,
+            packed,
+            scale: None,
+            shift: None,
+            relu: false,
+        })
+    }
+
+    /// Adds a per-output-channel bias (replacing any shift set before).
+    pub fn with_bias(self, bias: &[f32]) -> Result<Self, KernelError> {
+        let shift = Some(self.channel_vector("bias", bias)?);
+        Ok(Conv2d { shift, ..self })
+    }
+
+    /// Sets the per-output-channel affine map `v * scale + shift`, e.g. a
+    /// folded batch-norm (replacing any bias set before).
+    pub fn with_scale_shift(self, scale: &[f32], shift: &[f32]) -> Result<Self, KernelError> {
+        let scale = Some(self.channel_vector("scale", scale)?);
+        let shift = Some(self.channel_vector("shift", shift)?);
+        Ok(Conv2d {
+            scale,
+            shift,
+            ..self
+        })
+    }
+
+    /// Applies ReLU after the affine map and the residual add.
+    pub fn with_relu(self, relu: bool) -> Self {
+        Conv2d { relu, ..self }
+    }
+
+    /// The same layer on another instruction set (repacking the weights).
+    pub fn on_isa(&self, isa: Isa) -> Result<Self, KernelError> {
+        let weight = Tensor::from_vec(
+            Shape::new(self.dims[0], self.dims[1], self.dims[2], self.dims[3])?,
+            self.weights.clone(),
+        )?;
+        let conv = Conv2d::with_isa(&weight, self.spec, isa)?;
+        Ok(Conv2d {
+            scale: self.scale.clone(),
+            shift: self.shift.clone(),
+            relu: self.relu,
+            ..conv
+        })
+    }
+
+    /// The instruction set this layer runs on.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// The OIHW weight dimensions.
+    pub fn weight_dims(&self) -> [usize; 4] {
+        self.dims
+    }
+
+    /// The stride, padding and dilation.
+    pub fn spec(&self) -> ConvSpec {
+        self.spec
+    }
+
+    /// Multiply-adds per output pixel per output channel (`in * kh * kw`).
+    pub fn depth(&self) -> usize {
+        self.dims[1] * self.dims[2] * self.dims[3]
+    }
+
+    /// The output shape for an input shape, or why that input is refused.
+    pub fn output_shape(&self, input: Shape) -> Result<Shape, KernelError> {
+        Ok(self.geometry(input)?.1)
+    }
+
+    /// Convolves a batch.
+    pub fn forward(&self, input: &Tensor) -> Result<Tensor, KernelError> {
+        let mut out = Tensor::zeros(self.output_shape(input.shape())?);
+        self.forward_into(input, None, &mut out)?;
+        Ok(out)
+    }
+
+    /// Convolves a batch and adds `residual` (same shape as the output)
+    /// before the ReLU: a ResNet block's last convolution.
+    pub fn forward_with_residual(
+        &self,
+        input: &Tensor,
+        residual: &Tensor,
+    ) -> Result<Tensor, KernelError> {
+        let mut out = Tensor::zeros(self.output_shape(input.shape())?);
+        self.forward_into(input, Some(residual), &mut out)?;
+        Ok(out)
+    }
+
+    /// Convolves into a caller-provided tensor of the output shape, so a
+    /// model can reuse its activation buffers.
+    pub fn forward_into(
+        &self,
+        input: &Tensor,
+        residual: Option<&Tensor>,
+        out: &mut Tensor,
+    ) -> Result<(), KernelError> {
+        let (geometry, shape) = self.geometry(input.shape())?;
+        for (what, got) in [
+            ("output", Some(out.shape())),
+            ("residual", residual.map(Tensor::shape)),
+        ] {
+            match got {
+                Some(got) if got != shape => {
+                    return Err(KernelError::ShapeMismatch {
+                        what,
+                        expected: shape,
+                        got,
+                    });
+                }
+                _ => {}
+            }
+        }
+        for n in 0..shape.n() {
+            let epilogue = Epilogue {
+                scale: self.scale.as_deref(),
+                shift: self.shift.as_deref(),
+                residual: residual.map(|r| r.image_slice(n)).transpose()?,
+                relu: self.relu,
+            };
+            let image = input.image_slice(n)?;
+            gemm::conv_image(
+                self.isa,
+                &self.packed,
+                &geometry,
+                image,
+                epilogue,
+                out.image_slice_mut(n)?,
+            );
+        }
+        Ok(())
+    }
+
+    fn channel_vector(&self, what: &'static str, values: &[f32]) -> Result<Vec<f32>, KernelError> {
+        if values.len() != self.dims[0] {
+            return Err(KernelError::ChannelVectorLength {
+                what,
+                expected: self.dims[0],
+                got: values.len(),
+            });
+        }
+        Ok(values.to_vec())
+    }
+
+    fn geometry(&self, input: Shape) -> Result<(ConvGeometry, Shape), KernelError> {
+        let [cout, cin, kh, kw] = self.dims;
+        if input.c() != cin {
+            return Err(KernelError::ChannelMismatch {
+                input,
+                weight: self.dims,
+                expected: cin,
+                got: input.c(),
+            });
+        }
+        let oh = output_len(
+            "convolution",
+            "height",
+            input,
+            input.h(),
+            kh,
+            self.spec.stride[0],
+            self.spec.padding[0],
+            self.spec.dilation[0],
+        )?;
+        let ow = output_len(
+            "convolution",
+            "width",
+            input,
+            input.w(),
+            kw,
+            self.spec.stride[1],
+            self.spec.padding[1],
+            self.spec.dilation[1],
+        )?;
+        let shape = Shape::new(input.n(), cout, oh, ow)?;
+        let geometry = ConvGeometry {
+            cin,
+            h: input.h(),
+            w: input.w(),
+            kh,
+            kw,
+            stride: self.spec.stride,
+            padding: self.spec.padding,
+            dilation: self.spec.dilation,
+            oh,
+            ow,
+        };
+        Ok((geometry, shape))
+    }
+}
+
+/// PyTorch's output length `floor((len + 2p - d(k-1) - 1) / s) + 1`, refusing
+/// a window larger than the padded input and any overflow.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn output_len(
+    what: &'static str,
+    axis: &'static str,
+    input: Shape,
+    len: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+) -> Result<usize, KernelError> {
+    let overflow = KernelError::Overflow {
+        what: "convolution window",
+    };
+    let window = dilation
+        .checked_mul(kernel - 1)
+        .and_then(|v| v.checked_add(1))
+        .ok_or(overflow.clone())?;
+    // Bounding the padded length keeps every pixel coordinate the packer
+    // computes (at most `padded`) representable as an `isize`.
+    let padded = padding
+        .checked_mul(2)
+        .and_then(|p| p.checked_add(len))
+        .filter(|&p| p <= isize::MAX as usize / 2)
+        .ok_or(overflow)?;
+    if padded < window {
+        return Err(KernelError::WindowLargerThanInput {
+            what,
+            axis,
+            input,
+            kernel,
+            dilation,
+            padding,
+            window,
+        });
+    }
+    Ok((padded - window) / stride + 1)
+}

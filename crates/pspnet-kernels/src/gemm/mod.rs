@@ -1,0 +1,322 @@
+//! The blocked GEMM driver behind every convolution, organised as in the BLIS
+//! papers (Van Zee & van de Geijn): the weights `A` (`M = out channels` x
+//! `K = in channels x kernel taps`) are packed once into `MR`-row panels; the
+//! input pixels `B` (`K` x `N = output pixels`) are gathered (implicit im2col,
+//! see [`pack`]) block by block into a cache-sized buffer of `NR`-column
+//! panels; a register-blocked [`MicroKernel`] multiplies one `A` panel by one
+//! `B` panel into an `MR` x `NR` tile of the output.
+//!
+//! Loop nest of one task (a block of output pixels x a chunk of out channels):
+//! `for each KC slice of K: pack B; for each A panel (kept in L1): for each
+//! B panel (streamed from L2): micro-kernel` and, after the last slice, the
+//! fused epilogue on the tile while it is still in L1.
+
+mod pack;
+mod portable;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use rayon::prelude::*;
+
+pub(crate) use pack::{ConvGeometry, PackedWeights};
+
+use crate::Isa;
+
+/// A register-blocked kernel computing one `MR` x `NR` output tile.
+pub(crate) trait MicroKernel {
+    /// Rows of the tile (output channels), broadcast from the `A` panel.
+    const MR: usize;
+    /// Columns of the tile (output pixels), loaded as SIMD vectors.
+    const NR: usize;
+
+    /// `C = (accumulate ? C : 0) + (sum_p A[p] (x) B[p])` over `kc` steps, where
+    /// `A[p]` is `MR` values at `a + p * MR` and `B[p]` is `NR` values at
+    /// `b + p * NR`; `C` has `MR` rows of `NR` values, `rs` apart.
+    ///
+    /// # Safety
+    /// `a` must be readable for `kc * MR` values, `b` for `kc * NR`, `c`
+    /// readable and writable for its `MR` rows of `NR` values with no other
+    /// live reference to them, and the CPU must support the kernel's ISA.
+    unsafe fn tile(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        rs: usize,
+        accumulate: bool,
+    );
+}
+
+/// Register-tile sizes `(MR, NR)` of an instruction set's micro-kernel.
+pub(crate) fn tile_dims(isa: Isa) -> (usize, usize) {
+    match isa {
+        Isa::Portable => (portable::Portable::MR, portable::Portable::NR),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => (x86::Avx2::MR, x86::Avx2::NR),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => (x86::Avx512::MR, x86::Avx512::NR),
+        #[cfg(not(target_arch = "x86_64"))]
+        Isa::Avx2 | Isa::Avx512 => unreachable!("x86 instruction sets are never available here"),
+    }
+}
+
+/// What happens to each output value after the sum: `relu?(v * scale[c] +
+/// shift[c] + residual)`.
+#[derive(Clone, Copy)]
+pub(crate) struct Epilogue<'a> {
+    pub(crate) scale: Option<&'a [f32]>,
+    pub(crate) shift: Option<&'a [f32]>,
+    pub(crate) residual: Option<&'a [f32]>,
+    pub(crate) relu: bool,
+}
+
+/// Convolves one image: `input` is `cin x h x w`, `out` is `M x oh x ow`.
+/// `weights` must have been packed for `isa`, which must be available.
+pub(crate) fn conv_image(
+    isa: Isa,
+    weights: &PackedWeights,
+    geometry: &ConvGeometry,
+    input: &[f32],
+    epilogue: Epilogue<'_>,
+    out: &mut [f32],
+) {
+    match isa {
+        Isa::Portable => drive::<portable::Portable>(weights, geometry, input, epilogue, out),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => drive::<x86::Avx2>(weights, geometry, input, epilogue, out),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => drive::<x86::Avx512>(weights, geometry, input, epilogue, out),
+        #[cfg(not(target_arch = "x86_64"))]
+        Isa::Avx2 | Isa::Avx512 => unreachable!("x86 instruction sets are never available here"),
+    }
+}
+
+/// Depth of one packed slice of `K`: the `A` panel (`MR x KC`) stays in L1.
+const KC: usize = 384;
+/// Budget in bytes of one packed `B` block, sized for a 1 MB L2.
+const B_BLOCK_BYTES: usize = 384 * 1024;
+
+/// How one convolution is cut into tasks.
+struct Plan {
+    kc: usize,
+    nc: usize,
+    n_blocks: usize,
+    m_chunk: usize,
+    m_chunks: usize,
+}
+
+impl Plan {
+    fn new<K: MicroKernel>(m: usize, n: usize, k: usize) -> Plan {
+        let threads = rayon::current_num_threads().max(1);
+        let kc = k.div_ceil(k.div_ceil(KC));
+        let n_panels = n.div_ceil(K::NR);
+        let by_cache = (B_BLOCK_BYTES / (kc * K::NR * size_of::<f32>())).max(1);
+        let by_threads = n_panels.div_ceil(2 * threads).max(1);
+        let nc = by_cache.min(by_threads) * K::NR;
+        let n_blocks = n.div_ceil(nc);
+        let m_panels = m.div_ceil(K::MR);
+        let wanted = 4 * threads;
+        let m_chunks = if n_blocks >= wanted {
+            1
+        } else {
+            wanted.div_ceil(n_blocks).min(m_panels.div_ceil(2)).max(1)
+        };
+        let m_chunk = m_panels.div_ceil(m_chunks) * K::MR;
+        Plan {
+            kc,
+            nc,
+            n_blocks,
+            m_chunk,
+            m_chunks: m.div_ceil(m_chunk),
+        }
+    }
+}
+
+fn drive<K: MicroKernel>(
+    weights: &PackedWeights,
+    geometry: &ConvGeometry,
+    input: &[f32],
+    epilogue: Epilogue<'_>,
+    out: &mut [f32],
+) {
+    let (m, n, k) = (weights.rows(), geometry.pixels(), geometry.depth());
+    debug_assert_eq!(weights.mr(), K::MR);
+    debug_assert_eq!(weights.depth(), k);
+    debug_assert_eq!(out.len(), m * n);
+    let plan = Plan::new::<K>(m, n, k);
+    let output = SharedOutput::new(out, n);
+    (0..plan.n_blocks * plan.m_chunks)
+        .into_par_iter()
+        .for_each_init(
+            || pack::Scratch::new(plan.kc, plan.nc),
+            |scratch, task| {
+                let (nb, mc) = (task / plan.m_chunks, task % plan.m_chunks);
+                let cols = nb * plan.nc..((nb + 1) * plan.nc).min(n);
+                let rows = mc * plan.m_chunk..((mc + 1) * plan.m_chunk).min(m);
+                run_task::<K>(
+                    weights, geometry, input, epilogue, &output, &plan, scratch, rows, cols,
+                );
+            },
+        );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_task<K: MicroKernel>(
+    weights: &PackedWeights,
+    geometry: &ConvGeometry,
+    input: &[f32],
+    epilogue: Epilogue<'_>,
+    output: &SharedOutput,
+    plan: &Plan,
+    scratch: &mut pack::Scratch,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+) {
+    let k = geometry.depth();
+    let mut k0 = 0;
+    while k0 < k {
+        let kc = plan.kc.min(k - k0);
+        let packed = scratch.pack::<K>(geometry, input, k0..k0 + kc, cols.clone());
+        let (first, last) = (k0 == 0, k0 + kc == k);
+        for row0 in rows.clone().step_by(K::MR) {
+            let a = weights.panel(row0 / K::MR, k0, kc);
+            let tile_rows = K::MR.min(rows.end - row0);
+            for (p, b) in packed.chunks_exact(kc * K::NR).enumerate() {
+                let col0 = cols.start + p * K::NR;
+                let tile = TileRegion {
+                    row0,
+                    col0,
+                    rows: tile_rows,
+                    cols: K::NR.min(cols.end - col0),
+                };
+                // SAFETY: tasks own disjoint (rows x cols) rectangles of the
+                // output, and this tile lies inside this task's rectangle.
+                unsafe { compute_tile::<K>(output, tile, kc, a, b, !first) };
+                if last {
+                    // SAFETY: as above; the kernel call has returned.
+                    unsafe { apply_epilogue(output, tile, epilogue) };
+                }
+            }
+        }
+        k0 += kc;
+    }
+}
+
+/// A rectangle of the output: `rows` channels from `row0`, `cols` pixels from `col0`.
+#[derive(Clone, Copy)]
+struct TileRegion {
+    row0: usize,
+    col0: usize,
+    rows: usize,
+    cols: usize,
+}
+
+/// Runs the micro-kernel on one tile; a partial tile goes through a
+/// full-size scratch tile so the kernel never writes out of bounds.
+///
+/// # Safety
+/// `tile` must lie inside the output, no other thread may touch it, `a` must
+/// hold `kc * K::MR` values and `b` `kc * K::NR`, and the CPU must support `K`.
+unsafe fn compute_tile<K: MicroKernel>(
+    output: &SharedOutput,
+    tile: TileRegion,
+    kc: usize,
+    a: &[f32],
+    b: &[f32],
+    accumulate: bool,
+) {
+    debug_assert!(a.len() >= kc * K::MR && b.len() >= kc * K::NR);
+    if tile.rows == K::MR && tile.cols == K::NR {
+        let c = output.ptr_at(tile.row0, tile.col0);
+        // SAFETY: the tile is whole and exclusively ours (caller), the panels
+        // hold kc steps (checked above), the ISA is supported (caller).
+        unsafe { K::tile(kc, a.as_ptr(), b.as_ptr(), c, output.row_stride, accumulate) };
+        return;
+    }
+    let mut local = [0.0f32; 512];
+    let local = &mut local[..K::MR * K::NR];
+    for r in 0..tile.rows {
+        // SAFETY: row r of the tile is inside the output and ours (caller).
+        let row = unsafe { output.row_mut(tile.row0 + r, tile.col0, tile.cols) };
+        local[r * K::NR..r * K::NR + tile.cols].copy_from_slice(row);
+    }
+    // SAFETY: `local` is a private MR x NR buffer; panels and ISA as above.
+    unsafe {
+        K::tile(
+            kc,
+            a.as_ptr(),
+            b.as_ptr(),
+            local.as_mut_ptr(),
+            K::NR,
+            accumulate,
+        )
+    };
+    for r in 0..tile.rows {
+        // SAFETY: as above.
+        let row = unsafe { output.row_mut(tile.row0 + r, tile.col0, tile.cols) };
+        row.copy_from_slice(&local[r * K::NR..r * K::NR + tile.cols]);
+    }
+}
+
+/// Applies the epilogue to a finished tile (still hot in L1).
+///
+/// # Safety
+/// `tile` must lie inside the output and no other thread may touch it.
+unsafe fn apply_epilogue(output: &SharedOutput, tile: TileRegion, epilogue: Epilogue<'_>) {
+    for r in 0..tile.rows {
+        let channel = tile.row0 + r;
+        let scale = epilogue.scale.map_or(1.0, |s| s[channel]);
+        let shift = epilogue.shift.map_or(0.0, |s| s[channel]);
+        // SAFETY: inside the output and ours (caller).
+        let row = unsafe { output.row_mut(channel, tile.col0, tile.cols) };
+        if epilogue.scale.is_some() || epilogue.shift.is_some() {
+            row.iter_mut().for_each(|v| *v = *v * scale + shift);
+        }
+        if let Some(residual) = epilogue.residual {
+            let start = channel * output.row_stride + tile.col0;
+            row.iter_mut()
+                .zip(&residual[start..start + tile.cols])
+                .for_each(|(v, r)| *v += r);
+        }
+        if epilogue.relu {
+            row.iter_mut().for_each(|v| *v = v.max(0.0));
+        }
+    }
+}
+
+/// The output matrix shared by all tasks, each writing its own rectangle.
+struct SharedOutput {
+    ptr: *mut f32,
+    len: usize,
+    row_stride: usize,
+}
+
+// SAFETY: the pointer comes from a `&mut [f32]` that outlives every task
+// (the parallel loop borrows it), and tasks write disjoint rectangles.
+unsafe impl Sync for SharedOutput {}
+
+impl SharedOutput {
+    fn new(out: &mut [f32], row_stride: usize) -> Self {
+        SharedOutput {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+            row_stride,
+        }
+    }
+
+    fn ptr_at(&self, row: usize, col: usize) -> *mut f32 {
+        let offset = row * self.row_stride + col;
+        assert!(offset < self.len, "tile origin outside the output");
+        self.ptr.wrapping_add(offset)
+    }
+
+    /// # Safety
+    /// No other live reference may overlap the returned row segment.
+    unsafe fn row_mut(&self, row: usize, col: usize, len: usize) -> &mut [f32] {
+        let offset = row * self.row_stride + col;
+        assert!(offset + len <= self.len, "row segment outside the output");
+        // SAFETY: in bounds (asserted), exclusive (caller), and the buffer
+        // outlives `self`.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(offset), len) }
+    }
+}

@@ -1,0 +1,248 @@
+//! Packing: laying the GEMM operands out in the order the micro-kernel reads
+//! them, so that its inner loop walks memory strictly forward.
+
+use super::MicroKernel;
+
+/// The shape of one image's convolution, validated by [`crate::Conv2d`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConvGeometry {
+    pub(crate) cin: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) kh: usize,
+    pub(crate) kw: usize,
+    pub(crate) stride: [usize; 2],
+    pub(crate) padding: [usize; 2],
+    pub(crate) dilation: [usize; 2],
+    pub(crate) oh: usize,
+    pub(crate) ow: usize,
+}
+
+impl ConvGeometry {
+    /// `N` of the GEMM: output pixels.
+    pub(crate) fn pixels(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    /// `K` of the GEMM: input channels x kernel taps.
+    pub(crate) fn depth(&self) -> usize {
+        self.cin * self.kh * self.kw
+    }
+
+    /// A 1x1, stride 1, unpadded convolution reads each output pixel's own
+    /// input pixel: its `B` matrix is the input itself.
+    fn is_pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == [1, 1] && self.padding == [0, 0]
+    }
+}
+
+/// Weights (`M x K`, row-major OIHW) packed into `MR`-row panels: panel `i`
+/// holds, for each `k`, the `MR` values `A[i*MR .. i*MR+MR][k]` (zero-padded
+/// past `M`), so any `K` slice of a panel is one contiguous run.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PackedWeights {
+    mr: usize,
+    rows: usize,
+    depth: usize,
+    data: Vec<f32>,
+}
+
+impl PackedWeights {
+    pub(crate) fn new(weights: &[f32], rows: usize, depth: usize, mr: usize) -> Self {
+        debug_assert_eq!(weights.len(), rows * depth);
+        let panels = rows.div_ceil(mr);
+        let mut data = vec![0.0; panels * depth * mr];
+        for (row, w) in weights.chunks_exact(depth).enumerate() {
+            let panel = &mut data[(row / mr) * depth * mr..];
+            for (k, &v) in w.iter().enumerate() {
+                panel[k * mr + row % mr] = v;
+            }
+        }
+        PackedWeights {
+            mr,
+            rows,
+            depth,
+            data,
+        }
+    }
+
+    pub(crate) fn mr(&self) -> usize {
+        self.mr
+    }
+
+    pub(crate) fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub(crate) fn depth(&self) -> usize {
+        self.depth
+    }
+
+    /// Steps `k0 .. k0 + kc` of panel `panel`.
+    pub(crate) fn panel(&self, panel: usize, k0: usize, kc: usize) -> &[f32] {
+        let start = (panel * self.depth + k0) * self.mr;
+        &self.data[start..start + kc * self.mr]
+    }
+}
+
+/// One kernel tap of the `K` axis: where its input channel starts and how
+/// far its kernel position shifts the sampled pixel.
+#[derive(Clone, Copy)]
+struct Tap {
+    channel_offset: usize,
+    dy: isize,
+    dx: isize,
+}
+
+/// A task's reusable packing buffers: the packed `B` block, 64-byte aligned,
+/// and the taps of the current `K` slice.
+pub(crate) struct Scratch {
+    buffer: Vec<f32>,
+    taps: Vec<Tap>,
+}
+
+const ALIGN_FLOATS: usize = 16;
+
+impl Scratch {
+    pub(crate) fn new(kc: usize, nc: usize) -> Self {
+        Scratch {
+            buffer: vec![0.0; kc * nc + ALIGN_FLOATS],
+            taps: Vec::with_capacity(kc),
+        }
+    }
+
+    /// Gathers `B[ks][cols]` into `NR`-column panels: panel `p` holds, for
+    /// each `k` of the slice, output pixels `cols.start + p*NR ..` (+NR),
+    /// zero where a tap falls in the padding or past the last pixel.
+    pub(crate) fn pack<K: MicroKernel>(
+        &mut self,
+        g: &ConvGeometry,
+        input: &[f32],
+        ks: std::ops::Range<usize>,
+        cols: std::ops::Range<usize>,
+    ) -> &[f32] {
+        let taps_per_channel = g.kh * g.kw;
+        self.taps.clear();
+        self.taps.extend(ks.clone().map(|k| {
+            let (ci, tap) = (k / taps_per_channel, k % taps_per_channel);
+            Tap {
+                channel_offset: ci * g.h * g.w,
+                dy: ((tap / g.kw) * g.dilation[0]) as isize,
+                dx: ((tap % g.kw) * g.dilation[1]) as isize,
+            }
+        }));
+        let kc = ks.len();
+        let panels = cols.len().div_ceil(K::NR);
+        let offset = self.buffer.as_ptr().align_offset(64).min(ALIGN_FLOATS);
+        let packed = &mut self.buffer[offset..offset + panels * kc * K::NR];
+        for (p, panel) in packed.chunks_exact_mut(kc * K::NR).enumerate() {
+            let pix0 = cols.start + p * K::NR;
+            let count = K::NR.min(cols.end - pix0);
+            if g.is_pointwise() {
+                for (dst, tap) in panel.chunks_exact_mut(K::NR).zip(&self.taps) {
+                    dst[..count].copy_from_slice(&input[tap.channel_offset + pix0..][..count]);
+                }
+            } else {
+                pack_rows(g, input, &self.taps, pix0, count, K::NR, panel);
+            }
+            if count < K::NR {
+                panel
+                    .chunks_exact_mut(K::NR)
+                    .for_each(|dst| dst[count..].fill(0.0));
+            }
+        }
+        packed
+    }
+}
+
+/// Fills columns `0..count` of one panel (output pixels `pix0..pix0+count`),
+/// one output-row segment at a time so each tap is a strided row gather.
+fn pack_rows(
+    g: &ConvGeometry,
+    input: &[f32],
+    taps: &[Tap],
+    pix0: usize,
+    count: usize,
+    nr: usize,
+    panel: &mut [f32],
+) {
+    let mut j = 0;
+    while j < count {
+        let (oy, ox) = ((pix0 + j) / g.ow, (pix0 + j) % g.ow);
+        let len = (g.ow - ox).min(count - j);
+        let iy0 = (oy * g.stride[0]) as isize - g.padding[0] as isize;
+        let ix0 = (ox * g.stride[1]) as isize - g.padding[1] as isize;
+        for (dst, tap) in panel.chunks_exact_mut(nr).zip(taps) {
+            let dst = &mut dst[j..j + len];
+            let iy = iy0 + tap.dy;
+            if iy < 0 || iy >= g.h as isize {
+                dst.fill(0.0);
+            } else {
+                let row = &input[tap.channel_offset + iy as usize * g.w..][..g.w];
+                gather_row(row, ix0 + tap.dx, g.stride[1], dst);
+            }
+        }
+        j += len;
+    }
+}
+
+/// `dst[t] = row[start + t * step]`, or 0 where that index is outside `row`.
+fn gather_row(row: &[f32], start: isize, step: usize, dst: &mut [f32]) {
+    let (w, stepi) = (row.len() as isize, step as isize);
+    let first = if start >= 0 {
+        0
+    } else {
+        ((-start + stepi - 1) / stepi) as usize
+    };
+    let end = if start >= w {
+        0
+    } else {
+        ((w - start + stepi - 1) / stepi) as usize
+    };
+    let (first, end) = (first.min(dst.len()), end.min(dst.len()));
+    if first >= end {
+        dst.fill(0.0);
+        return;
+    }
+    dst[..first].fill(0.0);
+    dst[end..].fill(0.0);
+    let src0 = (start + first as isize * stepi) as usize;
+    if step == 1 {
+        dst[first..end].copy_from_slice(&row[src0..src0 + (end - first)]);
+    } else {
+        for (d, s) in dst[first..end]
+            .iter_mut()
+            .zip(row[src0..].iter().step_by(step))
+        {
+            *d = *s;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gather_row_zero_fills_outside_the_row() {
+        let row = [1.0, 2.0, 3.0, 4.0, 5.0];
+        let mut dst = [9.0; 6];
+        gather_row(&row, -2, 1, &mut dst);
+        assert_eq!(dst, [0.0, 0.0, 1.0, 2.0, 3.0, 4.0]);
+        gather_row(&row, -3, 2, &mut dst);
+        assert_eq!(dst, [0.0, 0.0, 2.0, 4.0, 0.0, 0.0]);
+        gather_row(&row, 7, 1, &mut dst);
+        assert_eq!(dst, [0.0; 6]);
+        gather_row(&row, -20, 3, &mut dst);
+        assert_eq!(dst, [0.0; 6]);
+    }
+
+    #[test]
+    fn weight_panels_interleave_rows_and_pad_with_zeros() {
+        // 3 rows x 2 columns, MR = 2: panel 0 = rows 0,1; panel 1 = row 2 + padding.
+        let w = PackedWeights::new(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 3, 2, 2);
+        assert_eq!(w.panel(0, 0, 2), &[1.0, 3.0, 2.0, 4.0]);
+        assert_eq!(w.panel(1, 0, 2), &[5.0, 0.0, 6.0, 0.0]);
+        assert_eq!(w.panel(1, 1, 1), &[6.0, 0.0]);
+    }
+}

@@ -1,0 +1,50 @@
+//! The portable micro-kernel: plain Rust on fixed-size arrays, which every
+//! target compiles (and LLVM vectorises to the baseline SIMD width). It is
+//! the reference the SIMD kernels are tested against.
+
+use super::MicroKernel;
+
+pub(crate) struct Portable;
+
+const MR: usize = 4;
+const NR: usize = 16;
+
+impl MicroKernel for Portable {
+    const MR: usize = MR;
+    const NR: usize = NR;
+
+    unsafe fn tile(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        rs: usize,
+        accumulate: bool,
+    ) {
+        // SAFETY: the caller guarantees `a` holds kc*MR values and `b` kc*NR.
+        let (a, b) = unsafe {
+            (
+                std::slice::from_raw_parts(a, kc * MR),
+                std::slice::from_raw_parts(b, kc * NR),
+            )
+        };
+        let mut acc = [[0.0f32; NR]; MR];
+        for (ap, bp) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
+            for (row, &ai) in acc.iter_mut().zip(ap) {
+                for (v, &bj) in row.iter_mut().zip(bp) {
+                    *v += ai * bj;
+                }
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            // SAFETY: row i of C is readable and writable for NR values and
+            // not aliased (caller).
+            let dst = unsafe { std::slice::from_raw_parts_mut(c.add(i * rs), NR) };
+            if accumulate {
+                dst.iter_mut().zip(row).for_each(|(d, v)| *d += v);
+            } else {
+                dst.copy_from_slice(row);
+            }
+        }
+    }
+}

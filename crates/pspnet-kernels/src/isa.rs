@@ -1,0 +1,127 @@
+use std::fmt;
+use std::str::FromStr;
+
+use crate::KernelError;
+
+/// The instruction set a convolution's micro-kernel uses.
+///
+/// [`Isa::detect`] picks the fastest one the CPU has, unless the environment
+/// variable `PSPNET_ISA` (`portable`, `avx2` or `avx512`) forces one; a
+/// [`Conv2d`](crate::Conv2d) can also be pinned to one with
+/// [`Conv2d::with_isa`](crate::Conv2d::with_isa). Every path computes the
+/// same convolution; they differ in speed and in the last bits of rounding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Plain Rust that every target compiles; the reference path.
+    Portable,
+    /// x86-64 AVX2 with fused multiply-add (8 lanes).
+    Avx2,
+    /// x86-64 AVX-512F (16 lanes).
+    Avx512,
+}
+
+/// The environment variable that forces an instruction set.
+pub const ISA_ENV: &str = "PSPNET_ISA";
+
+impl Isa {
+    /// Every variant, slowest first.
+    pub const ALL: [Isa; 3] = [Isa::Portable, Isa::Avx2, Isa::Avx512];
+
+    /// The instruction set to use: `PSPNET_ISA` if set, else the best this
+    /// CPU supports. Fails if the variable names an unknown or unavailable set.
+    pub fn detect() -> Result<Isa, KernelError> {
+        match std::env::var(ISA_ENV) {
+            Ok(name) if !name.trim().is_empty() => {
+                let isa: Isa = name.parse()?;
+                isa.check_available()
+            }
+            _ => Ok(Isa::best()),
+        }
+    }
+
+    /// The fastest instruction set this CPU supports.
+    pub fn best() -> Isa {
+        *Isa::available()
+            .last()
+            .expect("portable is always available")
+    }
+
+    /// The instruction sets this CPU supports, slowest first.
+    pub fn available() -> Vec<Isa> {
+        Isa::ALL
+            .into_iter()
+            .filter(|isa| isa.is_available())
+            .collect()
+    }
+
+    /// Whether this CPU can run this instruction set.
+    pub fn is_available(self) -> bool {
+        match self {
+            Isa::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            Isa::Avx2 | Isa::Avx512 => false,
+        }
+    }
+
+    /// `Ok(self)` if available, else [`KernelError::IsaUnavailable`].
+    pub fn check_available(self) -> Result<Isa, KernelError> {
+        if self.is_available() {
+            Ok(self)
+        } else {
+            Err(KernelError::IsaUnavailable(self))
+        }
+    }
+
+    /// The name `PSPNET_ISA` uses for this set.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Portable => "portable",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+        }
+    }
+}
+
+impl fmt::Display for Isa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Isa {
+    type Err = KernelError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "portable" => Ok(Isa::Portable),
+            "avx2" => Ok(Isa::Avx2),
+            "avx512" | "avx512f" => Ok(Isa::Avx512),
+            _ => Err(KernelError::UnknownIsa(s.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names_and_rejects_unknown_ones() {
+        for isa in Isa::ALL {
+            assert_eq!(isa.name().parse::<Isa>().unwrap(), isa);
+        }
+        assert_eq!(" AVX512F ".parse::<Isa>().unwrap(), Isa::Avx512);
+        let err = "sse9".parse::<Isa>().unwrap_err();
+        assert!(err.to_string().contains("\"sse9\""));
+    }
+
+    #[test]
+    fn portable_is_always_available_and_best_is_available() {
+        assert_eq!(Isa::available()[0], Isa::Portable);
+        assert!(Isa::best().is_available());
+    }
+}

@@ -1,0 +1,39 @@
+//! The numerical kernels of pspnet-rs, written from scratch: no BLAS, no
+//! convolution library.
+//!
+//! - [`Conv2d`]: 2-D convolution on NCHW input with OIHW weights, any kernel
+//!   size, stride, zero padding and dilation, with a fused epilogue
+//!   (per-channel scale and shift for folded batch-norm, residual add, ReLU).
+//!   It is an implicit GEMM: the weights are packed once into register-width
+//!   panels, the input is gathered panel by panel into a cache-sized buffer
+//!   (never a full im2col matrix), and a register-blocked micro-kernel
+//!   multiplies them. Work is split over output tiles with rayon; every
+//!   output element is computed by the same sequence of operations whatever
+//!   the thread count, so results are bit-identical for any number of threads.
+//! - [`Isa`]: which micro-kernel runs (AVX-512F, AVX2+FMA, or portable Rust),
+//!   detected at run time and overridable with `PSPNET_ISA`.
+//! - Pooling ([`max_pool2d`], [`avg_pool2d`], [`adaptive_avg_pool2d`],
+//!   [`adaptive_max_pool2d`]), [`resize_bilinear`], and the per-pixel channel
+//!   reductions [`argmax_channels`] and [`softmax_channels`], each with
+//!   PyTorch's exact index arithmetic.
+//!
+//! The crate knows nothing of models: it sees tensors and numbers.
+
+mod adaptive;
+mod channels;
+mod conv;
+mod error;
+mod gemm;
+mod isa;
+mod planes;
+mod pool;
+mod resize;
+
+pub use adaptive::{adaptive_avg_pool2d, adaptive_max_pool2d};
+pub use channels::{argmax_channels, softmax_channels};
+pub use conv::{Conv2d, ConvSpec};
+pub use error::KernelError;
+pub use isa::{ISA_ENV, Isa};
+pub use pool::{PoolSpec, avg_pool2d, max_pool2d};
+pub use pspnet_tensor::{Shape, Tensor, TensorError};
+pub use resize::resize_bilinear;

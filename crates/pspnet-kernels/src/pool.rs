@@ -1,0 +1,144 @@
+//! Max and average pooling with PyTorch's `nn.MaxPool2d` / `nn.AvgPool2d`
+//! semantics (window placement, `ceil_mode`, padding, divisor).
+
+use pspnet_tensor::{Shape, Tensor};
+
+use crate::KernelError;
+use crate::planes::map_planes;
+
+/// Window size, stride, zero padding and rounding of a pooling, per axis `[y, x]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PoolSpec {
+    /// Window size.
+    pub kernel: [usize; 2],
+    /// Step between windows.
+    pub stride: [usize; 2],
+    /// Implicit padding on each side (at most half the window, as PyTorch requires).
+    pub padding: [usize; 2],
+    /// Round the output size up instead of down; a last window that would
+    /// start inside the right/bottom padding is dropped, as in PyTorch.
+    pub ceil_mode: bool,
+}
+
+impl PoolSpec {
+    /// A square window `k` with stride `s` and padding `p`, floor mode.
+    pub fn square(k: usize, s: usize, p: usize) -> Self {
+        PoolSpec {
+            kernel: [k, k],
+            stride: [s, s],
+            padding: [p, p],
+            ceil_mode: false,
+        }
+    }
+
+    fn output_shape(&self, input: Shape) -> Result<Shape, KernelError> {
+        for (what, value) in [
+            ("pooling kernel", self.kernel),
+            ("pooling stride", self.stride),
+        ] {
+            if value.contains(&0) {
+                return Err(KernelError::InvalidParameter { what, value });
+            }
+        }
+        if (0..2).any(|a| self.padding[a] > self.kernel[a] / 2) {
+            return Err(KernelError::InvalidParameter {
+                what: "pooling padding (at most half the kernel)",
+                value: self.padding,
+            });
+        }
+        let len = |axis: usize, name: &'static str, size: usize| -> Result<usize, KernelError> {
+            let (k, s, p) = (self.kernel[axis], self.stride[axis], self.padding[axis]);
+            if size + 2 * p < k {
+                return Err(KernelError::WindowLargerThanInput {
+                    what: "pooling",
+                    axis: name,
+                    input,
+                    kernel: k,
+                    dilation: 1,
+                    padding: p,
+                    window: k,
+                });
+            }
+            let span = size + 2 * p - k;
+            let mut out = if self.ceil_mode {
+                span.div_ceil(s)
+            } else {
+                span / s
+            } + 1;
+            if self.ceil_mode && (out - 1) * s >= size + p {
+                out -= 1;
+            }
+            Ok(out)
+        };
+        Ok(input.with_hw(len(0, "height", input.h())?, len(1, "width", input.w())?)?)
+    }
+
+    /// Window bounds along one axis for output index `o`: the unclipped end
+    /// (bounded by the padded size, for the average divisor) and the range
+    /// clipped to the input.
+    fn window(&self, axis: usize, o: usize, size: usize) -> (isize, isize, std::ops::Range<usize>) {
+        let start = (o * self.stride[axis]) as isize - self.padding[axis] as isize;
+        let end = (start + self.kernel[axis] as isize).min((size + self.padding[axis]) as isize);
+        (
+            start,
+            end,
+            start.max(0) as usize..(end.max(0) as usize).min(size),
+        )
+    }
+}
+
+/// Max pooling; padding never wins (it counts as -inf) and NaN propagates.
+pub fn max_pool2d(input: &Tensor, spec: &PoolSpec) -> Result<Tensor, KernelError> {
+    let out = spec.output_shape(input.shape())?;
+    let (h, w) = (input.shape().h(), input.shape().w());
+    Ok(map_planes(input, out, |src, dst| {
+        for (oy, dst_row) in dst.chunks_exact_mut(out.w()).enumerate() {
+            let (_, _, ys) = spec.window(0, oy, h);
+            for (ox, d) in dst_row.iter_mut().enumerate() {
+                let (_, _, xs) = spec.window(1, ox, w);
+                *d = ys
+                    .clone()
+                    .flat_map(|y| &src[y * w + xs.start..y * w + xs.end])
+                    .fold(
+                        f32::NEG_INFINITY,
+                        |m, &v| {
+                            if v > m || v.is_nan() { v } else { m }
+                        },
+                    );
+            }
+        }
+    }))
+}
+
+/// Average pooling. With `count_include_pad` (PyTorch's default) the
+/// divisor is the window clipped to the padded input; without, to the input.
+pub fn avg_pool2d(
+    input: &Tensor,
+    spec: &PoolSpec,
+    count_include_pad: bool,
+) -> Result<Tensor, KernelError> {
+    let out = spec.output_shape(input.shape())?;
+    let (h, w) = (input.shape().h(), input.shape().w());
+    Ok(map_planes(input, out, |src, dst| {
+        for (oy, dst_row) in dst.chunks_exact_mut(out.w()).enumerate() {
+            let (y0, y1, ys) = spec.window(0, oy, h);
+            for (ox, d) in dst_row.iter_mut().enumerate() {
+                let (x0, x1, xs) = spec.window(1, ox, w);
+                if ys.is_empty() || xs.is_empty() {
+                    *d = 0.0;
+                    continue;
+                }
+                let sum: f32 = ys
+                    .clone()
+                    .flat_map(|y| &src[y * w + xs.start..y * w + xs.end])
+                    .sum();
+                let count = if count_include_pad {
+                    (y1 - y0) * (x1 - x0)
+                } else {
+                    (ys.len() * xs.len()) as isize
+                };
+                *d = sum / count as f32;
+            }
+        }
+    }))
+}

@@ -1,0 +1,40 @@
+use crate::Shape;
+
+/// Everything that can go wrong when building or indexing a tensor.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TensorError {
+    /// A dimension was zero: every tensor holds at least one element.
+    #[error("tensor dimension {axis} of [{n}, {c}, {h}, {w}] is zero", n = dims[0], c = dims[1], h = dims[2], w = dims[3])]
+    ZeroDimension {
+        /// Name of the zero axis (`"N"`, `"C"`, `"H"` or `"W"`).
+        axis: &'static str,
+        /// The requested dimensions.
+        dims: [usize; 4],
+    },
+    /// The element count (or its size in bytes) does not fit in memory.
+    #[error("tensor shape [{n}, {c}, {h}, {w}] has too many elements to address", n = dims[0], c = dims[1], h = dims[2], w = dims[3])]
+    TooLarge {
+        /// The requested dimensions.
+        dims: [usize; 4],
+    },
+    /// A buffer's length does not match the shape it is meant to fill.
+    #[error("a tensor of shape {shape} needs {expected} elements, got {actual}")]
+    LengthMismatch {
+        /// The shape asked for.
+        shape: Shape,
+        /// Its element count.
+        expected: usize,
+        /// The buffer's length.
+        actual: usize,
+    },
+    /// An image or channel index is past the end of its axis.
+    #[error("{axis} index {index} is out of range for a tensor of shape {shape}")]
+    IndexOutOfRange {
+        /// `"image"` or `"channel"`.
+        axis: &'static str,
+        /// The index asked for.
+        index: usize,
+        /// The tensor's shape.
+        shape: Shape,
+    },
+}

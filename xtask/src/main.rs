@@ -1,0 +1,58 @@
+//! `cargo xtask`: developer tasks that need more than cargo.
+//!
+//! - `kernel-fixtures`: runs `xtask/python/kernel_fixtures.py` (needs Python
+//!   with `torch` and `numpy`) to regenerate the PyTorch reference values the
+//!   kernel tests compare against.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("kernel-fixtures") => kernel_fixtures(),
+        _ => {
+            eprintln!("usage: cargo xtask kernel-fixtures");
+            eprintln!(
+                "  kernel-fixtures   regenerate crates/pspnet-kernels/tests/fixtures with PyTorch"
+            );
+            bail!("unknown or missing task");
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace root")
+        .to_path_buf()
+}
+
+fn python() -> String {
+    std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string())
+}
+
+fn kernel_fixtures() -> Result<()> {
+    let root = workspace_root();
+    let script = root.join("xtask/python/kernel_fixtures.py");
+    let out = root.join("crates/pspnet-kernels/tests/fixtures");
+    let status = Command::new(python())
+        .arg(&script)
+        .arg(&out)
+        .status()
+        .with_context(|| {
+            format!(
+                "running {} (set PYTHON to choose the interpreter)",
+                script.display()
+            )
+        })?;
+    if !status.success() {
+        bail!(
+            "{} failed ({status}); it needs `pip install torch numpy`",
+            script.display()
+        );
+    }
+    Ok(())
+}
