@@ -3,6 +3,10 @@
 //! - `kernel-fixtures`: runs `xtask/python/kernel_fixtures.py` (needs Python
 //!   with `torch` and `numpy`) to regenerate the PyTorch reference values the
 //!   kernel tests compare against.
+//! - `kernel-report`: prints the markdown table of docs/performance.md from
+//!   the criterion results of `cargo bench --bench conv`.
+
+mod kernel_report;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,21 +17,17 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("kernel-fixtures") => kernel_fixtures(),
+        Some("kernel-report") => kernel_report::run(&workspace_root()),
         _ => {
             eprintln!("usage: cargo xtask kernel-fixtures");
-            eprintln!(
-                "  kernel-fixtures   regenerate crates/pspnet-kernels/tests/fixtures with PyTorch"
-            );
+            eprintln!("  kernel-fixtures   regenerate crates/pspnet-kernels/tests/fixtures with PyTorch");
             bail!("unknown or missing task");
         }
     }
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace root")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace root").to_path_buf()
 }
 
 fn python() -> String {
@@ -42,17 +42,9 @@ fn kernel_fixtures() -> Result<()> {
         .arg(&script)
         .arg(&out)
         .status()
-        .with_context(|| {
-            format!(
-                "running {} (set PYTHON to choose the interpreter)",
-                script.display()
-            )
-        })?;
+        .with_context(|| format!("running {} (set PYTHON to choose the interpreter)", script.display()))?;
     if !status.success() {
-        bail!(
-            "{} failed ({status}); it needs `pip install torch numpy`",
-            script.display()
-        );
+        bail!("{} failed ({status}); it needs `pip install torch numpy`", script.display());
     }
     Ok(())
 }

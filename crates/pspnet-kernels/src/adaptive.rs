@@ -20,10 +20,7 @@ fn adaptive(
     reduce: impl Fn(&mut dyn Iterator<Item = f32>, usize) -> f32 + Sync,
 ) -> Result<Tensor, KernelError> {
     if out_hw.contains(&0) {
-        return Err(KernelError::InvalidParameter {
-            what: "adaptive pooling output size",
-            value: out_hw,
-        });
+        return Err(KernelError::InvalidParameter { what: "adaptive pooling output size", value: out_hw });
     }
     let shape = input.shape();
     let out = shape.with_hw(out_hw[0], out_hw[1])?;
@@ -34,12 +31,7 @@ fn adaptive(
             for (ox, d) in dst_row.iter_mut().enumerate() {
                 let xs = bin(ox, out.w(), w);
                 let count = ys.len() * xs.len();
-                *d = reduce(
-                    &mut ys
-                        .clone()
-                        .flat_map(|y| src[y * w + xs.start..y * w + xs.end].iter().copied()),
-                    count,
-                );
+                *d = reduce(&mut ys.clone().flat_map(|y| src[y * w + xs.start..y * w + xs.end].iter().copied()), count);
             }
         }
     }))
@@ -47,19 +39,12 @@ fn adaptive(
 
 /// Adaptive average pooling to `out_hw = [height, width]` bins.
 pub fn adaptive_avg_pool2d(input: &Tensor, out_hw: [usize; 2]) -> Result<Tensor, KernelError> {
-    adaptive(input, out_hw, |values, count| {
-        values.sum::<f32>() / count as f32
-    })
+    adaptive(input, out_hw, |values, count| values.sum::<f32>() / count as f32)
 }
 
 /// Adaptive max pooling to `out_hw = [height, width]` bins; NaN propagates.
 pub fn adaptive_max_pool2d(input: &Tensor, out_hw: [usize; 2]) -> Result<Tensor, KernelError> {
-    adaptive(input, out_hw, |values, _| {
-        values.fold(
-            f32::NEG_INFINITY,
-            |m, v| if v > m || v.is_nan() { v } else { m },
-        )
-    })
+    adaptive(input, out_hw, |values, _| values.fold(f32::NEG_INFINITY, |m, v| if v > m || v.is_nan() { v } else { m }))
 }
 
 #[cfg(test)]
@@ -74,9 +59,6 @@ mod tests {
         let b: Vec<_> = (0..6).map(|i| bin(i, 6, 45)).collect();
         assert_eq!(b, vec![0..8, 7..15, 15..23, 22..30, 30..38, 37..45]);
         // More bins than pixels: each pixel repeats.
-        assert_eq!(
-            (0..3).map(|i| bin(i, 3, 2)).collect::<Vec<_>>(),
-            vec![0..1, 0..2, 1..2]
-        );
+        assert_eq!((0..3).map(|i| bin(i, 3, 2)).collect::<Vec<_>>(), vec![0..1, 0..2, 1..2]);
     }
 }

@@ -16,24 +16,20 @@ pub fn argmax_channels(input: &Tensor) -> Array3<u32> {
     let plane = shape.plane_len();
     let mut labels = vec![0u32; shape.n() * plane];
     for (image, out) in labels.chunks_exact_mut(plane).enumerate() {
-        let src = input
-            .image_slice(image)
-            .expect("image index within the batch");
-        out.par_chunks_mut(CHUNK)
-            .enumerate()
-            .for_each(|(chunk, out)| {
-                let start = chunk * CHUNK;
-                let mut best: Vec<f32> = src[start..start + out.len()].to_vec();
-                for c in 1..shape.c() {
-                    let scores = &src[c * plane + start..c * plane + start + out.len()];
-                    for ((label, b), &v) in out.iter_mut().zip(best.iter_mut()).zip(scores) {
-                        if v > *b || (v.is_nan() && !b.is_nan()) {
-                            *b = v;
-                            *label = c as u32;
-                        }
+        let src = input.image_slice(image).expect("image index within the batch");
+        out.par_chunks_mut(CHUNK).enumerate().for_each(|(chunk, out)| {
+            let start = chunk * CHUNK;
+            let mut best: Vec<f32> = src[start..start + out.len()].to_vec();
+            for c in 1..shape.c() {
+                let scores = &src[c * plane + start..c * plane + start + out.len()];
+                for ((label, b), &v) in out.iter_mut().zip(best.iter_mut()).zip(scores) {
+                    if v > *b || (v.is_nan() && !b.is_nan()) {
+                        *b = v;
+                        *label = c as u32;
                     }
                 }
-            });
+            }
+        });
     }
     Array3::from_shape_vec((shape.n(), shape.h(), shape.w()), labels).expect("length is n*h*w")
 }
@@ -45,22 +41,15 @@ pub fn softmax_channels(input: &Tensor) -> Tensor {
     let plane = shape.plane_len();
     let mut out = input.clone();
     for image in 0..shape.n() {
-        let data = out
-            .image_slice_mut(image)
-            .expect("image index within the batch");
+        let data = out.image_slice_mut(image).expect("image index within the batch");
         let chunks: Vec<usize> = (0..plane).step_by(CHUNK).collect();
-        let shared = ChannelPlanes {
-            ptr: data.as_mut_ptr(),
-            plane,
-            channels: shape.c(),
-        };
+        let shared = ChannelPlanes { ptr: data.as_mut_ptr(), plane, channels: shape.c() };
         chunks.into_par_iter().for_each(|start| {
             let len = CHUNK.min(plane - start);
             // SAFETY: each task owns pixel columns start..start+len of every
             // channel plane; columns of different tasks are disjoint.
-            let mut rows: Vec<&mut [f32]> = (0..shared.channels)
-                .map(|c| unsafe { shared.segment(c, start, len) })
-                .collect();
+            let mut rows: Vec<&mut [f32]> =
+                (0..shared.channels).map(|c| unsafe { shared.segment(c, start, len) }).collect();
             softmax_columns(&mut rows);
         });
     }
@@ -72,9 +61,7 @@ fn softmax_columns(rows: &mut [&mut [f32]]) {
     let len = rows[0].len();
     let mut max = vec![f32::NEG_INFINITY; len];
     for row in rows.iter() {
-        max.iter_mut()
-            .zip(row.iter())
-            .for_each(|(m, &v)| *m = m.max(v));
+        max.iter_mut().zip(row.iter()).for_each(|(m, &v)| *m = m.max(v));
     }
     let mut sum = vec![0.0f32; len];
     for row in rows.iter_mut() {
@@ -105,10 +92,7 @@ impl ChannelPlanes {
     /// channel `c`.
     #[allow(clippy::mut_from_ref)]
     unsafe fn segment(&self, c: usize, start: usize, len: usize) -> &mut [f32] {
-        assert!(
-            c < self.channels && start + len <= self.plane,
-            "segment outside the image"
-        );
+        assert!(c < self.channels && start + len <= self.plane, "segment outside the image");
         // SAFETY: in bounds (asserted), exclusive (caller).
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(c * self.plane + start), len) }
     }

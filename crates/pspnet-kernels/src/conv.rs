@@ -19,37 +19,24 @@ pub struct ConvSpec {
 
 impl Default for ConvSpec {
     fn default() -> Self {
-        ConvSpec {
-            stride: [1, 1],
-            padding: [0, 0],
-            dilation: [1, 1],
-        }
+        ConvSpec { stride: [1, 1], padding: [0, 0], dilation: [1, 1] }
     }
 }
 
 impl ConvSpec {
     /// Sets the same stride on both axes.
     pub fn stride(self, s: usize) -> Self {
-        ConvSpec {
-            stride: [s, s],
-            ..self
-        }
+        ConvSpec { stride: [s, s], ..self }
     }
 
     /// Sets the same padding on both axes.
     pub fn padding(self, p: usize) -> Self {
-        ConvSpec {
-            padding: [p, p],
-            ..self
-        }
+        ConvSpec { padding: [p, p], ..self }
     }
 
     /// Sets the same dilation on both axes.
     pub fn dilation(self, d: usize) -> Self {
-        ConvSpec {
-            dilation: [d, d],
-            ..self
-        }
+        ConvSpec { dilation: [d, d], ..self }
     }
 }
 
@@ -64,7 +51,6 @@ pub struct Conv2d {
     dims: [usize; 4],
     spec: ConvSpec,
     isa: Isa,
-    weights: Vec<f32>,
     packed: PackedWeights,
     scale: Option<Vec<f32>>,
     shift: Option<Vec<f32>>,
@@ -89,18 +75,8 @@ impl Conv2d {
         }
         let dims = weight.shape().dims();
         let (rows, depth) = (dims[0], dims[1] * dims[2] * dims[3]);
-        let weights = weight.as_slice().to_vec();
-        let packed = PackedWeights::new(&weights, rows, depth, gemm::tile_dims(isa).0);
-        Ok(Conv2d {
-            dims,
-            spec,
-            isa,
-            weights,
-            packed,
-            scale: None,
-            shift: None,
-            relu: false,
-        })
+        let packed = PackedWeights::new(weight.as_slice().to_vec(), rows, depth, gemm::tile_dims(isa).0);
+        Ok(Conv2d { dims, spec, isa, packed, scale: None, shift: None, relu: false })
     }
 
     /// Adds a per-output-channel bias (replacing any shift set before).
@@ -114,11 +90,7 @@ impl Conv2d {
     pub fn with_scale_shift(self, scale: &[f32], shift: &[f32]) -> Result<Self, KernelError> {
         let scale = Some(self.channel_vector("scale", scale)?);
         let shift = Some(self.channel_vector("shift", shift)?);
-        Ok(Conv2d {
-            scale,
-            shift,
-            ..self
-        })
+        Ok(Conv2d { scale, shift, ..self })
     }
 
     /// Applies ReLU after the affine map and the residual add.
@@ -130,15 +102,10 @@ impl Conv2d {
     pub fn on_isa(&self, isa: Isa) -> Result<Self, KernelError> {
         let weight = Tensor::from_vec(
             Shape::new(self.dims[0], self.dims[1], self.dims[2], self.dims[3])?,
-            self.weights.clone(),
+            self.packed.row_major().to_vec(),
         )?;
         let conv = Conv2d::with_isa(&weight, self.spec, isa)?;
-        Ok(Conv2d {
-            scale: self.scale.clone(),
-            shift: self.shift.clone(),
-            relu: self.relu,
-            ..conv
-        })
+        Ok(Conv2d { scale: self.scale.clone(), shift: self.shift.clone(), relu: self.relu, ..conv })
     }
 
     /// The instruction set this layer runs on.
@@ -175,11 +142,7 @@ impl Conv2d {
 
     /// Convolves a batch and adds `residual` (same shape as the output)
     /// before the ReLU: a ResNet block's last convolution.
-    pub fn forward_with_residual(
-        &self,
-        input: &Tensor,
-        residual: &Tensor,
-    ) -> Result<Tensor, KernelError> {
+    pub fn forward_with_residual(&self, input: &Tensor, residual: &Tensor) -> Result<Tensor, KernelError> {
         let mut out = Tensor::zeros(self.output_shape(input.shape())?);
         self.forward_into(input, Some(residual), &mut out)?;
         Ok(out)
@@ -187,24 +150,12 @@ impl Conv2d {
 
     /// Convolves into a caller-provided tensor of the output shape, so a
     /// model can reuse its activation buffers.
-    pub fn forward_into(
-        &self,
-        input: &Tensor,
-        residual: Option<&Tensor>,
-        out: &mut Tensor,
-    ) -> Result<(), KernelError> {
+    pub fn forward_into(&self, input: &Tensor, residual: Option<&Tensor>, out: &mut Tensor) -> Result<(), KernelError> {
         let (geometry, shape) = self.geometry(input.shape())?;
-        for (what, got) in [
-            ("output", Some(out.shape())),
-            ("residual", residual.map(Tensor::shape)),
-        ] {
+        for (what, got) in [("output", Some(out.shape())), ("residual", residual.map(Tensor::shape))] {
             match got {
                 Some(got) if got != shape => {
-                    return Err(KernelError::ShapeMismatch {
-                        what,
-                        expected: shape,
-                        got,
-                    });
+                    return Err(KernelError::ShapeMismatch { what, expected: shape, got });
                 }
                 _ => {}
             }
@@ -217,25 +168,14 @@ impl Conv2d {
                 relu: self.relu,
             };
             let image = input.image_slice(n)?;
-            gemm::conv_image(
-                self.isa,
-                &self.packed,
-                &geometry,
-                image,
-                epilogue,
-                out.image_slice_mut(n)?,
-            );
+            gemm::conv_image(self.isa, &self.packed, &geometry, image, epilogue, out.image_slice_mut(n)?);
         }
         Ok(())
     }
 
     fn channel_vector(&self, what: &'static str, values: &[f32]) -> Result<Vec<f32>, KernelError> {
         if values.len() != self.dims[0] {
-            return Err(KernelError::ChannelVectorLength {
-                what,
-                expected: self.dims[0],
-                got: values.len(),
-            });
+            return Err(KernelError::ChannelVectorLength { what, expected: self.dims[0], got: values.len() });
         }
         Ok(values.to_vec())
     }
@@ -243,12 +183,7 @@ impl Conv2d {
     fn geometry(&self, input: Shape) -> Result<(ConvGeometry, Shape), KernelError> {
         let [cout, cin, kh, kw] = self.dims;
         if input.c() != cin {
-            return Err(KernelError::ChannelMismatch {
-                input,
-                weight: self.dims,
-                expected: cin,
-                got: input.c(),
-            });
+            return Err(KernelError::ChannelMismatch { input, weight: self.dims, expected: cin, got: input.c() });
         }
         let oh = output_len(
             "convolution",
@@ -300,13 +235,8 @@ pub(crate) fn output_len(
     padding: usize,
     dilation: usize,
 ) -> Result<usize, KernelError> {
-    let overflow = KernelError::Overflow {
-        what: "convolution window",
-    };
-    let window = dilation
-        .checked_mul(kernel - 1)
-        .and_then(|v| v.checked_add(1))
-        .ok_or(overflow.clone())?;
+    let overflow = KernelError::Overflow { what: "convolution window" };
+    let window = dilation.checked_mul(kernel - 1).and_then(|v| v.checked_add(1)).ok_or(overflow.clone())?;
     // Bounding the padded length keeps every pixel coordinate the packer
     // computes (at most `padded`) representable as an `isize`.
     let padded = padding
@@ -315,15 +245,7 @@ pub(crate) fn output_len(
         .filter(|&p| p <= isize::MAX as usize / 2)
         .ok_or(overflow)?;
     if padded < window {
-        return Err(KernelError::WindowLargerThanInput {
-            what,
-            axis,
-            input,
-            kernel,
-            dilation,
-            padding,
-            window,
-        });
+        return Err(KernelError::WindowLargerThanInput { what, axis, input, kernel, dilation, padding, window });
     }
     Ok((padded - window) / stride + 1)
 }

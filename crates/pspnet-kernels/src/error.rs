@@ -6,9 +6,7 @@ use crate::Isa;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KernelError {
     /// The input's channel count differs from what the weights expect.
-    #[error(
-        "input {input} has {got} channels, but the convolution's weights {weight:?} (OIHW) expect {expected}"
-    )]
+    #[error("input {input} has {got} channels, but the convolution's weights {weight:?} (OIHW) expect {expected}")]
     ChannelMismatch {
         /// The input shape.
         input: Shape,

@@ -41,17 +41,12 @@ impl Isa {
 
     /// The fastest instruction set this CPU supports.
     pub fn best() -> Isa {
-        *Isa::available()
-            .last()
-            .expect("portable is always available")
+        *Isa::available().last().expect("portable is always available")
     }
 
     /// The instruction sets this CPU supports, slowest first.
     pub fn available() -> Vec<Isa> {
-        Isa::ALL
-            .into_iter()
-            .filter(|isa| isa.is_available())
-            .collect()
+        Isa::ALL.into_iter().filter(|isa| isa.is_available()).collect()
     }
 
     /// Whether this CPU can run this instruction set.
@@ -69,11 +64,7 @@ impl Isa {
 
     /// `Ok(self)` if available, else [`KernelError::IsaUnavailable`].
     pub fn check_available(self) -> Result<Isa, KernelError> {
-        if self.is_available() {
-            Ok(self)
-        } else {
-            Err(KernelError::IsaUnavailable(self))
-        }
+        if self.is_available() { Ok(self) } else { Err(KernelError::IsaUnavailable(self)) }
     }
 
     /// The name `PSPNET_ISA` uses for this set.

@@ -6,11 +6,7 @@ use rayon::prelude::*;
 
 /// Builds a tensor of shape `out` (same `n` and `c` as `input`) by running
 /// `f(input_plane, output_plane)` on every channel of every image in parallel.
-pub(crate) fn map_planes(
-    input: &Tensor,
-    out: Shape,
-    f: impl Fn(&[f32], &mut [f32]) + Sync,
-) -> Tensor {
+pub(crate) fn map_planes(input: &Tensor, out: Shape, f: impl Fn(&[f32], &mut [f32]) + Sync) -> Tensor {
     debug_assert_eq!((input.shape().n(), input.shape().c()), (out.n(), out.c()));
     let mut output = Tensor::zeros(out);
     let in_len = input.shape().plane_len();

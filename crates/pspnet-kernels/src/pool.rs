@@ -23,19 +23,11 @@ pub struct PoolSpec {
 impl PoolSpec {
     /// A square window `k` with stride `s` and padding `p`, floor mode.
     pub fn square(k: usize, s: usize, p: usize) -> Self {
-        PoolSpec {
-            kernel: [k, k],
-            stride: [s, s],
-            padding: [p, p],
-            ceil_mode: false,
-        }
+        PoolSpec { kernel: [k, k], stride: [s, s], padding: [p, p], ceil_mode: false }
     }
 
     fn output_shape(&self, input: Shape) -> Result<Shape, KernelError> {
-        for (what, value) in [
-            ("pooling kernel", self.kernel),
-            ("pooling stride", self.stride),
-        ] {
+        for (what, value) in [("pooling kernel", self.kernel), ("pooling stride", self.stride)] {
             if value.contains(&0) {
                 return Err(KernelError::InvalidParameter { what, value });
             }
@@ -60,11 +52,7 @@ impl PoolSpec {
                 });
             }
             let span = size + 2 * p - k;
-            let mut out = if self.ceil_mode {
-                span.div_ceil(s)
-            } else {
-                span / s
-            } + 1;
+            let mut out = if self.ceil_mode { span.div_ceil(s) } else { span / s } + 1;
             if self.ceil_mode && (out - 1) * s >= size + p {
                 out -= 1;
             }
@@ -79,11 +67,7 @@ impl PoolSpec {
     fn window(&self, axis: usize, o: usize, size: usize) -> (isize, isize, std::ops::Range<usize>) {
         let start = (o * self.stride[axis]) as isize - self.padding[axis] as isize;
         let end = (start + self.kernel[axis] as isize).min((size + self.padding[axis]) as isize);
-        (
-            start,
-            end,
-            start.max(0) as usize..(end.max(0) as usize).min(size),
-        )
+        (start, end, start.max(0) as usize..(end.max(0) as usize).min(size))
     }
 }
 
@@ -99,12 +83,7 @@ pub fn max_pool2d(input: &Tensor, spec: &PoolSpec) -> Result<Tensor, KernelError
                 *d = ys
                     .clone()
                     .flat_map(|y| &src[y * w + xs.start..y * w + xs.end])
-                    .fold(
-                        f32::NEG_INFINITY,
-                        |m, &v| {
-                            if v > m || v.is_nan() { v } else { m }
-                        },
-                    );
+                    .fold(f32::NEG_INFINITY, |m, &v| if v > m || v.is_nan() { v } else { m });
             }
         }
     }))
@@ -112,11 +91,7 @@ pub fn max_pool2d(input: &Tensor, spec: &PoolSpec) -> Result<Tensor, KernelError
 
 /// Average pooling. With `count_include_pad` (PyTorch's default) the
 /// divisor is the window clipped to the padded input; without, to the input.
-pub fn avg_pool2d(
-    input: &Tensor,
-    spec: &PoolSpec,
-    count_include_pad: bool,
-) -> Result<Tensor, KernelError> {
+pub fn avg_pool2d(input: &Tensor, spec: &PoolSpec, count_include_pad: bool) -> Result<Tensor, KernelError> {
     let out = spec.output_shape(input.shape())?;
     let (h, w) = (input.shape().h(), input.shape().w());
     Ok(map_planes(input, out, |src, dst| {
@@ -128,15 +103,8 @@ pub fn avg_pool2d(
                     *d = 0.0;
                     continue;
                 }
-                let sum: f32 = ys
-                    .clone()
-                    .flat_map(|y| &src[y * w + xs.start..y * w + xs.end])
-                    .sum();
-                let count = if count_include_pad {
-                    (y1 - y0) * (x1 - x0)
-                } else {
-                    (ys.len() * xs.len()) as isize
-                };
+                let sum: f32 = ys.clone().flat_map(|y| &src[y * w + xs.start..y * w + xs.end]).sum();
+                let count = if count_include_pad { (y1 - y0) * (x1 - x0) } else { (ys.len() * xs.len()) as isize };
                 *d = sum / count as f32;
             }
         }

@@ -20,45 +20,25 @@ struct Taps {
 /// as its CPU kernel computes it.
 fn taps(out_len: usize, in_len: usize, align_corners: bool) -> Vec<Taps> {
     let scale = if align_corners {
-        if out_len > 1 {
-            (in_len - 1) as f32 / (out_len - 1) as f32
-        } else {
-            0.0
-        }
+        if out_len > 1 { (in_len - 1) as f32 / (out_len - 1) as f32 } else { 0.0 }
     } else {
         in_len as f32 / out_len as f32
     };
     (0..out_len)
         .map(|dst| {
-            let src = if align_corners {
-                scale * dst as f32
-            } else {
-                (scale * (dst as f32 + 0.5) - 0.5).max(0.0)
-            };
+            let src = if align_corners { scale * dst as f32 } else { (scale * (dst as f32 + 0.5) - 0.5).max(0.0) };
             let i0 = (src as usize).min(in_len - 1);
             let i1 = if i0 < in_len - 1 { i0 + 1 } else { i0 };
             let w1 = src - i0 as f32;
-            Taps {
-                i0,
-                i1,
-                w0: 1.0 - w1,
-                w1,
-            }
+            Taps { i0, i1, w0: 1.0 - w1, w1 }
         })
         .collect()
 }
 
 /// Resizes every channel plane to `out_hw = [height, width]`.
-pub fn resize_bilinear(
-    input: &Tensor,
-    out_hw: [usize; 2],
-    align_corners: bool,
-) -> Result<Tensor, KernelError> {
+pub fn resize_bilinear(input: &Tensor, out_hw: [usize; 2], align_corners: bool) -> Result<Tensor, KernelError> {
     if out_hw.contains(&0) {
-        return Err(KernelError::InvalidParameter {
-            what: "resize output size",
-            value: out_hw,
-        });
+        return Err(KernelError::InvalidParameter { what: "resize output size", value: out_hw });
     }
     let shape = input.shape();
     let out = shape.with_hw(out_hw[0], out_hw[1])?;
@@ -69,8 +49,7 @@ pub fn resize_bilinear(
         for (row, y) in dst.chunks_exact_mut(out.w()).zip(&ys) {
             let (r0, r1) = (&src[y.i0 * w..][..w], &src[y.i1 * w..][..w]);
             for (d, x) in row.iter_mut().zip(&xs) {
-                *d = y.w0 * (x.w0 * r0[x.i0] + x.w1 * r0[x.i1])
-                    + y.w1 * (x.w0 * r1[x.i0] + x.w1 * r1[x.i1]);
+                *d = y.w0 * (x.w0 * r0[x.i0] + x.w1 * r0[x.i1]) + y.w1 * (x.w0 * r1[x.i0] + x.w1 * r1[x.i1]);
             }
         }
     }))

@@ -37,24 +37,19 @@ fn case() -> impl Strategy<Value = Case> {
         [1usize..5, 1usize..5],
         [1usize..4, 1usize..4],
         [0usize..7, 0usize..7],
-        [
-            prop_oneof![3 => 1usize..4, 1 => 4usize..17],
-            prop_oneof![3 => 1usize..4, 1 => 4usize..17],
-        ],
+        [prop_oneof![3 => 1usize..4, 1 => 4usize..17], prop_oneof![3 => 1usize..4, 1 => 4usize..17]],
     )
-        .prop_map(
-            |(n, cin, cout, h, w, kernel, stride, padding, dilation)| Case {
-                n,
-                cin,
-                cout,
-                h,
-                w,
-                kernel,
-                stride,
-                padding,
-                dilation,
-            },
-        )
+        .prop_map(|(n, cin, cout, h, w, kernel, stride, padding, dilation)| Case {
+            n,
+            cin,
+            cout,
+            h,
+            w,
+            kernel,
+            stride,
+            padding,
+            dilation,
+        })
 }
 
 fn fits(c: &Case) -> bool {
@@ -65,11 +60,7 @@ fn fits(c: &Case) -> bool {
 }
 
 fn spec(c: &Case) -> ConvSpec {
-    ConvSpec {
-        stride: c.stride,
-        padding: c.padding,
-        dilation: c.dilation,
-    }
+    ConvSpec { stride: c.stride, padding: c.padding, dilation: c.dilation }
 }
 
 fn check_case(c: &Case, x: &[f32], w: &[f32], extras: &[f32]) {
@@ -78,39 +69,20 @@ fn check_case(c: &Case, x: &[f32], w: &[f32], extras: &[f32]) {
     for isa in Isa::available() {
         let conv = Conv2d::with_isa(&weight, spec(c), isa).unwrap();
         if !fits(c) {
-            assert!(
-                matches!(
-                    conv.forward(&input),
-                    Err(KernelError::WindowLargerThanInput { .. })
-                ),
-                "{c:?}"
-            );
+            assert!(matches!(conv.forward(&input), Err(KernelError::WindowLargerThanInput { .. })), "{c:?}");
             continue;
         }
         let (want, mag, dims) = conv2d_f64(&input, &weight, c.stride, c.padding, c.dilation);
         let k = c.cin * c.kernel[0] * c.kernel[1];
         let got = conv.forward(&input).unwrap();
         assert_eq!(got.shape().dims(), dims, "{isa}: {c:?}");
-        assert_close(
-            got.as_slice(),
-            &want,
-            |i| conv_tolerance(k, mag[i]),
-            &format!("{isa} plain {c:?}"),
-        );
+        assert_close(got.as_slice(), &want, |i| conv_tolerance(k, mag[i]), &format!("{isa} plain {c:?}"));
 
         // The fused epilogue: relu(conv * scale + shift + residual).
-        let scale: Vec<f32> = (0..c.cout)
-            .map(|i| extras[i % extras.len()] * 2.0)
-            .collect();
-        let shift: Vec<f32> = (0..c.cout)
-            .map(|i| extras[(i + 1) % extras.len()])
-            .collect();
+        let scale: Vec<f32> = (0..c.cout).map(|i| extras[i % extras.len()] * 2.0).collect();
+        let shift: Vec<f32> = (0..c.cout).map(|i| extras[(i + 1) % extras.len()]).collect();
         let residual = tensor(dims, &extras[2..]);
-        let fused = conv
-            .clone()
-            .with_scale_shift(&scale, &shift)
-            .unwrap()
-            .with_relu(true);
+        let fused = conv.clone().with_scale_shift(&scale, &shift).unwrap().with_relu(true);
         let got = fused.forward_with_residual(&input, &residual).unwrap();
         let plane = dims[2] * dims[3];
         let want: Vec<f64> = want
@@ -121,9 +93,7 @@ fn check_case(c: &Case, x: &[f32], w: &[f32], extras: &[f32]) {
                 (v * scale[ch] as f64 + shift[ch] as f64 + residual.as_slice()[i] as f64).max(0.0)
             })
             .collect();
-        let tol = |i: usize| {
-            conv_tolerance(k, mag[i]) * 2.0 * scale[(i / plane) % c.cout].abs() as f64 + 1e-6
-        };
+        let tol = |i: usize| conv_tolerance(k, mag[i]) * 2.0 * scale[(i / plane) % c.cout].abs() as f64 + 1e-6;
         assert_close(got.as_slice(), &want, tol, &format!("{isa} fused {c:?}"));
     }
 }
@@ -142,51 +112,54 @@ proptest! {
     }
 }
 
+/// 1x1 convolutions on tiny maps (the pyramid pooling module's bins) take
+/// the matrix-vector path; same oracle, same epilogue.
+fn pointwise_case() -> impl Strategy<Value = Case> {
+    (1usize..=2, 1usize..300, 1usize..40, 1usize..5, 1usize..5).prop_map(|(n, cin, cout, h, w)| Case {
+        n,
+        cin,
+        cout,
+        h,
+        w,
+        kernel: [1, 1],
+        stride: [1, 1],
+        padding: [0, 0],
+        dilation: [1, 1],
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn pointwise_conv_on_small_maps_matches_f64_reference(
+        (c, x, w, extras) in pointwise_case().prop_flat_map(|c| {
+            let (xl, wl) = (c.n * c.cin * c.h * c.w, c.cout * c.cin);
+            (Just(c), values(xl), values(wl), values(8))
+        })
+    ) {
+        check_case(&c, &x, &w, &extras);
+    }
+}
+
 /// Shapes large enough to cross every blocking boundary: several K slices
 /// (K > 384), several pixel blocks and partial panels on both axes.
 #[test]
 fn conv_crosses_cache_blocks() {
     let cases = [
-        (
-            [1, 100, 23, 29],
-            [37, 100, 3, 3],
-            ConvSpec::default().padding(2).dilation(2),
-        ),
+        ([1, 100, 23, 29], [37, 100, 3, 3], ConvSpec::default().padding(2).dilation(2)),
         ([2, 520, 9, 11], [70, 520, 1, 1], ConvSpec::default()),
-        (
-            [1, 64, 31, 17],
-            [19, 64, 3, 3],
-            ConvSpec::default().stride(2).padding(1),
-        ),
-        (
-            [1, 3, 45, 41],
-            [33, 3, 7, 7],
-            ConvSpec::default().stride(2).padding(3),
-        ),
-        (
-            [1, 200, 6, 6],
-            [9, 200, 3, 3],
-            ConvSpec::default().padding(16).dilation(16),
-        ),
+        ([1, 64, 31, 17], [19, 64, 3, 3], ConvSpec::default().stride(2).padding(1)),
+        ([1, 3, 45, 41], [33, 3, 7, 7], ConvSpec::default().stride(2).padding(3)),
+        ([1, 200, 6, 6], [9, 200, 3, 3], ConvSpec::default().padding(16).dilation(16)),
     ];
     for (i, (xd, wd, spec)) in cases.into_iter().enumerate() {
-        let (input, weight) = (
-            random_tensor(xd, i as u64),
-            random_tensor(wd, 100 + i as u64),
-        );
+        let (input, weight) = (random_tensor(xd, i as u64), random_tensor(wd, 100 + i as u64));
         let (want, mag, _) = conv2d_f64(&input, &weight, spec.stride, spec.padding, spec.dilation);
         let k = wd[1] * wd[2] * wd[3];
         for isa in Isa::available() {
-            let got = Conv2d::with_isa(&weight, spec, isa)
-                .unwrap()
-                .forward(&input)
-                .unwrap();
-            assert_close(
-                got.as_slice(),
-                &want,
-                |j| conv_tolerance(k, mag[j]),
-                &format!("{isa} case {i}"),
-            );
+            let got = Conv2d::with_isa(&weight, spec, isa).unwrap().forward(&input).unwrap();
+            assert_close(got.as_slice(), &want, |j| conv_tolerance(k, mag[j]), &format!("{isa} case {i}"));
         }
     }
 }
@@ -205,20 +178,13 @@ fn conv_is_bit_identical_for_any_thread_count() {
             .unwrap()
             .with_relu(true);
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             pool.install(|| conv.forward_with_residual(&input, &residual).unwrap())
         };
         let one = run(1);
         for threads in [2, 3, 5] {
             let other = run(threads);
-            let same = one
-                .as_slice()
-                .iter()
-                .zip(other.as_slice())
-                .all(|(a, b)| a.to_bits() == b.to_bits());
+            let same = one.as_slice().iter().zip(other.as_slice()).all(|(a, b)| a.to_bits() == b.to_bits());
             assert!(same, "{isa}: {threads} threads differ from 1");
         }
     }
@@ -230,23 +196,12 @@ fn simd_paths_agree_with_portable() {
     let input = random_tensor([1, 128, 30, 30], 11);
     let weight = random_tensor([64, 128, 3, 3], 12);
     let spec = ConvSpec::default().padding(4).dilation(4);
-    let portable = Conv2d::with_isa(&weight, spec, Isa::Portable)
-        .unwrap()
-        .forward(&input)
-        .unwrap();
+    let portable = Conv2d::with_isa(&weight, spec, Isa::Portable).unwrap().forward(&input).unwrap();
     for isa in Isa::available() {
-        let conv = Conv2d::with_isa(&weight, spec, Isa::Portable)
-            .unwrap()
-            .on_isa(isa)
-            .unwrap();
+        let conv = Conv2d::with_isa(&weight, spec, Isa::Portable).unwrap().on_isa(isa).unwrap();
         assert_eq!(conv.isa(), isa);
         let got = conv.forward(&input).unwrap();
-        let worst = got
-            .as_slice()
-            .iter()
-            .zip(portable.as_slice())
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
+        let worst = got.as_slice().iter().zip(portable.as_slice()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
         assert!(worst < 2e-4, "{isa}: max difference to portable {worst}");
     }
 }
@@ -256,71 +211,33 @@ fn bad_shapes_are_typed_errors_naming_the_shapes() {
     let weight = random_tensor([4, 3, 3, 3], 1);
     let conv = Conv2d::with_isa(&weight, ConvSpec::default(), Isa::Portable).unwrap();
     let err = conv.forward(&random_tensor([1, 2, 8, 8], 2)).unwrap_err();
-    assert!(matches!(
-        err,
-        KernelError::ChannelMismatch {
-            expected: 3,
-            got: 2,
-            ..
-        }
-    ));
+    assert!(matches!(err, KernelError::ChannelMismatch { expected: 3, got: 2, .. }));
     assert!(err.to_string().contains("[1, 2, 8, 8]"), "{err}");
 
     let err = conv.forward(&random_tensor([1, 3, 2, 8], 2)).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            KernelError::WindowLargerThanInput {
-                axis: "height",
-                window: 3,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, KernelError::WindowLargerThanInput { axis: "height", window: 3, .. }), "{err}");
 
     for huge in [
         ConvSpec::default().dilation(usize::MAX / 2 + 1),
-        ConvSpec::default()
-            .padding(usize::MAX / 2)
-            .stride(usize::MAX),
+        ConvSpec::default().padding(usize::MAX / 2).stride(usize::MAX),
     ] {
         let conv = Conv2d::with_isa(&weight, huge, Isa::Portable).unwrap();
-        assert!(
-            matches!(
-                conv.forward(&random_tensor([1, 3, 8, 8], 2)),
-                Err(KernelError::Overflow { .. })
-            ),
-            "{huge:?}"
-        );
+        assert!(matches!(conv.forward(&random_tensor([1, 3, 8, 8], 2)), Err(KernelError::Overflow { .. })), "{huge:?}");
     }
 
-    for bad in [
-        ConvSpec::default().stride(0),
-        ConvSpec::default().dilation(0),
-    ] {
-        assert!(matches!(
-            Conv2d::with_isa(&weight, bad, Isa::Portable),
-            Err(KernelError::InvalidParameter { .. })
-        ));
+    for bad in [ConvSpec::default().stride(0), ConvSpec::default().dilation(0)] {
+        assert!(matches!(Conv2d::with_isa(&weight, bad, Isa::Portable), Err(KernelError::InvalidParameter { .. })));
     }
     assert!(matches!(
         conv.clone().with_bias(&[0.0; 5]),
-        Err(KernelError::ChannelVectorLength {
-            expected: 4,
-            got: 5,
-            ..
-        })
+        Err(KernelError::ChannelVectorLength { expected: 4, got: 5, .. })
     ));
 
     let input = random_tensor([1, 3, 8, 8], 3);
     let wrong = random_tensor([1, 4, 6, 7], 4);
     assert!(matches!(
         conv.forward_with_residual(&input, &wrong),
-        Err(KernelError::ShapeMismatch {
-            what: "residual",
-            ..
-        })
+        Err(KernelError::ShapeMismatch { what: "residual", .. })
     ));
     let mut out = Tensor::zeros(Shape::new(1, 4, 5, 5).unwrap());
     assert!(matches!(
@@ -332,16 +249,10 @@ fn bad_shapes_are_typed_errors_naming_the_shapes() {
 #[test]
 fn bias_is_added_per_channel() {
     // 1x1 conv with weight 2 on one channel: out = 2x + b, hand-computed.
-    let conv = Conv2d::with_isa(
-        &tensor([2, 1, 1, 1], &[2.0, -1.0]),
-        ConvSpec::default(),
-        Isa::Portable,
-    )
-    .unwrap()
-    .with_bias(&[0.5, 1.0])
-    .unwrap();
-    let out = conv
-        .forward(&tensor([1, 1, 1, 3], &[1.0, 2.0, 3.0]))
+    let conv = Conv2d::with_isa(&tensor([2, 1, 1, 1], &[2.0, -1.0]), ConvSpec::default(), Isa::Portable)
+        .unwrap()
+        .with_bias(&[0.5, 1.0])
         .unwrap();
+    let out = conv.forward(&tensor([1, 1, 1, 3], &[1.0, 2.0, 3.0])).unwrap();
     assert_eq!(out.as_slice(), &[2.5, 4.5, 6.5, 0.0, -1.0, -2.0]);
 }

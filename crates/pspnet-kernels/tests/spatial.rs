@@ -6,8 +6,8 @@ mod common;
 use common::{assert_close, tensor, values};
 use proptest::prelude::*;
 use pspnet_kernels::{
-    KernelError, PoolSpec, Tensor, adaptive_avg_pool2d, adaptive_max_pool2d, argmax_channels,
-    avg_pool2d, max_pool2d, resize_bilinear, softmax_channels,
+    KernelError, PoolSpec, Tensor, adaptive_avg_pool2d, adaptive_max_pool2d, argmax_channels, avg_pool2d, max_pool2d,
+    resize_bilinear, softmax_channels,
 };
 
 fn dims_and_values(max_hw: usize) -> impl Strategy<Value = ([usize; 4], Vec<f32>)> {
@@ -16,10 +16,7 @@ fn dims_and_values(max_hw: usize) -> impl Strategy<Value = ([usize; 4], Vec<f32>
 }
 
 /// Applies `f(plane, h, w) -> (out_h, out_w, values)` to every plane.
-fn per_plane(
-    x: &Tensor,
-    f: impl Fn(&[f64], usize, usize) -> (usize, usize, Vec<f64>),
-) -> (Vec<f64>, [usize; 2]) {
+fn per_plane(x: &Tensor, f: impl Fn(&[f64], usize, usize) -> (usize, usize, Vec<f64>)) -> (Vec<f64>, [usize; 2]) {
     let [_, _, h, w] = x.shape().dims();
     let mut out = Vec::new();
     let mut hw = [0, 0];
@@ -42,24 +39,14 @@ fn pool_len(size: usize, k: usize, s: usize, p: usize, ceil: bool) -> usize {
     out
 }
 
-fn pool_f64(
-    x: &Tensor,
-    k: usize,
-    s: usize,
-    p: usize,
-    ceil: bool,
-    kind: &str,
-) -> (Vec<f64>, [usize; 2]) {
+fn pool_f64(x: &Tensor, k: usize, s: usize, p: usize, ceil: bool, kind: &str) -> (Vec<f64>, [usize; 2]) {
     per_plane(x, |plane, h, w| {
         let (oh, ow) = (pool_len(h, k, s, p, ceil), pool_len(w, k, s, p, ceil));
         let mut out = Vec::new();
         for oy in 0..oh {
             for ox in 0..ow {
                 let (y0, x0) = ((oy * s) as i64 - p as i64, (ox * s) as i64 - p as i64);
-                let (y1, x1) = (
-                    (y0 + k as i64).min((h + p) as i64),
-                    (x0 + k as i64).min((w + p) as i64),
-                );
+                let (y1, x1) = ((y0 + k as i64).min((h + p) as i64), (x0 + k as i64).min((w + p) as i64));
                 let padded_count = ((y1 - y0) * (x1 - x0)) as f64;
                 let mut vals = Vec::new();
                 for y in y0.max(0)..y1.min(h as i64) {
@@ -84,19 +71,13 @@ fn adaptive_f64(x: &Tensor, oh: usize, ow: usize, max: bool) -> Vec<f64> {
     per_plane(x, |plane, h, w| {
         let mut out = Vec::new();
         for i in 0..oh {
-            let (y0, y1) = (
-                ((i * h) as f64 / oh as f64).floor() as usize,
-                (((i + 1) * h) as f64 / oh as f64).ceil() as usize,
-            );
+            let (y0, y1) =
+                (((i * h) as f64 / oh as f64).floor() as usize, (((i + 1) * h) as f64 / oh as f64).ceil() as usize);
             for j in 0..ow {
-                let (x0, x1) = (
-                    ((j * w) as f64 / ow as f64).floor() as usize,
-                    (((j + 1) * w) as f64 / ow as f64).ceil() as usize,
-                );
-                let vals: Vec<f64> = (y0..y1)
-                    .flat_map(|y| (x0..x1).map(move |xx| (y, xx)))
-                    .map(|(y, xx)| plane[y * w + xx])
-                    .collect();
+                let (x0, x1) =
+                    (((j * w) as f64 / ow as f64).floor() as usize, (((j + 1) * w) as f64 / ow as f64).ceil() as usize);
+                let vals: Vec<f64> =
+                    (y0..y1).flat_map(|y| (x0..x1).map(move |xx| (y, xx))).map(|(y, xx)| plane[y * w + xx]).collect();
                 out.push(if max {
                     vals.iter().copied().fold(f64::NEG_INFINITY, f64::max)
                 } else {
@@ -112,11 +93,7 @@ fn adaptive_f64(x: &Tensor, oh: usize, ow: usize, max: bool) -> Vec<f64> {
 fn bilinear_f64(x: &Tensor, oh: usize, ow: usize, align: bool) -> Vec<f64> {
     let src = |dst: usize, out: usize, input: usize| -> f64 {
         if align {
-            if out > 1 {
-                dst as f64 * (input - 1) as f64 / (out - 1) as f64
-            } else {
-                0.0
-            }
+            if out > 1 { dst as f64 * (input - 1) as f64 / (out - 1) as f64 } else { 0.0 }
         } else {
             ((dst as f64 + 0.5) * input as f64 / out as f64 - 0.5).max(0.0)
         }
@@ -208,10 +185,7 @@ proptest! {
 fn argmax_prefers_the_first_maximum_and_nan() {
     // Two channels over three pixels: tie, NaN in channel 1, plain maximum.
     let x = tensor([1, 2, 1, 3], &[1.0, 0.0, 5.0, 1.0, f32::NAN, 4.0]);
-    assert_eq!(
-        argmax_channels(&x).into_raw_vec_and_offset().0,
-        vec![0, 1, 0]
-    );
+    assert_eq!(argmax_channels(&x).into_raw_vec_and_offset().0, vec![0, 1, 0]);
 }
 
 #[test]
@@ -222,9 +196,7 @@ fn large_maps_cross_parallel_chunks() {
     let plane = 70 * 90;
     for b in 0..2 {
         for p in [0, 4095, 4096, plane - 1] {
-            let sum: f32 = (0..3)
-                .map(|c| soft.as_slice()[(b * 3 + c) * plane + p])
-                .sum();
+            let sum: f32 = (0..3).map(|c| soft.as_slice()[(b * 3 + c) * plane + p]).sum();
             assert!((sum - 1.0).abs() < 1e-6);
         }
     }
@@ -238,35 +210,11 @@ fn large_maps_cross_parallel_chunks() {
 #[test]
 fn bad_parameters_are_errors() {
     let x = tensor([1, 1, 4, 4], &[0.0]);
-    assert!(matches!(
-        adaptive_avg_pool2d(&x, [0, 2]),
-        Err(KernelError::InvalidParameter { .. })
-    ));
-    assert!(matches!(
-        resize_bilinear(&x, [3, 0], true),
-        Err(KernelError::InvalidParameter { .. })
-    ));
-    assert!(matches!(
-        max_pool2d(&x, &PoolSpec::square(0, 1, 0)),
-        Err(KernelError::InvalidParameter { .. })
-    ));
-    assert!(matches!(
-        max_pool2d(&x, &PoolSpec::square(2, 0, 0)),
-        Err(KernelError::InvalidParameter { .. })
-    ));
-    assert!(matches!(
-        max_pool2d(&x, &PoolSpec::square(3, 1, 2)),
-        Err(KernelError::InvalidParameter { .. })
-    ));
+    assert!(matches!(adaptive_avg_pool2d(&x, [0, 2]), Err(KernelError::InvalidParameter { .. })));
+    assert!(matches!(resize_bilinear(&x, [3, 0], true), Err(KernelError::InvalidParameter { .. })));
+    assert!(matches!(max_pool2d(&x, &PoolSpec::square(0, 1, 0)), Err(KernelError::InvalidParameter { .. })));
+    assert!(matches!(max_pool2d(&x, &PoolSpec::square(2, 0, 0)), Err(KernelError::InvalidParameter { .. })));
+    assert!(matches!(max_pool2d(&x, &PoolSpec::square(3, 1, 2)), Err(KernelError::InvalidParameter { .. })));
     let err = max_pool2d(&x, &PoolSpec::square(5, 1, 0)).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            KernelError::WindowLargerThanInput {
-                what: "pooling",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, KernelError::WindowLargerThanInput { what: "pooling", .. }), "{err}");
 }

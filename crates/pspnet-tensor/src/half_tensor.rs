@@ -54,21 +54,14 @@ impl<T: HalfFloat> HalfTensor<T> {
     /// Wraps a flat NCHW buffer; its length must equal the shape's.
     pub fn from_vec(shape: Shape, data: Vec<T>) -> Result<Self, TensorError> {
         if data.len() != shape.len() {
-            return Err(TensorError::LengthMismatch {
-                shape,
-                expected: shape.len(),
-                actual: data.len(),
-            });
+            return Err(TensorError::LengthMismatch { shape, expected: shape.len(), actual: data.len() });
         }
         Ok(HalfTensor { shape, data })
     }
 
     /// Rounds every element of an `f32` tensor to `T`.
     pub fn from_f32(tensor: &Tensor) -> Self {
-        HalfTensor {
-            shape: tensor.shape(),
-            data: tensor.as_slice().iter().map(|&v| T::from_f32(v)).collect(),
-        }
+        HalfTensor { shape: tensor.shape(), data: tensor.as_slice().iter().map(|&v| T::from_f32(v)).collect() }
     }
 
     /// Widens to an `f32` tensor.
@@ -115,11 +108,6 @@ mod tests {
     fn from_vec_checks_length() {
         let shape = Shape::new(1, 2, 1, 1).unwrap();
         assert!(HalfTensor::<bf16>::from_vec(shape, vec![bf16::ZERO]).is_err());
-        assert_eq!(
-            HalfTensor::<bf16>::from_vec(shape, vec![bf16::ONE; 2])
-                .unwrap()
-                .shape(),
-            shape
-        );
+        assert_eq!(HalfTensor::<bf16>::from_vec(shape, vec![bf16::ONE; 2]).unwrap().shape(), shape);
     }
 }

@@ -25,10 +25,7 @@ impl Shape {
         let len = dims
             .iter()
             .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .filter(|&len| {
-                len.checked_mul(size_of::<f32>())
-                    .is_some_and(|b| b <= isize::MAX as usize)
-            })
+            .filter(|&len| len.checked_mul(size_of::<f32>()).is_some_and(|b| b <= isize::MAX as usize))
             .ok_or(TensorError::TooLarge { dims })?;
         debug_assert!(len > 0);
         Ok(Shape { n, c, h, w })
@@ -104,28 +101,16 @@ mod tests {
     #[test]
     fn rejects_zero_dimensions_by_axis() {
         let err = Shape::new(1, 0, 4, 4).unwrap_err();
-        assert_eq!(
-            err,
-            TensorError::ZeroDimension {
-                axis: "C",
-                dims: [1, 0, 4, 4]
-            }
-        );
+        assert_eq!(err, TensorError::ZeroDimension { axis: "C", dims: [1, 0, 4, 4] });
         assert!(err.to_string().contains("dimension C of [1, 0, 4, 4]"));
     }
 
     #[test]
     fn rejects_overflowing_element_counts() {
         let big = usize::MAX / 2;
-        assert!(matches!(
-            Shape::new(big, 2, 2, 1),
-            Err(TensorError::TooLarge { .. })
-        ));
+        assert!(matches!(Shape::new(big, 2, 2, 1), Err(TensorError::TooLarge { .. })));
         // Fits in usize elements, but not in bytes of f32.
-        assert!(matches!(
-            Shape::new(1, 1, 1, usize::MAX / 4 + 1),
-            Err(TensorError::TooLarge { .. })
-        ));
+        assert!(matches!(Shape::new(1, 1, 1, usize::MAX / 4 + 1), Err(TensorError::TooLarge { .. })));
     }
 
     #[test]

@@ -21,28 +21,19 @@ impl Tensor {
     /// A tensor with every element set to `value`.
     pub fn filled(shape: Shape, value: f32) -> Self {
         let [n, c, h, w] = shape.dims();
-        Tensor {
-            shape,
-            data: Array4::from_elem((n, c, h, w), value),
-        }
+        Tensor { shape, data: Array4::from_elem((n, c, h, w), value) }
     }
 
     /// Wraps a flat NCHW buffer; its length must equal the shape's.
     pub fn from_vec(shape: Shape, data: Vec<f32>) -> Result<Self, TensorError> {
         if data.len() != shape.len() {
-            return Err(TensorError::LengthMismatch {
-                shape,
-                expected: shape.len(),
-                actual: data.len(),
-            });
+            return Err(TensorError::LengthMismatch { shape, expected: shape.len(), actual: data.len() });
         }
         let [n, c, h, w] = shape.dims();
-        let data = Array4::from_shape_vec((n, c, h, w), data).map_err(|_| {
-            TensorError::LengthMismatch {
-                shape,
-                expected: shape.len(),
-                actual: 0,
-            }
+        let data = Array4::from_shape_vec((n, c, h, w), data).map_err(|_| TensorError::LengthMismatch {
+            shape,
+            expected: shape.len(),
+            actual: 0,
         })?;
         Ok(Tensor { shape, data })
     }
@@ -52,21 +43,14 @@ impl Tensor {
     pub fn from_array(array: Array4<f32>) -> Result<Self, TensorError> {
         let (n, c, h, w) = array.dim();
         let shape = Shape::new(n, c, h, w)?;
-        let data = if array.is_standard_layout() {
-            array
-        } else {
-            array.as_standard_layout().into_owned()
-        };
+        let data = if array.is_standard_layout() { array } else { array.as_standard_layout().into_owned() };
         Ok(Tensor { shape, data })
     }
 
     /// A tensor whose element `[n, c, y, x]` is `f(n, c, y, x)`.
     pub fn from_fn(shape: Shape, mut f: impl FnMut(usize, usize, usize, usize) -> f32) -> Self {
         let [n, c, h, w] = shape.dims();
-        Tensor {
-            shape,
-            data: Array4::from_shape_fn((n, c, h, w), |(n, c, y, x)| f(n, c, y, x)),
-        }
+        Tensor { shape, data: Array4::from_shape_fn((n, c, h, w), |(n, c, y, x)| f(n, c, y, x)) }
     }
 
     /// The tensor's shape.
@@ -81,9 +65,7 @@ impl Tensor {
 
     /// All elements, NCHW order, mutable.
     pub fn as_mut_slice(&mut self) -> &mut [f32] {
-        self.data
-            .as_slice_mut()
-            .expect("Tensor keeps standard layout")
+        self.data.as_slice_mut().expect("Tensor keeps standard layout")
     }
 
     /// The elements of image `n` (`c * h * w` values, CHW order).
@@ -126,11 +108,7 @@ impl Tensor {
     pub fn channel(&self, n: usize, c: usize) -> Result<ArrayView2<'_, f32>, TensorError> {
         self.check_image(n)?;
         if c >= self.shape.c() {
-            return Err(TensorError::IndexOutOfRange {
-                axis: "channel",
-                index: c,
-                shape: self.shape,
-            });
+            return Err(TensorError::IndexOutOfRange { axis: "channel", index: c, shape: self.shape });
         }
         Ok(self.data.index_axis(Axis(0), n).index_axis_move(Axis(0), c))
     }
@@ -149,11 +127,7 @@ impl Tensor {
 
     fn check_image(&self, n: usize) -> Result<(), TensorError> {
         if n >= self.shape.n() {
-            return Err(TensorError::IndexOutOfRange {
-                axis: "image",
-                index: n,
-                shape: self.shape,
-            });
+            return Err(TensorError::IndexOutOfRange { axis: "image", index: n, shape: self.shape });
         }
         Ok(())
     }
@@ -172,11 +146,7 @@ mod tests {
         let s = shape(1, 2, 2, 3);
         assert!(matches!(
             Tensor::from_vec(s, vec![0.0; 11]),
-            Err(TensorError::LengthMismatch {
-                expected: 12,
-                actual: 11,
-                ..
-            })
+            Err(TensorError::LengthMismatch { expected: 12, actual: 11, .. })
         ));
         let t = Tensor::from_vec(s, (0..12).map(|v| v as f32).collect()).unwrap();
         assert_eq!(t.channel(0, 1).unwrap()[[1, 2]], 11.0);
@@ -187,21 +157,8 @@ mod tests {
     fn views_reject_out_of_range_indices() {
         let t = Tensor::zeros(shape(2, 3, 1, 1));
         assert!(t.image(1).is_ok());
-        assert!(matches!(
-            t.image(2),
-            Err(TensorError::IndexOutOfRange {
-                axis: "image",
-                index: 2,
-                ..
-            })
-        ));
-        assert!(matches!(
-            t.channel(0, 3),
-            Err(TensorError::IndexOutOfRange {
-                axis: "channel",
-                ..
-            })
-        ));
+        assert!(matches!(t.image(2), Err(TensorError::IndexOutOfRange { axis: "image", index: 2, .. })));
+        assert!(matches!(t.channel(0, 3), Err(TensorError::IndexOutOfRange { axis: "channel", .. })));
         assert_eq!(t.image_slice(1).unwrap().len(), 3);
     }
 
@@ -214,9 +171,6 @@ mod tests {
         let u = Tensor::from_array(permuted).unwrap();
         assert_eq!(t, u);
         assert_eq!(u.as_slice()[5], 11.0);
-        assert!(matches!(
-            Tensor::from_array(Array4::zeros((1, 0, 2, 2))),
-            Err(TensorError::ZeroDimension { .. })
-        ));
+        assert!(matches!(Tensor::from_array(Array4::zeros((1, 0, 2, 2))), Err(TensorError::ZeroDimension { .. })));
     }
 }

@@ -11,6 +11,7 @@
 //! B panel (streamed from L2): micro-kernel` and, after the last slice, the
 //! fused epilogue on the tile while it is still in L1.
 
+mod gemv;
 mod pack;
 mod portable;
 #[cfg(target_arch = "x86_64")]
@@ -37,14 +38,7 @@ pub(crate) trait MicroKernel {
     /// `a` must be readable for `kc * MR` values, `b` for `kc * NR`, `c`
     /// readable and writable for its `MR` rows of `NR` values with no other
     /// live reference to them, and the CPU must support the kernel's ISA.
-    unsafe fn tile(
-        kc: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *mut f32,
-        rs: usize,
-        accumulate: bool,
-    );
+    unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, rs: usize, accumulate: bool);
 }
 
 /// Register-tile sizes `(MR, NR)` of an instruction set's micro-kernel.
@@ -80,6 +74,11 @@ pub(crate) fn conv_image(
     epilogue: Epilogue<'_>,
     out: &mut [f32],
 ) {
+    // Fewer pixels than a third of a register tile: a matrix-vector product
+    // wastes less than the GEMM's padded columns.
+    if geometry.is_pointwise() && 3 * geometry.pixels() <= tile_dims(isa).1 {
+        return gemv::pointwise(isa, weights.row_major(), geometry.depth(), input, geometry.pixels(), epilogue, out);
+    }
     match isa {
         Isa::Portable => drive::<portable::Portable>(weights, geometry, input, epilogue, out),
         #[cfg(target_arch = "x86_64")]
@@ -96,11 +95,17 @@ const KC: usize = 384;
 /// Budget in bytes of one packed `B` block, sized for a 1 MB L2.
 const B_BLOCK_BYTES: usize = 384 * 1024;
 
-/// How one convolution is cut into tasks.
+/// How one convolution is cut into tasks: `n_blocks` blocks of whole
+/// `NR`-pixel panels (sizes differing by at most one panel) times `m_chunks`
+/// chunks of whole `MR`-channel panels. The task count is a multiple of the
+/// thread count where the shape allows, so no thread idles at the end.
 struct Plan {
     kc: usize,
-    nc: usize,
+    n: usize,
+    nr: usize,
+    n_panels: usize,
     n_blocks: usize,
+    max_block_panels: usize,
     m_chunk: usize,
     m_chunks: usize,
 }
@@ -111,24 +116,33 @@ impl Plan {
         let kc = k.div_ceil(k.div_ceil(KC));
         let n_panels = n.div_ceil(K::NR);
         let by_cache = (B_BLOCK_BYTES / (kc * K::NR * size_of::<f32>())).max(1);
-        let by_threads = n_panels.div_ceil(2 * threads).max(1);
-        let nc = by_cache.min(by_threads) * K::NR;
-        let n_blocks = n.div_ceil(nc);
+        let mut n_blocks = n_panels.div_ceil(by_cache).max(2 * threads).min(n_panels);
+        if n_blocks >= threads {
+            n_blocks = n_blocks.next_multiple_of(threads).min(n_panels);
+        }
         let m_panels = m.div_ceil(K::MR);
         let wanted = 4 * threads;
-        let m_chunks = if n_blocks >= wanted {
-            1
-        } else {
-            wanted.div_ceil(n_blocks).min(m_panels.div_ceil(2)).max(1)
-        };
+        let mut m_chunks = 1;
+        if n_blocks < wanted {
+            m_chunks = wanted.div_ceil(n_blocks).min(m_panels.div_ceil(2)).max(1);
+        }
         let m_chunk = m_panels.div_ceil(m_chunks) * K::MR;
         Plan {
             kc,
-            nc,
+            n,
+            nr: K::NR,
+            n_panels,
             n_blocks,
+            max_block_panels: n_panels.div_ceil(n_blocks),
             m_chunk,
             m_chunks: m.div_ceil(m_chunk),
         }
+    }
+
+    /// Output pixels of pixel block `b`.
+    fn cols(&self, b: usize) -> std::ops::Range<usize> {
+        let panel = |b: usize| b * self.n_panels / self.n_blocks;
+        (panel(b) * self.nr).min(self.n)..(panel(b + 1) * self.nr).min(self.n)
     }
 }
 
@@ -145,19 +159,15 @@ fn drive<K: MicroKernel>(
     debug_assert_eq!(out.len(), m * n);
     let plan = Plan::new::<K>(m, n, k);
     let output = SharedOutput::new(out, n);
-    (0..plan.n_blocks * plan.m_chunks)
-        .into_par_iter()
-        .for_each_init(
-            || pack::Scratch::new(plan.kc, plan.nc),
-            |scratch, task| {
-                let (nb, mc) = (task / plan.m_chunks, task % plan.m_chunks);
-                let cols = nb * plan.nc..((nb + 1) * plan.nc).min(n);
-                let rows = mc * plan.m_chunk..((mc + 1) * plan.m_chunk).min(m);
-                run_task::<K>(
-                    weights, geometry, input, epilogue, &output, &plan, scratch, rows, cols,
-                );
-            },
-        );
+    (0..plan.n_blocks * plan.m_chunks).into_par_iter().for_each_init(
+        || pack::Scratch::new(plan.kc, plan.max_block_panels * K::NR),
+        |scratch, task| {
+            let (nb, mc) = (task / plan.m_chunks, task % plan.m_chunks);
+            let cols = plan.cols(nb);
+            let rows = mc * plan.m_chunk..((mc + 1) * plan.m_chunk).min(m);
+            run_task::<K>(weights, geometry, input, epilogue, &output, &plan, scratch, rows, cols);
+        },
+    );
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -183,12 +193,7 @@ fn run_task<K: MicroKernel>(
             let tile_rows = K::MR.min(rows.end - row0);
             for (p, b) in packed.chunks_exact(kc * K::NR).enumerate() {
                 let col0 = cols.start + p * K::NR;
-                let tile = TileRegion {
-                    row0,
-                    col0,
-                    rows: tile_rows,
-                    cols: K::NR.min(cols.end - col0),
-                };
+                let tile = TileRegion { row0, col0, rows: tile_rows, cols: K::NR.min(cols.end - col0) };
                 // SAFETY: tasks own disjoint (rows x cols) rectangles of the
                 // output, and this tile lies inside this task's rectangle.
                 unsafe { compute_tile::<K>(output, tile, kc, a, b, !first) };
@@ -241,16 +246,7 @@ unsafe fn compute_tile<K: MicroKernel>(
         local[r * K::NR..r * K::NR + tile.cols].copy_from_slice(row);
     }
     // SAFETY: `local` is a private MR x NR buffer; panels and ISA as above.
-    unsafe {
-        K::tile(
-            kc,
-            a.as_ptr(),
-            b.as_ptr(),
-            local.as_mut_ptr(),
-            K::NR,
-            accumulate,
-        )
-    };
+    unsafe { K::tile(kc, a.as_ptr(), b.as_ptr(), local.as_mut_ptr(), K::NR, accumulate) };
     for r in 0..tile.rows {
         // SAFETY: as above.
         let row = unsafe { output.row_mut(tile.row0 + r, tile.col0, tile.cols) };
@@ -265,20 +261,26 @@ unsafe fn compute_tile<K: MicroKernel>(
 unsafe fn apply_epilogue(output: &SharedOutput, tile: TileRegion, epilogue: Epilogue<'_>) {
     for r in 0..tile.rows {
         let channel = tile.row0 + r;
-        let scale = epilogue.scale.map_or(1.0, |s| s[channel]);
-        let shift = epilogue.shift.map_or(0.0, |s| s[channel]);
         // SAFETY: inside the output and ours (caller).
         let row = unsafe { output.row_mut(channel, tile.col0, tile.cols) };
-        if epilogue.scale.is_some() || epilogue.shift.is_some() {
+        epilogue.apply(row, channel, channel * output.row_stride + tile.col0);
+    }
+}
+
+impl Epilogue<'_> {
+    /// Finishes `row`, the values of output channel `channel` that start at
+    /// flat index `start` of the image's output.
+    fn apply(&self, row: &mut [f32], channel: usize, start: usize) {
+        if self.scale.is_some() || self.shift.is_some() {
+            let scale = self.scale.map_or(1.0, |s| s[channel]);
+            let shift = self.shift.map_or(0.0, |s| s[channel]);
             row.iter_mut().for_each(|v| *v = *v * scale + shift);
         }
-        if let Some(residual) = epilogue.residual {
-            let start = channel * output.row_stride + tile.col0;
-            row.iter_mut()
-                .zip(&residual[start..start + tile.cols])
-                .for_each(|(v, r)| *v += r);
+        if let Some(residual) = self.residual {
+            let len = row.len();
+            row.iter_mut().zip(&residual[start..start + len]).for_each(|(v, r)| *v += r);
         }
-        if epilogue.relu {
+        if self.relu {
             row.iter_mut().for_each(|v| *v = v.max(0.0));
         }
     }
@@ -297,11 +299,7 @@ unsafe impl Sync for SharedOutput {}
 
 impl SharedOutput {
     fn new(out: &mut [f32], row_stride: usize) -> Self {
-        SharedOutput {
-            ptr: out.as_mut_ptr(),
-            len: out.len(),
-            row_stride,
-        }
+        SharedOutput { ptr: out.as_mut_ptr(), len: out.len(), row_stride }
     }
 
     fn ptr_at(&self, row: usize, col: usize) -> *mut f32 {

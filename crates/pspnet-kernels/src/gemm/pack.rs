@@ -31,24 +31,26 @@ impl ConvGeometry {
 
     /// A 1x1, stride 1, unpadded convolution reads each output pixel's own
     /// input pixel: its `B` matrix is the input itself.
-    fn is_pointwise(&self) -> bool {
+    pub(crate) fn is_pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == [1, 1] && self.padding == [0, 0]
     }
 }
 
-/// Weights (`M x K`, row-major OIHW) packed into `MR`-row panels: panel `i`
-/// holds, for each `k`, the `MR` values `A[i*MR .. i*MR+MR][k]` (zero-padded
-/// past `M`), so any `K` slice of a panel is one contiguous run.
+/// Weights (`M x K`, row-major OIHW) in both layouts the kernels read: as
+/// given, and packed into `MR`-row panels: panel `i` holds, for each `k`, the
+/// `MR` values `A[i*MR .. i*MR+MR][k]` (zero-padded past `M`), so any `K`
+/// slice of a panel is one contiguous run.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct PackedWeights {
     mr: usize,
     rows: usize,
     depth: usize,
+    row_major: Vec<f32>,
     data: Vec<f32>,
 }
 
 impl PackedWeights {
-    pub(crate) fn new(weights: &[f32], rows: usize, depth: usize, mr: usize) -> Self {
+    pub(crate) fn new(weights: Vec<f32>, rows: usize, depth: usize, mr: usize) -> Self {
         debug_assert_eq!(weights.len(), rows * depth);
         let panels = rows.div_ceil(mr);
         let mut data = vec![0.0; panels * depth * mr];
@@ -58,12 +60,12 @@ impl PackedWeights {
                 panel[k * mr + row % mr] = v;
             }
         }
-        PackedWeights {
-            mr,
-            rows,
-            depth,
-            data,
-        }
+        PackedWeights { mr, rows, depth, row_major: weights, data }
+    }
+
+    /// The weights as given, `M x K` row-major.
+    pub(crate) fn row_major(&self) -> &[f32] {
+        &self.row_major
     }
 
     pub(crate) fn mr(&self) -> usize {
@@ -105,10 +107,7 @@ const ALIGN_FLOATS: usize = 16;
 
 impl Scratch {
     pub(crate) fn new(kc: usize, nc: usize) -> Self {
-        Scratch {
-            buffer: vec![0.0; kc * nc + ALIGN_FLOATS],
-            taps: Vec::with_capacity(kc),
-        }
+        Scratch { buffer: vec![0.0; kc * nc + ALIGN_FLOATS], taps: Vec::with_capacity(kc) }
     }
 
     /// Gathers `B[ks][cols]` into `NR`-column panels: panel `p` holds, for
@@ -146,9 +145,7 @@ impl Scratch {
                 pack_rows(g, input, &self.taps, pix0, count, K::NR, panel);
             }
             if count < K::NR {
-                panel
-                    .chunks_exact_mut(K::NR)
-                    .for_each(|dst| dst[count..].fill(0.0));
+                panel.chunks_exact_mut(K::NR).for_each(|dst| dst[count..].fill(0.0));
             }
         }
         packed
@@ -157,15 +154,7 @@ impl Scratch {
 
 /// Fills columns `0..count` of one panel (output pixels `pix0..pix0+count`),
 /// one output-row segment at a time so each tap is a strided row gather.
-fn pack_rows(
-    g: &ConvGeometry,
-    input: &[f32],
-    taps: &[Tap],
-    pix0: usize,
-    count: usize,
-    nr: usize,
-    panel: &mut [f32],
-) {
+fn pack_rows(g: &ConvGeometry, input: &[f32], taps: &[Tap], pix0: usize, count: usize, nr: usize, panel: &mut [f32]) {
     let mut j = 0;
     while j < count {
         let (oy, ox) = ((pix0 + j) / g.ow, (pix0 + j) % g.ow);
@@ -189,16 +178,8 @@ fn pack_rows(
 /// `dst[t] = row[start + t * step]`, or 0 where that index is outside `row`.
 fn gather_row(row: &[f32], start: isize, step: usize, dst: &mut [f32]) {
     let (w, stepi) = (row.len() as isize, step as isize);
-    let first = if start >= 0 {
-        0
-    } else {
-        ((-start + stepi - 1) / stepi) as usize
-    };
-    let end = if start >= w {
-        0
-    } else {
-        ((w - start + stepi - 1) / stepi) as usize
-    };
+    let first = if start >= 0 { 0 } else { ((-start + stepi - 1) / stepi) as usize };
+    let end = if start >= w { 0 } else { ((w - start + stepi - 1) / stepi) as usize };
     let (first, end) = (first.min(dst.len()), end.min(dst.len()));
     if first >= end {
         dst.fill(0.0);
@@ -210,11 +191,8 @@ fn gather_row(row: &[f32], start: isize, step: usize, dst: &mut [f32]) {
     if step == 1 {
         dst[first..end].copy_from_slice(&row[src0..src0 + (end - first)]);
     } else {
-        for (d, s) in dst[first..end]
-            .iter_mut()
-            .zip(row[src0..].iter().step_by(step))
-        {
-            *d = *s;
+        for (d, s) in dst[first..end].iter_mut().zip(row[src0..].chunks(step)) {
+            *d = s[0];
         }
     }
 }
@@ -240,7 +218,7 @@ mod tests {
     #[test]
     fn weight_panels_interleave_rows_and_pad_with_zeros() {
         // 3 rows x 2 columns, MR = 2: panel 0 = rows 0,1; panel 1 = row 2 + padding.
-        let w = PackedWeights::new(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 3, 2, 2);
+        let w = PackedWeights::new(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 3, 2, 2);
         assert_eq!(w.panel(0, 0, 2), &[1.0, 3.0, 2.0, 4.0]);
         assert_eq!(w.panel(1, 0, 2), &[5.0, 0.0, 6.0, 0.0]);
         assert_eq!(w.panel(1, 1, 1), &[6.0, 0.0]);

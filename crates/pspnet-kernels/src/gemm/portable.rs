@@ -13,21 +13,9 @@ impl MicroKernel for Portable {
     const MR: usize = MR;
     const NR: usize = NR;
 
-    unsafe fn tile(
-        kc: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *mut f32,
-        rs: usize,
-        accumulate: bool,
-    ) {
+    unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, rs: usize, accumulate: bool) {
         // SAFETY: the caller guarantees `a` holds kc*MR values and `b` kc*NR.
-        let (a, b) = unsafe {
-            (
-                std::slice::from_raw_parts(a, kc * MR),
-                std::slice::from_raw_parts(b, kc * NR),
-            )
-        };
+        let (a, b) = unsafe { (std::slice::from_raw_parts(a, kc * MR), std::slice::from_raw_parts(b, kc * NR)) };
         let mut acc = [[0.0f32; NR]; MR];
         for (ap, bp) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
             for (row, &ai) in acc.iter_mut().zip(ap) {

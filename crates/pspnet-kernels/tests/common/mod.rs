@@ -9,11 +9,7 @@ use pspnet_kernels::{Shape, Tensor};
 /// A tensor of the given shape filled from `values` (cycled).
 pub fn tensor(dims: [usize; 4], values: &[f32]) -> Tensor {
     let shape = Shape::new(dims[0], dims[1], dims[2], dims[3]).unwrap();
-    Tensor::from_vec(
-        shape,
-        values.iter().copied().cycle().take(shape.len()).collect(),
-    )
-    .unwrap()
+    Tensor::from_vec(shape, values.iter().copied().cycle().take(shape.len()).collect()).unwrap()
 }
 
 /// A deterministic pseudo-random tensor in [-1, 1) (xorshift), for tests
@@ -61,15 +57,12 @@ pub fn conv2d_f64(
                     for ci in 0..cin {
                         for ky in 0..kh {
                             for kx in 0..kw {
-                                let iy = (oy * stride[0] + ky * dilation[0]) as isize
-                                    - padding[0] as isize;
-                                let ix = (ox * stride[1] + kx * dilation[1]) as isize
-                                    - padding[1] as isize;
+                                let iy = (oy * stride[0] + ky * dilation[0]) as isize - padding[0] as isize;
+                                let ix = (ox * stride[1] + kx * dilation[1]) as isize - padding[1] as isize;
                                 if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
                                     continue;
                                 }
-                                let p = wt[[co, ci, ky, kx]] as f64
-                                    * x[[b, ci, iy as usize, ix as usize]] as f64;
+                                let p = wt[[co, ci, ky, kx]] as f64 * x[[b, ci, iy as usize, ix as usize]] as f64;
                                 s += p;
                                 m += p.abs();
                             }
