@@ -178,9 +178,15 @@ fn pack_rows(g: &ConvGeometry, input: &[f32], taps: &[Tap], pix0: usize, count: 
 /// `dst[t] = row[start + t * step]`, or 0 where that index is outside `row`.
 fn gather_row(row: &[f32], start: isize, step: usize, dst: &mut [f32]) {
     let (w, stepi) = (row.len() as isize, step as isize);
-    let first = if start >= 0 { 0 } else { ((-start + stepi - 1) / stepi) as usize };
-    let end = if start >= w { 0 } else { ((w - start + stepi - 1) / stepi) as usize };
-    let (first, end) = (first.min(dst.len()), end.min(dst.len()));
+    let inside = start >= 0 && start + (dst.len() as isize - 1) * stepi < w;
+    // Interior segments (the common case) need no divisions to clip.
+    let (first, end) = if inside {
+        (0, dst.len())
+    } else {
+        let first = if start >= 0 { 0 } else { ((-start + stepi - 1) / stepi) as usize };
+        let end = if start >= w { 0 } else { ((w - start + stepi - 1) / stepi) as usize };
+        (first.min(dst.len()), end.min(dst.len()))
+    };
     if first >= end {
         dst.fill(0.0);
         return;
@@ -191,9 +197,14 @@ fn gather_row(row: &[f32], start: isize, step: usize, dst: &mut [f32]) {
     if step == 1 {
         dst[first..end].copy_from_slice(&row[src0..src0 + (end - first)]);
     } else {
-        for (d, s) in dst[first..end].iter_mut().zip(row[src0..].chunks(step)) {
+        // Whole `step`-sized chunks vectorise (a shuffle per vector); the
+        // last sample may sit in a partial chunk.
+        let dst = &mut dst[first..end];
+        let (last, body) = dst.split_last_mut().expect("first < end");
+        for (d, s) in body.iter_mut().zip(row[src0..].chunks_exact(step)) {
             *d = s[0];
         }
+        *last = row[src0 + body.len() * step];
     }
 }
 
