@@ -209,13 +209,13 @@ fn convolutions(c: &mut Criterion) {
 mod peak {
     use std::arch::asm;
 
-    pub const ITERS: u64 = 1 << 20;
-    pub const FLOPS_AVX512: u64 = ITERS * 16 * 16 * 2;
-    pub const FLOPS_AVX2: u64 = ITERS * 12 * 8 * 2;
+    pub(crate) const ITERS: u64 = 1 << 20;
+    pub(crate) const FLOPS_AVX512: u64 = ITERS * 16 * 16 * 2;
+    pub(crate) const FLOPS_AVX2: u64 = ITERS * 12 * 8 * 2;
 
     /// # Safety
     /// The CPU must support AVX-512F.
-    pub unsafe fn avx512() {
+    pub(crate) unsafe fn avx512() {
         // SAFETY: register-only FMAs on clobbered zmm registers (caller: AVX-512F).
         unsafe {
             asm!(
@@ -243,7 +243,7 @@ mod peak {
 
     /// # Safety
     /// The CPU must support AVX2 and FMA.
-    pub unsafe fn avx2() {
+    pub(crate) unsafe fn avx2() {
         // SAFETY: register-only FMAs on clobbered ymm registers (caller: AVX2+FMA).
         unsafe {
             asm!(
@@ -281,13 +281,13 @@ fn fma_peak(c: &mut Criterion) {
         if Isa::Avx512.is_available() {
             group.throughput(Throughput::Elements(peak::FLOPS_AVX512 * threads as u64));
             group.bench_function(BenchmarkId::new("fma-avx512", format!("{threads}t")), |b| {
-                b.iter(|| black_box(run(peak::avx512)))
+                b.iter(|| run(peak::avx512))
             });
         }
         if Isa::Avx2.is_available() {
             group.throughput(Throughput::Elements(peak::FLOPS_AVX2 * threads as u64));
             group.bench_function(BenchmarkId::new("fma-avx2", format!("{threads}t")), |b| {
-                b.iter(|| black_box(run(peak::avx2)))
+                b.iter(|| run(peak::avx2))
             });
         }
     }

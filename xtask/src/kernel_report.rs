@@ -48,7 +48,7 @@ fn collect(dir: &Path, results: &mut Results) -> Result<()> {
     Ok(())
 }
 
-pub fn run(root: &Path) -> Result<()> {
+pub(crate) fn run(root: &Path) -> Result<()> {
     let dir: PathBuf = root.join("target/criterion");
     if !dir.is_dir() {
         bail!("{} not found: run `cargo bench --bench conv` first", dir.display());

@@ -310,6 +310,7 @@ impl SharedOutput {
 
     /// # Safety
     /// No other live reference may overlap the returned row segment.
+    #[allow(clippy::mut_from_ref)]
     unsafe fn row_mut(&self, row: usize, col: usize, len: usize) -> &mut [f32] {
         let offset = row * self.row_stride + col;
         assert!(offset + len <= self.len, "row segment outside the output");
