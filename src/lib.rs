@@ -7,3 +7,8 @@
 
 pub use pspnet_kernels as kernels;
 pub use pspnet_tensor as tensor;
+
+/// The README's examples, compiled and run as doctests so they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
