@@ -20,6 +20,7 @@
 //! The crate knows nothing of models: it sees tensors and numbers.
 
 mod adaptive;
+mod batch_norm;
 mod channels;
 mod conv;
 mod error;
@@ -30,10 +31,11 @@ mod pool;
 mod resize;
 
 pub use adaptive::{adaptive_avg_pool2d, adaptive_max_pool2d};
+pub use batch_norm::{BN_EPS, BatchNorm};
 pub use channels::{argmax_channels, softmax_channels};
 pub use conv::{Conv2d, ConvSpec};
 pub use error::KernelError;
 pub use isa::{ISA_ENV, Isa};
 pub use pool::{PoolSpec, avg_pool2d, max_pool2d};
-pub use pspnet_tensor::{Shape, Tensor, TensorError};
+pub use pspnet_tensor::{Params, Shape, Tensor, TensorError};
 pub use resize::resize_bilinear;

@@ -37,4 +37,28 @@ pub enum TensorError {
         /// The tensor's shape.
         shape: Shape,
     },
+    /// A named parameter is absent.
+    #[error("parameter `{name}` is missing")]
+    MissingParam {
+        /// The parameter's name.
+        name: String,
+    },
+    /// A named parameter has the wrong shape.
+    #[error("parameter `{name}` has shape {got:?}, expected {expected}")]
+    ParamShape {
+        /// The parameter's name.
+        name: String,
+        /// What was expected, in words.
+        expected: String,
+        /// The shape it has.
+        got: Vec<usize>,
+    },
+    /// Tensors to concatenate differ in batch or spatial size.
+    #[error("cannot concatenate {other} onto {first}: batch and spatial sizes differ")]
+    ConcatMismatch {
+        /// The first tensor's shape.
+        first: Shape,
+        /// The mismatching tensor's shape.
+        other: Shape,
+    },
 }

@@ -9,11 +9,13 @@
 
 mod error;
 mod half_tensor;
+mod params;
 mod shape;
 mod tensor;
 
 pub use error::TensorError;
 pub use half_tensor::{HalfFloat, HalfTensor};
+pub use params::{Param, Params};
 pub use shape::Shape;
 pub use tensor::Tensor;
 

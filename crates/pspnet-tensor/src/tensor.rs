@@ -125,6 +125,30 @@ impl Tensor {
         self.data
     }
 
+    /// Stacks tensors along the channel axis (`torch.cat(dim=1)`): same
+    /// batch size and spatial size, channels in the order given.
+    pub fn concat_channels(parts: &[&Tensor]) -> Result<Tensor, TensorError> {
+        let first = parts.first().ok_or(TensorError::ZeroDimension { axis: "C", dims: [0; 4] })?.shape();
+        let mut channels = 0usize;
+        for part in parts {
+            let s = part.shape();
+            if (s.n(), s.h(), s.w()) != (first.n(), first.h(), first.w()) {
+                return Err(TensorError::ConcatMismatch { first, other: s });
+            }
+            channels = channels
+                .checked_add(s.c())
+                .ok_or(TensorError::TooLarge { dims: [first.n(), usize::MAX, first.h(), first.w()] })?;
+        }
+        let shape = first.with_c(channels)?;
+        let mut data = Vec::with_capacity(shape.len());
+        for n in 0..shape.n() {
+            for part in parts {
+                data.extend_from_slice(part.image_slice(n)?);
+            }
+        }
+        Tensor::from_vec(shape, data)
+    }
+
     fn check_image(&self, n: usize) -> Result<(), TensorError> {
         if n >= self.shape.n() {
             return Err(TensorError::IndexOutOfRange { axis: "image", index: n, shape: self.shape });
@@ -151,6 +175,18 @@ mod tests {
         let t = Tensor::from_vec(s, (0..12).map(|v| v as f32).collect()).unwrap();
         assert_eq!(t.channel(0, 1).unwrap()[[1, 2]], 11.0);
         assert_eq!(t.view()[[0, 0, 1, 0]], 3.0);
+    }
+
+    #[test]
+    fn concat_stacks_channels_per_image() {
+        let a = Tensor::from_vec(shape(2, 1, 1, 2), vec![1.0, 2.0, 3.0, 4.0]).unwrap();
+        let b = Tensor::from_vec(shape(2, 2, 1, 2), vec![5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0]).unwrap();
+        let c = Tensor::concat_channels(&[&a, &b]).unwrap();
+        assert_eq!(c.shape().dims(), [2, 3, 1, 2]);
+        assert_eq!(c.as_slice(), &[1.0, 2.0, 5.0, 6.0, 7.0, 8.0, 3.0, 4.0, 9.0, 10.0, 11.0, 12.0]);
+        let d = Tensor::zeros(shape(2, 1, 2, 1));
+        assert!(matches!(Tensor::concat_channels(&[&a, &d]), Err(TensorError::ConcatMismatch { .. })));
+        assert!(Tensor::concat_channels(&[]).is_err());
     }
 
     #[test]

@@ -1,0 +1,121 @@
+use pspnet_kernels::{Conv2d, ConvSpec, adaptive_avg_pool2d, adaptive_max_pool2d, resize_bilinear};
+use pspnet_tensor::{Params, Tensor};
+
+use crate::PpmError;
+
+/// How a bin summarises its pixels (the paper's ablation: average wins).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Pooling {
+    /// Adaptive average pooling.
+    Average,
+    /// Adaptive max pooling.
+    Max,
+}
+
+/// The shape of the pyramid.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PyramidPoolingConfig {
+    /// Grid size of each level (`[1, 2, 3, 6]` in the paper).
+    pub bins: Vec<usize>,
+    /// Average or max pooling.
+    pub pooling: Pooling,
+    /// Bilinear upsampling convention (semseg: true; mmsegmentation: false).
+    pub align_corners: bool,
+}
+
+impl Default for PyramidPoolingConfig {
+    /// The paper's module: bins 1, 2, 3, 6, average pooling, upsampling with
+    /// aligned corners as in the official code.
+    fn default() -> Self {
+        PyramidPoolingConfig { bins: vec![1, 2, 3, 6], pooling: Pooling::Average, align_corners: true }
+    }
+}
+
+/// A pyramid pooling module: `[x, up(reduce(pool_b(x))) for b in bins]`
+/// concatenated along channels.
+#[derive(Debug, Clone)]
+pub struct PyramidPooling {
+    config: PyramidPoolingConfig,
+    /// One 1x1 conv (+ folded BN + ReLU) per bin, or none at all, in which
+    /// case the pooled maps are upsampled as they are.
+    reductions: Option<Vec<Conv2d>>,
+}
+
+impl PyramidPooling {
+    /// Assembles a module from its reduction convolutions (one 1x1 per bin,
+    /// with whatever epilogue they carry), or `None` for no reduction.
+    pub fn new(config: PyramidPoolingConfig, reductions: Option<Vec<Conv2d>>) -> Result<Self, PpmError> {
+        if config.bins.is_empty() || config.bins.contains(&0) {
+            return Err(PpmError::Config(format!("bins must be positive, got {:?}", config.bins)));
+        }
+        if let Some(convs) = &reductions {
+            if convs.len() != config.bins.len() {
+                return Err(PpmError::Config(format!(
+                    "{} bins but {} reduction convolutions",
+                    config.bins.len(),
+                    convs.len()
+                )));
+            }
+            if let Some(c) = convs.iter().find(|c| c.weight_dims()[2..] != [1, 1]) {
+                return Err(PpmError::Config(format!("reduction convolutions are 1x1, got {:?}", c.weight_dims())));
+            }
+        }
+        Ok(PyramidPooling { config, reductions })
+    }
+
+    /// Reads one reduction per bin from `{prefix}.{i}.conv.weight` and
+    /// `{prefix}.{i}.bn.*` (conv + batch-norm + ReLU, as both reference
+    /// implementations build it).
+    pub fn from_params(config: PyramidPoolingConfig, params: &Params, prefix: &str) -> Result<Self, PpmError> {
+        let convs = (0..config.bins.len())
+            .map(|i| {
+                let name = format!("{prefix}.{i}");
+                let conv = Conv2d::from_params_bn(
+                    params,
+                    &format!("{name}.conv.weight"),
+                    &format!("{name}.bn"),
+                    ConvSpec::default(),
+                )?;
+                Ok(conv.with_relu(true))
+            })
+            .collect::<Result<Vec<_>, PpmError>>()?;
+        PyramidPooling::new(config, Some(convs))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PyramidPoolingConfig {
+        &self.config
+    }
+
+    /// Channels out for `in_channels` channels in.
+    pub fn out_channels(&self, in_channels: usize) -> usize {
+        match &self.reductions {
+            Some(convs) => in_channels + convs.iter().map(|c| c.weight_dims()[0]).sum::<usize>(),
+            None => in_channels * (1 + self.config.bins.len()),
+        }
+    }
+
+    /// Widens a feature map with its pyramid of context.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, PpmError> {
+        let size = [x.shape().h(), x.shape().w()];
+        let levels = self
+            .config
+            .bins
+            .iter()
+            .enumerate()
+            .map(|(i, &bin)| {
+                let pooled = match self.config.pooling {
+                    Pooling::Average => adaptive_avg_pool2d(x, [bin, bin])?,
+                    Pooling::Max => adaptive_max_pool2d(x, [bin, bin])?,
+                };
+                let reduced = match &self.reductions {
+                    Some(convs) => convs[i].forward(&pooled)?,
+                    None => pooled,
+                };
+                Ok(resize_bilinear(&reduced, size, self.config.align_corners)?)
+            })
+            .collect::<Result<Vec<Tensor>, PpmError>>()?;
+        let parts: Vec<&Tensor> = std::iter::once(x).chain(&levels).collect();
+        Ok(Tensor::concat_channels(&parts)?)
+    }
+}

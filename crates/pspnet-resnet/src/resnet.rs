@@ -1,0 +1,84 @@
+use pspnet_tensor::{Params, Tensor};
+
+use crate::block::BlockGeometry;
+use crate::{Block, ResNetConfig, ResNetError, Stem};
+
+/// A ResNet backbone with batch-norm folded in.
+#[derive(Debug, Clone)]
+pub struct ResNet {
+    config: ResNetConfig,
+    stem: Stem,
+    stages: Vec<Vec<Block>>,
+}
+
+/// What the backbone computed: the stem's output (1/4 resolution) and
+/// each stage's.
+#[derive(Debug, Clone)]
+pub struct Features {
+    /// After the stem's max pool.
+    pub stem: Tensor,
+    /// Stages 1 to 4 (index 0 to 3).
+    pub stages: Vec<Tensor>,
+}
+
+impl ResNet {
+    /// Builds the network from parameters named `{prefix}.stem.*` and
+    /// `{prefix}.layer{1..4}.{block}.*` (see [`Stem`] and [`Block`]);
+    /// channel widths come from the weights' shapes.
+    pub fn from_params(config: &ResNetConfig, params: &Params, prefix: &str) -> Result<Self, ResNetError> {
+        let stem = Stem::from_params(config.stem, params, prefix)?;
+        let geometry = config.stage_geometry()?;
+        let stages = geometry
+            .iter()
+            .zip(config.layers)
+            .enumerate()
+            .map(|(s, (&(stride, dilation), blocks))| {
+                (0..blocks)
+                    .map(|b| {
+                        let g = BlockGeometry {
+                            kind: config.block,
+                            stride: if b == 0 { stride } else { 1 },
+                            dilation: config.block_dilation(dilation, b),
+                            avg_down: config.avg_down,
+                        };
+                        Block::from_params(params, &format!("{prefix}.layer{}.{b}", s + 1), g)
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if stages.iter().any(Vec::is_empty) {
+            return Err(ResNetError::Config(format!("every stage needs a block, got {:?}", config.layers)));
+        }
+        Ok(ResNet { config: config.clone(), stem, stages })
+    }
+
+    /// The configuration it was built with.
+    pub fn config(&self) -> &ResNetConfig {
+        &self.config
+    }
+
+    /// Output channels of stages 1 to 4.
+    pub fn out_channels(&self) -> [usize; 4] {
+        let last = |s: usize| self.stages[s].last().map_or(0, Block::out_channels);
+        [last(0), last(1), last(2), last(3)]
+    }
+
+    /// Output channels of the stem.
+    pub fn stem_channels(&self) -> usize {
+        self.stem.out_channels()
+    }
+
+    /// Runs the backbone on a normalised `N x 3 x H x W` batch.
+    pub fn forward(&self, x: &Tensor) -> Result<Features, ResNetError> {
+        let stem = self.stem.forward(x)?;
+        let mut stages: Vec<Tensor> = Vec::with_capacity(4);
+        for blocks in &self.stages {
+            let mut y = blocks[0].forward(stages.last().unwrap_or(&stem))?;
+            for block in &blocks[1..] {
+                y = block.forward(&y)?;
+            }
+            stages.push(y);
+        }
+        Ok(Features { stem, stages })
+    }
+}
