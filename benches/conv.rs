@@ -286,9 +286,7 @@ fn fma_peak(c: &mut Criterion) {
         }
         if Isa::Avx2.is_available() {
             group.throughput(Throughput::Elements(peak::FLOPS_AVX2 * threads as u64));
-            group.bench_function(BenchmarkId::new("fma-avx2", format!("{threads}t")), |b| {
-                b.iter(|| run(peak::avx2))
-            });
+            group.bench_function(BenchmarkId::new("fma-avx2", format!("{threads}t")), |b| b.iter(|| run(peak::avx2)));
         }
     }
     group.finish();

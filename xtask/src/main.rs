@@ -3,9 +3,14 @@
 //! - `kernel-fixtures`: runs `xtask/python/kernel_fixtures.py` (needs Python
 //!   with `torch` and `numpy`) to regenerate the PyTorch reference values the
 //!   kernel tests compare against.
+//! - `reference ARGS`: runs `xtask/python/reference.py ARGS` (PyTorch mirror
+//!   of both checkpoint layouts: random checkpoints + float64 reference outputs).
+//! - `crosscheck --model CKPT --reference REF.safetensors`: runs our forward
+//!   and prints the per-stage error table; fails over tolerance.
 //! - `kernel-report`: prints the markdown table of docs/performance.md from
 //!   the criterion results of `cargo bench --bench conv`.
 
+mod crosscheck;
 mod kernel_report;
 
 use std::path::{Path, PathBuf};
@@ -18,6 +23,8 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("kernel-fixtures") => kernel_fixtures(),
         Some("kernel-report") => kernel_report::run(&workspace_root()),
+        Some("reference") => crosscheck::reference(&workspace_root(), &python(), &args[1..]),
+        Some("crosscheck") => crosscheck::crosscheck(&args[1..]),
         _ => {
             eprintln!("usage: cargo xtask kernel-fixtures");
             eprintln!("  kernel-fixtures   regenerate crates/pspnet-kernels/tests/fixtures with PyTorch");

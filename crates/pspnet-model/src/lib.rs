@@ -1,0 +1,17 @@
+//! PSPNet (Zhao et al., CVPR 2017): a dilated ResNet, the pyramid pooling
+//! module on its last stage, a 3x3 convolution head and a 1x1 classifier,
+//! upsampled to the input's resolution. An auxiliary head on stage 3 (used
+//! for training with loss weight 0.4) is built too when its weights exist.
+
+mod compare;
+mod error;
+mod load;
+mod normalize;
+mod pspnet;
+
+pub use compare::Comparison;
+pub use error::ModelError;
+pub use load::LoadedModel;
+pub use normalize::Normalization;
+pub use pspnet::{PspNet, PspNetConfig, Trace};
+pub use pspnet_weights::{Layout, ModelSpec, Overrides};

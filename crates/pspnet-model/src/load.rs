@@ -1,0 +1,29 @@
+use std::path::Path;
+
+use pspnet_weights::{ModelSpec, Overrides};
+
+use crate::{ModelError, Normalization, PspNet, PspNetConfig};
+
+/// A network loaded from a checkpoint, with what the checkpoint says about it.
+#[derive(Debug, Clone)]
+pub struct LoadedModel {
+    /// The network, ready to run.
+    pub net: PspNet,
+    /// Architecture, normalisation, class names and palette.
+    pub spec: ModelSpec,
+}
+
+impl LoadedModel {
+    /// Loads any supported checkpoint (`.pth` in the semseg or mmsegmentation
+    /// layout, zip or legacy container; or this project's safetensors),
+    /// with `overrides` for what the weights cannot tell.
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<Self, ModelError> {
+        let (params, spec) = pspnet_weights::load_model(path, overrides)?;
+        let config = PspNetConfig {
+            backbone: spec.backbone.clone(),
+            ppm: spec.ppm.clone(),
+            normalization: Normalization { mean: spec.mean, std: spec.std },
+        };
+        Ok(LoadedModel { net: PspNet::from_params(config, &params)?, spec })
+    }
+}

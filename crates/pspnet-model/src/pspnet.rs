@@ -1,0 +1,124 @@
+use pspnet_kernels::{Conv2d, ConvSpec, resize_bilinear};
+use pspnet_ppm::{PyramidPooling, PyramidPoolingConfig};
+use pspnet_resnet::{Features, ResNet, ResNetConfig};
+use pspnet_tensor::{Params, Tensor};
+
+use crate::{ModelError, Normalization};
+
+/// Everything that determines a PSPNet beyond its weights' shapes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PspNetConfig {
+    /// The backbone.
+    pub backbone: ResNetConfig,
+    /// The pyramid (its `align_corners` also governs the final upsampling).
+    pub ppm: PyramidPoolingConfig,
+    /// Input normalisation.
+    pub normalization: Normalization,
+}
+
+/// A PSPNet with batch-norm folded into every convolution.
+///
+/// Parameters use the project's canonical names: `backbone.*` (see
+/// [`ResNet::from_params`]), `decode.ppm.{i}.conv.weight` / `.bn.*`,
+/// `decode.bottleneck.conv.weight` / `.bn.*`, `decode.classifier.{weight,bias}`,
+/// and optionally `aux.conv.weight` / `aux.bn.*` / `aux.classifier.{weight,bias}`.
+#[derive(Debug, Clone)]
+pub struct PspNet {
+    config: PspNetConfig,
+    backbone: ResNet,
+    ppm: PyramidPooling,
+    bottleneck: Conv2d,
+    classifier: Conv2d,
+    aux: Option<[Conv2d; 2]>,
+}
+
+/// Every intermediate result of one forward pass, for cross-checking
+/// against a reference implementation stage by stage.
+#[derive(Debug, Clone)]
+pub struct Trace {
+    /// Backbone outputs (stem, stages 1-4).
+    pub features: Features,
+    /// Stage 4 concatenated with its pyramid levels.
+    pub ppm: Tensor,
+    /// After the 3x3 head convolution (+ BN + ReLU).
+    pub head: Tensor,
+    /// Classifier output at feature resolution.
+    pub logits_low: Tensor,
+    /// The auxiliary head's logits at feature resolution, if it exists.
+    pub aux_logits: Option<Tensor>,
+    /// Logits upsampled to the input resolution.
+    pub logits: Tensor,
+}
+
+/// A 1x1 classifier with bias from `{prefix}.weight` / `{prefix}.bias`.
+fn classifier(params: &Params, prefix: &str) -> Result<Conv2d, ModelError> {
+    let weight = params.tensor4(&format!("{prefix}.weight"))?;
+    let bias = params.vector(&format!("{prefix}.bias"), weight.shape().n())?;
+    Ok(Conv2d::new(&weight, ConvSpec::default())?.with_bias(bias)?)
+}
+
+/// A 3x3 conv + BN + ReLU from `{prefix}.conv.weight` / `{prefix}.bn.*`.
+fn conv3x3_bn_relu(params: &Params, prefix: &str) -> Result<Conv2d, ModelError> {
+    let conv = Conv2d::from_params_bn(
+        params,
+        &format!("{prefix}.conv.weight"),
+        &format!("{prefix}.bn"),
+        ConvSpec::default().padding(1),
+    )?;
+    Ok(conv.with_relu(true))
+}
+
+impl PspNet {
+    /// Builds the network from canonical parameters.
+    pub fn from_params(config: PspNetConfig, params: &Params) -> Result<Self, ModelError> {
+        let backbone = ResNet::from_params(&config.backbone, params, "backbone")?;
+        let ppm = PyramidPooling::from_params(config.ppm.clone(), params, "decode.ppm")?;
+        let bottleneck = conv3x3_bn_relu(params, "decode.bottleneck")?;
+        let classifier = classifier(params, "decode.classifier")?;
+        let aux = if params.contains("aux.conv.weight") {
+            Some([conv3x3_bn_relu(params, "aux")?, self::classifier(params, "aux.classifier")?])
+        } else {
+            None
+        };
+        Ok(PspNet { config, backbone, ppm, bottleneck, classifier, aux })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PspNetConfig {
+        &self.config
+    }
+
+    /// Number of classes.
+    pub fn classes(&self) -> usize {
+        self.classifier.weight_dims()[0]
+    }
+
+    /// Whether the auxiliary head was built.
+    pub fn has_aux(&self) -> bool {
+        self.aux.is_some()
+    }
+
+    /// Logits at the input resolution for a normalised `N x 3 x H x W` batch.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
+        Ok(self.run(x, false)?.logits)
+    }
+
+    /// The forward pass keeping every intermediate result, auxiliary head included.
+    pub fn trace(&self, x: &Tensor) -> Result<Trace, ModelError> {
+        self.run(x, true)
+    }
+
+    fn run(&self, x: &Tensor, with_aux: bool) -> Result<Trace, ModelError> {
+        let features = self.backbone.forward(x)?;
+        let ppm = self.ppm.forward(&features.stages[3])?;
+        let head = self.bottleneck.forward(&ppm)?;
+        let logits_low = self.classifier.forward(&head)?;
+        let aux_logits = match (&self.aux, with_aux) {
+            (Some([conv, cls]), true) => Some(cls.forward(&conv.forward(&features.stages[2])?)?),
+            _ => None,
+        };
+        let size = [x.shape().h(), x.shape().w()];
+        let logits = resize_bilinear(&logits_low, size, self.config.ppm.align_corners)?;
+        Ok(Trace { features, ppm, head, logits_low, aux_logits, logits })
+    }
+}

@@ -1,0 +1,109 @@
+//! Checkpoint file formats for pspnet-rs: PyTorch `.pth` files (the zip
+//! container of torch >= 1.6 and the legacy container of older versions)
+//! and safetensors files.
+//!
+//! `.pth` files are pickles. This crate reads them with a restricted
+//! unpickler that never executes anything: globals resolve against an
+//! allowlist of the torch functions `torch.save` emits (tensor and
+//! parameter rebuilding, storage types, `OrderedDict`) and a few data-only
+//! classes (numpy arrays and dtypes, mmengine's `HistoryBuffer`, ...) that
+//! become [`Value::Opaque`] placeholders. A pickle naming any other global
+//! (`os.system`, `builtins.eval`, ...) is refused whole with
+//! [`WeightsError::ForbiddenGlobal`]. Nesting depth, memo size and the
+//! amount of data produced are bounded, and every length is checked against
+//! the input before anything is allocated, so malformed or hostile files
+//! give errors, not panics or exhausted memory.
+//!
+//! The result is a [`Checkpoint`]: the [`StateDict`] (tensors by name, as
+//! raw little-endian bytes with dtype and shape) plus the rest of the file
+//! as an inert [`Value`] tree (e.g. mmsegmentation's `meta` with class
+//! names and palette).
+
+mod dtype;
+mod error;
+mod layout;
+mod native;
+mod pickle;
+mod safetensors_io;
+mod state_dict;
+mod torch;
+mod value;
+
+use std::path::Path;
+
+pub use dtype::DType;
+pub use error::WeightsError;
+pub use layout::{Layout, LayoutProblems, ModelSpec, Overrides, detect};
+pub use native::{FORMAT, FORMAT_KEY, SPEC_KEY, StorageDtype, save_native};
+pub use safetensors_io::{load_safetensors, save_safetensors};
+pub use state_dict::{StateDict, TensorData};
+pub use torch::load_pth;
+pub use value::Value;
+
+/// The container a checkpoint was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `torch.save` zip archive (torch >= 1.6).
+    TorchZip,
+    /// `torch.save` legacy pickle sequence (torch < 1.6, or
+    /// `_use_new_zipfile_serialization=False`).
+    TorchLegacy,
+    /// safetensors.
+    Safetensors,
+}
+
+/// Everything a checkpoint file held.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    /// The tensors, by name.
+    pub state_dict: StateDict,
+    /// The rest of the file as inert data: for `.pth` files, the top-level
+    /// dict without its state-dict entry (e.g. mmsegmentation's `meta`); for
+    /// safetensors, the `__metadata__` map as a dict of strings.
+    pub extra: Value,
+    /// The container the file used.
+    pub format: Format,
+}
+
+/// Whether `data` starts like a safetensors file: an 8-byte little-endian
+/// header length that fits the file, then a JSON object.
+fn looks_like_safetensors(data: &[u8]) -> bool {
+    let Some(len) = data.get(..8) else {
+        return false;
+    };
+    let mut buf = [0u8; 8];
+    buf.copy_from_slice(len);
+    let len = u64::from_le_bytes(buf);
+    data.get(8) == Some(&b'{') && len <= (data.len() - 8) as u64
+}
+
+/// Reads any supported checkpoint, detecting the format from its first
+/// bytes: zip magic `PK\x03\x04` (torch zip), a pickle `PROTO` opcode (torch
+/// legacy), or an 8-byte little-endian header length followed by `{`
+/// (safetensors).
+pub fn load(path: &Path) -> Result<Checkpoint, WeightsError> {
+    let data = std::fs::read(path).map_err(|source| WeightsError::Io { path: path.to_path_buf(), source })?;
+    if looks_like_safetensors(&data) {
+        let (state_dict, metadata) = safetensors_io::load_safetensors_bytes(path, &data)?;
+        let extra = Value::Dict(metadata.into_iter().map(|(k, v)| (Value::Str(k), Value::Str(v))).collect());
+        return Ok(Checkpoint { state_dict, extra, format: Format::Safetensors });
+    }
+    torch::load_pth_bytes(path, data)
+}
+
+/// Loads any supported checkpoint as canonical parameters plus the
+/// [`ModelSpec`] its layout and weights determine (`overrides` replace what
+/// the weights cannot tell). Missing, unexpected and misshaped keys are
+/// reported together in one [`WeightsError::Layout`].
+pub fn load_model(path: &Path, overrides: &Overrides) -> Result<(pspnet_tensor::Params, ModelSpec), WeightsError> {
+    let checkpoint = load(path)?;
+    let native = match (&checkpoint.format, &checkpoint.extra) {
+        (Format::Safetensors, Value::Dict(entries)) => {
+            let metadata =
+                entries.iter().filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.as_str()?.to_string()))).collect();
+            native::native_spec(&metadata, path)?
+        }
+        _ => None,
+    };
+    layout::import(&checkpoint.state_dict, &checkpoint.extra, native, overrides, path)
+}

@@ -1,0 +1,185 @@
+//! Hand-built and damaged inputs: every one must give an error, never a
+//! panic, a stack overflow or a hang.
+
+mod common;
+
+use common::{fixture, tensor_pickle, torch_zip, write_temp};
+use pspnet_weights::{WeightsError, load, load_pth};
+
+fn load_zip_pickle(pickle: &[u8], storages: &[(&str, &[u8])]) -> Result<(), WeightsError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_temp(dir.path(), "hand.pth", &torch_zip(pickle, storages));
+    load(&path).map(|_| ())
+}
+
+fn forbidden(pickle: &[u8]) -> String {
+    match load_zip_pickle(pickle, &[]) {
+        Err(e @ WeightsError::ForbiddenGlobal { .. }) => e.to_string(),
+        other => panic!("expected ForbiddenGlobal, got {other:?}"),
+    }
+}
+
+#[test]
+fn forbidden_globals_are_refused_by_name() {
+    let msg = forbidden(b"\x80\x02cos\nsystem\nX\x02\x00\x00\x00lsq\x00\x85R.");
+    assert!(msg.contains("`os.system`"), "{msg}");
+    let msg = forbidden(b"\x80\x02cbuiltins\neval\nX\x01\x00\x00\x001\x85R.");
+    assert!(msg.contains("builtins.eval"), "{msg}");
+    // Protocol 4 STACK_GLOBAL.
+    let msg = forbidden(b"\x80\x04\x8c\nsubprocess\x94\x8c\x05Popen\x94\x93)R.");
+    assert!(msg.contains("subprocess.Popen"), "{msg}");
+    // Refused even when nested deep inside otherwise valid data.
+    let msg = forbidden(b"\x80\x02}X\x01\x00\x00\x00a](K\x01cposix\nsystem\nea.");
+    assert!(msg.contains("posix.system"), "{msg}");
+}
+
+#[test]
+fn unknown_opcode_is_named_with_its_offset() {
+    let err = load_zip_pickle(b"\x80\x02}\xff.", &[]).unwrap_err();
+    let WeightsError::UnknownOpcode { opcode, offset, .. } = err else {
+        panic!("{err:?}");
+    };
+    assert_eq!((opcode, offset), (0xff, 3));
+}
+
+fn assert_limit(result: Result<(), WeightsError>) {
+    match result {
+        Err(WeightsError::LimitExceeded { .. }) => {}
+        other => panic!("expected LimitExceeded, got {other:?}"),
+    }
+}
+
+#[test]
+fn deep_nesting_is_an_error_not_a_stack_overflow() {
+    // 100000 nested MARK / EMPTY_LIST.
+    let mut p = vec![0x80, 2];
+    for _ in 0..100_000 {
+        p.extend_from_slice(b"(]");
+    }
+    p.push(b'.');
+    assert_limit(load_zip_pickle(&p, &[]));
+    // 100000 lists appended into one another, without marks.
+    let mut p = vec![0x80, 2];
+    p.extend(std::iter::repeat_n(b']', 100_000));
+    p.extend(std::iter::repeat_n(b'a', 99_999));
+    p.push(b'.');
+    assert_limit(load_zip_pickle(&p, &[]));
+    // 100000 tuples, each wrapping the last.
+    let mut p = vec![0x80, 2, b')'];
+    p.extend(std::iter::repeat_n(0x85, 100_000));
+    p.push(b'.');
+    assert_limit(load_zip_pickle(&p, &[]));
+}
+
+#[test]
+fn self_referencing_list_is_an_error() {
+    assert_limit(load_zip_pickle(b"\x80\x02]q\x00h\x00a.", &[]));
+}
+
+#[test]
+fn exponential_sharing_hits_the_node_budget() {
+    // t = (); 64 times: t = (t, t) -> 2^64 nodes if expanded.
+    let mut p = vec![0x80, 2, b')', b'q', 0];
+    for _ in 0..64 {
+        p.extend_from_slice(b"h\x00h\x00\x86q\x00");
+    }
+    p.push(b'.');
+    assert_limit(load_zip_pickle(&p, &[]));
+}
+
+#[test]
+fn hand_built_tensor_loads() {
+    let data: Vec<u8> = (0..6u8).flat_map(|i| f32::from(i).to_le_bytes()).collect();
+    let p = tensor_pickle(6, 1, &[2, 2], &[1, 2]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_temp(dir.path(), "ok.pth", &torch_zip(&p, &[("0", &data)]));
+    let ckpt = load_pth(&path).unwrap();
+    let (shape, v) = ckpt.state_dict.f32("w").unwrap();
+    assert_eq!(shape, [2, 2]);
+    assert_eq!(v, [1.0, 3.0, 2.0, 4.0]);
+}
+
+fn assert_storage_error(result: Result<(), WeightsError>) -> String {
+    match result {
+        Err(e @ WeightsError::Storage { .. }) => e.to_string(),
+        other => panic!("expected a Storage error, got {other:?}"),
+    }
+}
+
+#[test]
+fn tensor_reaching_past_its_storage_is_an_error() {
+    let data = [0u8; 16];
+    // 4 elements declared, a 2x3 tensor needs 6.
+    let msg = assert_storage_error(load_zip_pickle(&tensor_pickle(4, 0, &[2, 3], &[3, 1]), &[("0", &data)]));
+    assert!(msg.contains("storage `0`"), "{msg}");
+    // In range without the offset, out of range with it.
+    assert_storage_error(load_zip_pickle(&tensor_pickle(4, 1, &[4], &[1]), &[("0", &data)]));
+    // Declared 6 elements, but the archive holds only 16 bytes.
+    let msg = assert_storage_error(load_zip_pickle(&tensor_pickle(6, 0, &[6], &[1]), &[("0", &data)]));
+    assert!(msg.contains("16 bytes"), "{msg}");
+    // Huge stride on a dimension of size 2.
+    assert_storage_error(load_zip_pickle(&tensor_pickle(4, 0, &[2], &[1 << 62]), &[("0", &data)]));
+}
+
+#[test]
+fn missing_storage_entry_is_an_error() {
+    let err = load_zip_pickle(&tensor_pickle(4, 0, &[4], &[1]), &[]).unwrap_err();
+    assert!(matches!(err, WeightsError::MissingEntry { ref entry, .. } if entry == "archive/data/0"), "{err:?}");
+}
+
+#[test]
+fn element_count_overflow_is_an_error() {
+    let data = [0u8; 16];
+    let msg =
+        assert_storage_error(load_zip_pickle(&tensor_pickle(4, 0, &[1 << 40, 1 << 40], &[0, 0]), &[("0", &data)]));
+    assert!(msg.contains("too many elements"), "{msg}");
+    // Fits in usize, but not once multiplied by 4 bytes.
+    assert_storage_error(load_zip_pickle(&tensor_pickle(4, 0, &[1 << 31, 1 << 31], &[0, 0]), &[("0", &data)]));
+    // A storage whose declared size overflows.
+    assert_storage_error(load_zip_pickle(&tensor_pickle(1 << 62, 0, &[1], &[1]), &[("0", &data)]));
+}
+
+/// Every prefix of `name` (stepping by `step` bytes) fails to load cleanly.
+fn assert_prefixes_fail(name: &str, step: usize) {
+    let bytes = std::fs::read(fixture(name)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for cut in (0..bytes.len()).step_by(step) {
+        let path = write_temp(dir.path(), "cut.pth", &bytes[..cut]);
+        let result = load(&path);
+        assert!(result.is_err(), "{name} cut at {cut} of {} loaded", bytes.len());
+    }
+}
+
+#[test]
+fn truncated_legacy_checkpoint_is_an_error() {
+    assert_prefixes_fail("checkpoint_legacy.pth", 1);
+}
+
+#[test]
+fn truncated_zip_checkpoint_is_an_error() {
+    assert_prefixes_fail("checkpoint_zip.pth", 1);
+}
+
+#[test]
+fn truncated_error_names_the_file() {
+    let bytes = std::fs::read(fixture("checkpoint_legacy.pth")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_temp(dir.path(), "short.pth", &bytes[..bytes.len() - 3]);
+    let err = load(&path).unwrap_err();
+    assert!(matches!(err, WeightsError::Truncated { .. }), "{err:?}");
+    assert!(err.to_string().contains("short.pth"), "{err}");
+    let bytes = std::fs::read(fixture("checkpoint_zip.pth")).unwrap();
+    let path = write_temp(dir.path(), "short.pth", &bytes[..bytes.len() / 2]);
+    let err = load(&path).unwrap_err();
+    assert!(matches!(err, WeightsError::Zip { .. }), "{err:?}");
+    assert!(err.to_string().contains("short.pth"), "{err}");
+}
+
+#[test]
+fn unknown_format_and_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_temp(dir.path(), "text.pth", b"hello world");
+    assert!(matches!(load(&path), Err(WeightsError::UnknownFormat { .. })));
+    let err = load(&dir.path().join("absent.pth")).unwrap_err();
+    assert!(matches!(err, WeightsError::Io { .. }), "{err:?}");
+}
