@@ -131,7 +131,8 @@ const MMSEG: &[Rule] = &[
 ];
 
 /// Matches `key` against `pattern`, returning the captures in order. A
-/// segment may hold one `{}` between literal text (`layer{}`).
+/// segment may hold one `{}` between literal text (`layer{}`), where it
+/// matches digits.
 fn capture(pattern: &str, key: &str) -> Option<Vec<String>> {
     let (p, k): (Vec<&str>, Vec<&str>) = (pattern.split('.').collect(), key.split('.').collect());
     let mut captures = Vec::new();
@@ -146,7 +147,9 @@ fn capture(pattern: &str, key: &str) -> Option<Vec<String>> {
         match seg.split_once("{}") {
             Some((before, after)) => {
                 let middle = part.strip_prefix(before)?.strip_suffix(after)?;
-                if middle.is_empty() {
+                // Inside a word (`layer{}`) the placeholder stands for an index.
+                let word = !before.is_empty() || !after.is_empty();
+                if middle.is_empty() || (word && !middle.bytes().all(|b| b.is_ascii_digit())) {
                     return None;
                 }
                 captures.push(middle.to_string());
@@ -170,6 +173,21 @@ fn fill(pattern: &str, captures: &[String]) -> String {
         })
         .collect::<Vec<_>>()
         .join(".")
+}
+
+/// The name a canonical parameter has in `layout` (for error reports; the
+/// ResNetV1d shortcut variant is reported under the plain name).
+fn source_name(layout: Layout, canonical: &str) -> String {
+    let rules = match layout {
+        Layout::Semseg => SEMSEG,
+        Layout::Mmseg => MMSEG,
+        Layout::Native => return canonical.to_string(),
+    };
+    rules
+        .iter()
+        .filter(|r| !r.from.contains("downsample.2") && !r.to.contains("{conv-or-bn}"))
+        .find_map(|r| capture(r.to, canonical).map(|c| fill(r.from, &c)))
+        .unwrap_or_else(|| canonical.to_string())
 }
 
 /// Detects the layout from the keys present.
@@ -228,7 +246,12 @@ fn rename(state: &StateDict, layout: Layout, path: &Path) -> Result<(Params, Vec
 /// Shapes of every parameter a network needs: `(name, shape)`.
 fn expected_params(spec: &ModelSpec, params: &Params) -> Vec<(String, Vec<usize>)> {
     let mut out = Vec::new();
-    let out_of = |name: &str| params.get(name).ok().and_then(|p| p.shape().first().copied());
+    // A layer's width: its weight's first dimension, or its batch-norm's
+    // length when the weight itself is the missing key.
+    let out_of = |name: &str| {
+        let bn = name.replace("conv.weight", "bn.weight").replace("conv1.weight", "bn1.weight");
+        [name, bn.as_str()].iter().find_map(|n| params.get(n).ok().and_then(|p| p.shape().first().copied()))
+    };
     let conv_bn = |out: &mut Vec<(String, Vec<usize>)>,
                    prefix: &str,
                    weight: &str,
@@ -360,15 +383,18 @@ pub(crate) fn import(
     let expected = expected_params(&spec, &params);
     let expected_names: BTreeMap<&str, &Vec<usize>> = expected.iter().map(|(n, s)| (n.as_str(), s)).collect();
     for (name, shape) in &expected {
+        let source = source_name(layout, name);
         match params.get(name) {
-            Err(_) => problems.missing.push(name.clone()),
+            Err(_) => problems.missing.push(source),
             Ok(p) if p.shape() != shape.as_slice() => {
-                problems.misshaped.push(format!("{name}: {:?} in the file, {shape:?} expected", p.shape()))
+                problems.misshaped.push(format!("{source}: {:?} in the file, {shape:?} expected", p.shape()))
             }
             Ok(_) => {}
         }
     }
-    problems.unexpected.extend(params.names().filter(|n| !expected_names.contains_key(n)).map(str::to_string));
+    problems
+        .unexpected
+        .extend(params.names().filter(|n| !expected_names.contains_key(n)).map(|n| source_name(layout, n)));
     if !problems.is_empty() {
         return Err(WeightsError::Layout { path: path.to_path_buf(), layout: layout.name(), problems });
     }
@@ -415,7 +441,11 @@ fn infer(
     let stem = if params.contains("backbone.stem.2.conv.weight") { StemKind::Deep } else { StemKind::Classic };
     let block =
         if params.contains("backbone.layer1.0.conv3.weight") { BlockKind::Bottleneck } else { BlockKind::Basic };
-    let layers = [1, 2, 3, 4].map(|s| count(params, &format!("backbone.layer{s}."), ".conv1.weight"));
+    let layers = [1, 2, 3, 4].map(|s| {
+        let prefix = format!("backbone.layer{s}.");
+        let block = |name: &str| name.strip_prefix(&prefix)?.split('.').next()?.parse::<usize>().ok();
+        params.names().filter_map(block).max().map_or(0, |b| b + 1)
+    });
     let dilation_rule = if layout == Layout::Semseg { DilationRule::EveryBlock } else { DilationRule::Contract };
     let classes =
         params.get("decode.classifier.weight").ok().and_then(|p| p.shape().first().copied()).ok_or_else(|| {
@@ -460,5 +490,8 @@ mod tests {
         );
         assert!(capture("cls.0.weight", "cls.0.weight.extra").is_none());
         assert_eq!(capture("cls.4.{*}", "cls.4.bias").unwrap(), ["bias"]);
+        assert_eq!(source_name(Layout::Semseg, "backbone.stem.1.bn.running_var"), "layer0.4.running_var");
+        assert_eq!(source_name(Layout::Semseg, "backbone.layer3.0.downsample.bn.bias"), "layer3.0.downsample.1.bias");
+        assert_eq!(source_name(Layout::Mmseg, "decode.ppm.2.conv.weight"), "decode_head.psp_modules.2.1.conv.weight");
     }
 }
