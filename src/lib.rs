@@ -3,10 +3,18 @@
 //!
 //! This facade re-exports the workspace's crates under one name:
 //! - [`tensor`]: the NCHW `f32` tensor and its `f16` / `bf16` storage;
-//! - [`kernels`]: convolution, pooling, resize and channel reductions.
+//! - [`kernels`]: convolution, pooling, resize and channel reductions;
+//! - [`resnet`]: dilated ResNet backbones;
+//! - [`ppm`]: the pyramid pooling module;
+//! - [`weights`]: checkpoint formats and layouts;
+//! - [`model`]: PSPNet itself.
 
 pub use pspnet_kernels as kernels;
+pub use pspnet_model as model;
+pub use pspnet_ppm as ppm;
+pub use pspnet_resnet as resnet;
 pub use pspnet_tensor as tensor;
+pub use pspnet_weights as weights;
 
 /// The README's examples, compiled and run as doctests so they stay true.
 #[doc = include_str!("../README.md")]

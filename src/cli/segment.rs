@@ -1,0 +1,225 @@
+//! `pspnet segment`: run the model on images and write label maps.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use image::DynamicImage;
+use ndarray::{Array3, Axis};
+use pspnet_kernels::argmax_channels;
+use pspnet_model::{LoadedModel, Normalization, Overrides};
+
+use super::image_io::{collect_inputs, read_rgb};
+use super::outputs::{Staged, color_image, labels_image, npy, overlay_image, png};
+
+/// Inference protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Mode {
+    /// One pass over the whole image at its own size, no flip.
+    Whole,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SegmentArgs {
+    /// Image files, or folders whose image files (png, jpg/jpeg, bmp, tif/tiff, webp; not recursive) are taken in name order.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Output folder (created if needed).
+    #[arg(long, default_value = "pspnet-out")]
+    out: PathBuf,
+    /// Checkpoint: a .pth in the semseg or mmsegmentation layout (zip or legacy format), or a pspnet-rs .safetensors.
+    #[arg(long)]
+    model: PathBuf,
+    /// Inference protocol.
+    #[arg(long, value_enum, default_value_t = Mode::Whole)]
+    mode: Mode,
+    /// Also write the f32 logits at input resolution, shape (classes, H, W), as a NumPy .npy (one input image only).
+    #[arg(long, value_name = "OUT.npy")]
+    logits: Option<PathBuf>,
+    /// Bilinear corner convention of the pyramid and the final upsampling (default: the layout's; semseg true, mmseg false).
+    #[arg(long, value_name = "true|false")]
+    align_corners: Option<bool>,
+    /// Pyramid bins, e.g. 1,2,3,6 (default: the layout's).
+    #[arg(long, value_delimiter = ',', value_name = "1,2,3,6")]
+    bins: Option<Vec<usize>>,
+    /// Backbone output stride: 8, 16 or 32 (default 8).
+    #[arg(long, value_name = "8|16")]
+    output_stride: Option<usize>,
+    /// Class names: a text file with one name per line, or JSON (a list, or an object with "classes"). Overrides the checkpoint's.
+    #[arg(long, value_name = "FILE")]
+    classes: Option<PathBuf>,
+    /// Class colours: a text file with "r g b" (or r,g,b) per line, or JSON (a list of [r, g, b], or an object with "palette"). Overrides the checkpoint's.
+    #[arg(long, value_name = "FILE")]
+    palette: Option<PathBuf>,
+    /// Refuse images with more pixels than this (checked from the header, before decoding).
+    #[arg(long, default_value_t = 100_000_000)]
+    max_pixels: u64,
+}
+
+/// Reads a JSON value, or `None` if the file is not JSON.
+fn json_field(text: &str, field: &str) -> Option<serde_json::Value> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    Some(match value {
+        serde_json::Value::Object(mut map) => map.remove(field)?,
+        other => other,
+    })
+}
+
+fn read_classes(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let names: Vec<String> = match json_field(&text, "classes") {
+        Some(v) => v
+            .as_array()
+            .and_then(|a| a.iter().map(|n| n.as_str().map(str::to_string)).collect())
+            .with_context(|| format!("{}: \"classes\" must be a list of strings", path.display()))?,
+        None => text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect(),
+    };
+    if names.is_empty() {
+        bail!("{}: no class names", path.display());
+    }
+    Ok(names)
+}
+
+fn read_palette(path: &Path) -> Result<Vec<[u8; 3]>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let colours: Vec<Vec<i64>> = match json_field(&text, "palette") {
+        Some(v) => v
+            .as_array()
+            .and_then(|a| a.iter().map(|c| c.as_array().and_then(|c| c.iter().map(|x| x.as_i64()).collect())).collect())
+            .with_context(|| format!("{}: \"palette\" must be a list of [r, g, b]", path.display()))?,
+        None => text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| {
+                l.split(|c: char| c == ',' || c.is_whitespace())
+                    .filter(|t| !t.is_empty())
+                    .map(|t| {
+                        t.parse::<i64>()
+                            .with_context(|| format!("{}: line {}: {t:?} is not a number", path.display(), i + 1))
+                    })
+                    .collect()
+            })
+            .collect::<Result<_>>()?,
+    };
+    let palette = colours
+        .iter()
+        .enumerate()
+        .map(|(i, c)| match c.as_slice() {
+            &[r, g, b] if [r, g, b].iter().all(|v| (0..=255).contains(v)) => Ok([r as u8, g as u8, b as u8]),
+            _ => bail!("{}: colour {i} is {c:?}, expected three values 0..255", path.display()),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if palette.is_empty() {
+        bail!("{}: no colours", path.display());
+    }
+    Ok(palette)
+}
+
+/// Distinct colours for checkpoints that carry none: hues around the circle.
+fn generated_palette(classes: usize) -> Vec<[u8; 3]> {
+    (0..classes)
+        .map(|i| {
+            let hue = (i as f32 * 0.618_034).fract() * 6.0;
+            let x = 1.0 - (hue % 2.0 - 1.0).abs();
+            let (r, g, b) = match hue as u32 {
+                0 => (1.0, x, 0.0),
+                1 => (x, 1.0, 0.0),
+                2 => (0.0, 1.0, x),
+                3 => (0.0, x, 1.0),
+                4 => (x, 0.0, 1.0),
+                _ => (1.0, 0.0, x),
+            };
+            [r, g, b].map(|v: f32| (55.0 + 200.0 * v) as u8)
+        })
+        .collect()
+}
+
+/// What one image produced.
+struct Segmented {
+    size: (u32, u32),
+    forward_ms: f64,
+}
+
+pub(crate) fn run(args: SegmentArgs) -> Result<ExitCode> {
+    let files = collect_inputs(&args.inputs)?;
+    let mut stems: BTreeMap<String, Vec<&Path>> = BTreeMap::new();
+    for file in &files {
+        let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        stems.entry(stem).or_default().push(file);
+    }
+    if let Some((stem, paths)) = stems.iter().find(|(_, p)| p.len() > 1) {
+        let list: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        bail!("inputs {} share the name {stem:?}: their outputs would collide", list.join(" and "));
+    }
+    if args.logits.is_some() && files.len() != 1 {
+        bail!("--logits takes exactly one input image, got {}", files.len());
+    }
+    let overrides =
+        Overrides { align_corners: args.align_corners, bins: args.bins.clone(), output_stride: args.output_stride };
+    let model = LoadedModel::load(&args.model, &overrides)?;
+    let classes = model.spec.classes;
+    let names = match &args.classes {
+        Some(path) => Some(read_classes(path)?),
+        None => model.spec.class_names.clone(),
+    };
+    if let Some(names) = names.as_ref().filter(|n| n.len() != classes) {
+        bail!("{} class names for a model with {classes} classes", names.len());
+    }
+    let palette = match &args.palette {
+        Some(path) => read_palette(path)?,
+        None => model.spec.palette.clone().unwrap_or_else(|| generated_palette(classes)),
+    };
+    if palette.len() < classes {
+        bail!("the palette has {} colours for {classes} classes", palette.len());
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("{}: cannot create the output folder", args.out.display()))?;
+
+    let mut failures = Vec::new();
+    for file in &files {
+        match segment_one(&model, &palette, file, &args) {
+            Ok(s) => println!("{}: {}x{} in {:.0} ms", file.display(), s.size.0, s.size.1, s.forward_ms),
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                failures.push(file.display().to_string());
+            }
+        }
+    }
+    if failures.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!("{} of {} images failed:", failures.len(), files.len());
+    failures.iter().for_each(|f| eprintln!("  {f}"));
+    Ok(ExitCode::FAILURE)
+}
+
+fn segment_one(model: &LoadedModel, palette: &[[u8; 3]], file: &Path, args: &SegmentArgs) -> Result<Segmented> {
+    let photo = read_rgb(file, args.max_pixels)?;
+    let (w, h) = photo.dimensions();
+    let norm = Normalization { mean: model.spec.mean, std: model.spec.std };
+    let x = norm.image(photo.as_raw(), h as usize, w as usize)?;
+    let started = Instant::now();
+    let logits = model.net.forward(&x).with_context(|| format!("{}: inference failed", file.display()))?;
+    let labels = argmax_channels(&logits);
+    let forward_ms = started.elapsed().as_secs_f64() * 1e3;
+    let labels = labels.index_axis(Axis(0), 0);
+
+    let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let out = |suffix: &str| args.out.join(format!("{stem}.{suffix}"));
+    let color = color_image(labels, palette);
+    let mut staged = Staged::default();
+    staged.add(out("labels.png"), png(labels_image(labels, model.spec.classes)))?;
+    staged.add(out("overlay.png"), png(DynamicImage::ImageRgb8(overlay_image(&photo, &color))))?;
+    staged.add(out("color.png"), png(DynamicImage::ImageRgb8(color)))?;
+    if let Some(path) = &args.logits {
+        let [_, c, lh, lw] = logits.shape().dims();
+        let array = Array3::from_shape_vec((c, lh, lw), logits.into_vec()).context("logits shape")?;
+        staged.add(path.clone(), npy(array))?;
+    }
+    staged.commit()?;
+    Ok(Segmented { size: (w, h), forward_ms })
+}

@@ -1,0 +1,175 @@
+//! The `pspnet` binary end to end: the logits it writes against PyTorch's,
+//! the pictures it writes, and how it treats bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ndarray::Array3;
+use ndarray_npy::ReadNpyExt;
+use pspnet::model::Comparison;
+use pspnet::tensor::{Shape, Tensor};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/pspnet-model/tests/fixtures").join(name)
+}
+
+fn pspnet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pspnet")).args(args).output().expect("the pspnet binary runs")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pspnet-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Writes the reference's input image (RGB bytes stored as floats) as a PNG.
+fn reference_png(reference: &Path, dir: &Path) -> (PathBuf, pspnet::weights::StateDict) {
+    let (outputs, _) = pspnet::weights::load_safetensors(reference).unwrap();
+    let (dims, image) = outputs.f32("image").unwrap();
+    let (h, w) = (dims[2], dims[3]);
+    let png = image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        image::Rgb([0, 1, 2].map(|c| image[(c * h + y as usize) * w + x as usize] as u8))
+    });
+    let path = dir.join("photo.png");
+    png.save(&path).unwrap();
+    (path, outputs)
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn segment_writes_pytorch_logits_and_three_pictures() {
+    for (name, reference) in
+        [("mmseg_r18", "reference_41x57.safetensors"), ("semseg_r50", "reference_50x71.safetensors")]
+    {
+        let dir = scratch(name);
+        let (photo, outputs) = reference_png(&fixture(name).join(reference), &dir);
+        let (model, npy, out) = (fixture(name).join("checkpoint.pth"), dir.join("logits.npy"), dir.join("out"));
+        let run = pspnet(
+            &["segment", photo.to_str().unwrap(), "--model", model.to_str().unwrap(), "--mode", "whole"]
+                .into_iter()
+                .chain(["--logits", npy.to_str().unwrap(), "--out", out.to_str().unwrap()])
+                .collect::<Vec<_>>(),
+        );
+        assert!(run.status.success(), "{}", text(&run));
+        let logits = Array3::<f32>::read_npy(std::fs::File::open(&npy).unwrap()).unwrap();
+        let (dims, want) = outputs.f32("logits").unwrap();
+        assert_eq!(logits.shape(), &dims[1..], "{name}: (classes, H, W)");
+        let shape = Shape::new(1, dims[1], dims[2], dims[3]).unwrap();
+        let got = Tensor::from_vec(shape, logits.into_raw_vec_and_offset().0).unwrap();
+        let c = Comparison::of(&got, &want).unwrap();
+        assert!(c.rel_l2 <= 1e-5 && c.argmax_agreement == 1.0, "{name}: {c:?}");
+        for suffix in ["labels", "color", "overlay"] {
+            let picture = image::open(out.join(format!("photo.{suffix}.png"))).unwrap();
+            assert_eq!((picture.width() as usize, picture.height() as usize), (dims[3], dims[2]), "{name} {suffix}");
+        }
+        // The label map is the argmax of the logits, class by class.
+        let labels = image::open(out.join("photo.labels.png")).unwrap().to_luma8();
+        let plane = dims[2] * dims[3];
+        for (p, label) in labels.pixels().enumerate() {
+            let best = (0..dims[1]).fold(0, |b, c| if want[c * plane + p] > want[b * plane + p] { c } else { b });
+            assert_eq!(label.0[0] as usize, best, "{name}: pixel {p}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[test]
+fn bad_inputs_fail_cleanly_and_write_nothing_for_them() {
+    let dir = scratch("bad");
+    let model = fixture("mmseg_r18/checkpoint.pth");
+    let model = model.to_str().unwrap();
+    let (photo, _) = reference_png(&fixture("mmseg_r18/reference_41x57.safetensors"), &dir);
+    let corrupt = dir.join("corrupt.png");
+    let bytes = std::fs::read(&photo).unwrap();
+    std::fs::write(&corrupt, &bytes[..bytes.len() / 2]).unwrap();
+    let out = dir.join("out");
+
+    // One good and one truncated image: the good one finishes, the bad one is
+    // named, leaves no output, and the exit code says so.
+    let run = pspnet(&[
+        "segment",
+        photo.to_str().unwrap(),
+        corrupt.to_str().unwrap(),
+        "--model",
+        model,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!run.status.success());
+    assert!(text(&run).contains("corrupt.png") && text(&run).contains("1 of 2 images failed"), "{}", text(&run));
+    assert!(out.join("photo.labels.png").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(leftovers.len(), 3, "only the good image's three files: {leftovers:?}");
+
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let run = pspnet(&["segment", empty.to_str().unwrap(), "--model", model]);
+    assert!(!run.status.success() && text(&run).contains("no image files"), "{}", text(&run));
+
+    let twin = dir.join("twin");
+    std::fs::create_dir_all(&twin).unwrap();
+    std::fs::copy(&photo, twin.join("photo.png")).unwrap();
+    let run = pspnet(&["segment", photo.to_str().unwrap(), twin.to_str().unwrap(), "--model", model]);
+    assert!(!run.status.success() && text(&run).contains("share the name"), "{}", text(&run));
+
+    let npy = dir.join("x.npy");
+    let run = pspnet(&[
+        "segment",
+        photo.to_str().unwrap(),
+        corrupt.to_str().unwrap(),
+        "--model",
+        model,
+        "--logits",
+        npy.to_str().unwrap(),
+    ]);
+    assert!(!run.status.success() && text(&run).contains("exactly one input"), "{}", text(&run));
+
+    let run = pspnet(&["segment", photo.to_str().unwrap(), "--model", photo.to_str().unwrap()]);
+    assert!(!run.status.success() && text(&run).contains("photo.png"), "{}", text(&run));
+
+    let run = pspnet(&["segment", photo.to_str().unwrap(), "--model", model, "--max-pixels", "100"]);
+    assert!(!run.status.success() && text(&run).contains("over the limit"), "{}", text(&run));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The real CamVid checkpoint of ../shared (absent on a user's clone: then
+/// this test says so and passes) against PyTorch fp32 label maps committed
+/// in tests/fixtures/camvid_torch (written by the model of
+/// xtask/python/reference.py loaded with that checkpoint).
+#[test]
+fn real_camvid_checkpoint_agrees_with_pytorch() {
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    let model = shared.join("models/pspnet_r18-d8_camvid.pth");
+    if !model.exists() {
+        eprintln!("skipped: {} not found (it sits beside the development checkout only)", model.display());
+        return;
+    }
+    let dir = scratch("camvid");
+    let names = ["test_00001", "test_00100"];
+    let images: Vec<String> = names
+        .iter()
+        .map(|n| shared.join(format!("datasets/camvid/test/images/{n}.png")).display().to_string())
+        .collect();
+    let mut args = vec!["segment", "--model", model.to_str().unwrap(), "--out", dir.to_str().unwrap()];
+    args.extend(images.iter().map(String::as_str));
+    let run = pspnet(&args);
+    assert!(run.status.success(), "{}", text(&run));
+    let (mut same, mut total) = (0usize, 0usize);
+    for n in names {
+        let ours = image::open(dir.join(format!("{n}.labels.png"))).unwrap().to_luma8();
+        let torch = image::open(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/camvid_torch/{n}.labels.png")),
+        )
+        .unwrap()
+        .to_luma8();
+        same += ours.pixels().zip(torch.pixels()).filter(|(a, b)| a == b).count();
+        total += ours.len();
+    }
+    assert!(same as f64 >= 0.99999 * total as f64, "{same} of {total} pixels agree");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
