@@ -173,3 +173,21 @@ fn real_camvid_checkpoint_agrees_with_pytorch() {
     assert!(same as f64 >= 0.99999 * total as f64, "{same} of {total} pixels agree");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The README's main command: no `--model`, the embedded CamVid model, an
+/// example street photo. Sky at the top, road at the bottom.
+#[test]
+fn embedded_model_segments_the_example_street_scene() {
+    let dir = scratch("embedded");
+    let photo = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/camvid_0001TP_008550.png");
+    let run = pspnet(&["segment", photo.to_str().unwrap(), "--out", dir.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", text(&run));
+    let labels = image::open(dir.join("camvid_0001TP_008550.labels.png")).unwrap().to_luma8();
+    let (w, h) = labels.dimensions();
+    let (sky, road) = (0, 3);
+    assert_eq!(labels.get_pixel(w / 2, h / 20).0[0], sky, "top centre");
+    assert_eq!(labels.get_pixel(w / 2, h - h / 20).0[0], road, "bottom centre");
+    let color = image::open(dir.join("camvid_0001TP_008550.color.png")).unwrap().to_rgb8();
+    assert_eq!(color.get_pixel(w / 2, h - h / 20).0, [128, 64, 128], "CamVid's road colour");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,6 +1,7 @@
 //! The command-line interface: argument definitions and one module per
 //! subcommand.
 
+mod convert;
 mod image_io;
 mod outputs;
 mod segment;
@@ -21,6 +22,8 @@ pub(crate) struct Cli {
 enum Command {
     /// Segment images: writes NAME.labels.png, NAME.color.png and NAME.overlay.png per image.
     Segment(segment::SegmentArgs),
+    /// Convert a checkpoint to the pspnet-rs safetensors layout (optionally f16 or bf16).
+    Convert(convert::ConvertArgs),
 }
 
 impl Cli {
@@ -28,6 +31,7 @@ impl Cli {
     pub(crate) fn run(self) -> anyhow::Result<ExitCode> {
         match self.command {
             Command::Segment(args) => segment::run(args),
+            Command::Convert(args) => convert::run(args),
         }
     }
 }

@@ -15,6 +15,12 @@ use pspnet_model::{LoadedModel, Normalization, Overrides};
 use super::image_io::{collect_inputs, read_rgb};
 use super::outputs::{Staged, color_image, labels_image, npy, overlay_image, png};
 
+/// The default model, embedded so that the binary needs no download: the
+/// CamVid checkpoint of ../shared/models converted with
+/// `pspnet convert pspnet_r18-d8_camvid.pth models/pspnet_r18-d8_camvid.f16.safetensors --dtype f16`.
+const DEFAULT_MODEL: &[u8] = include_bytes!("../../models/pspnet_r18-d8_camvid.f16.safetensors");
+const DEFAULT_MODEL_NAME: &str = "<embedded pspnet_r18-d8_camvid.f16.safetensors>";
+
 /// Inference protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Mode {
@@ -31,8 +37,9 @@ pub(crate) struct SegmentArgs {
     #[arg(long, default_value = "pspnet-out")]
     out: PathBuf,
     /// Checkpoint: a .pth in the semseg or mmsegmentation layout (zip or legacy format), or a pspnet-rs .safetensors.
+    /// Default: the embedded model (PSPNet ResNet-18, trained on CamVid street scenes, 11 classes).
     #[arg(long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// Inference protocol.
     #[arg(long, value_enum, default_value_t = Mode::Whole)]
     mode: Mode,
@@ -160,7 +167,10 @@ pub(crate) fn run(args: SegmentArgs) -> Result<ExitCode> {
     }
     let overrides =
         Overrides { align_corners: args.align_corners, bins: args.bins.clone(), output_stride: args.output_stride };
-    let model = LoadedModel::load(&args.model, &overrides)?;
+    let model = match &args.model {
+        Some(path) => LoadedModel::load(path, &overrides)?,
+        None => LoadedModel::load_bytes(Path::new(DEFAULT_MODEL_NAME), DEFAULT_MODEL.to_vec(), &overrides)?,
+    };
     let classes = model.spec.classes;
     let names = match &args.classes {
         Some(path) => Some(read_classes(path)?),

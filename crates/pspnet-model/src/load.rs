@@ -18,7 +18,16 @@ impl LoadedModel {
     /// layout, zip or legacy container; or this project's safetensors),
     /// with `overrides` for what the weights cannot tell.
     pub fn load(path: &Path, overrides: &Overrides) -> Result<Self, ModelError> {
-        let (params, spec) = pspnet_weights::load_model(path, overrides)?;
+        LoadedModel::build(pspnet_weights::load_model(path, overrides)?)
+    }
+
+    /// [`LoadedModel::load`] for a checkpoint already in memory (such as the
+    /// binary's embedded default model); `name` only labels errors.
+    pub fn load_bytes(name: &Path, data: Vec<u8>, overrides: &Overrides) -> Result<Self, ModelError> {
+        LoadedModel::build(pspnet_weights::load_model_bytes(name, data, overrides)?)
+    }
+
+    fn build((params, spec): (pspnet_tensor::Params, ModelSpec)) -> Result<Self, ModelError> {
         let config = PspNetConfig {
             backbone: spec.backbone.clone(),
             ppm: spec.ppm.clone(),

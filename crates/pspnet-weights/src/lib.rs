@@ -83,6 +83,12 @@ fn looks_like_safetensors(data: &[u8]) -> bool {
 /// (safetensors).
 pub fn load(path: &Path) -> Result<Checkpoint, WeightsError> {
     let data = std::fs::read(path).map_err(|source| WeightsError::Io { path: path.to_path_buf(), source })?;
+    load_bytes(path, data)
+}
+
+/// [`load`] for a checkpoint already in memory (e.g. embedded in a binary);
+/// `path` only names it in errors.
+pub fn load_bytes(path: &Path, data: Vec<u8>) -> Result<Checkpoint, WeightsError> {
     if looks_like_safetensors(&data) {
         let (state_dict, metadata) = safetensors_io::load_safetensors_bytes(path, &data)?;
         let extra = Value::Dict(metadata.into_iter().map(|(k, v)| (Value::Str(k), Value::Str(v))).collect());
@@ -96,7 +102,24 @@ pub fn load(path: &Path) -> Result<Checkpoint, WeightsError> {
 /// the weights cannot tell). Missing, unexpected and misshaped keys are
 /// reported together in one [`WeightsError::Layout`].
 pub fn load_model(path: &Path, overrides: &Overrides) -> Result<(pspnet_tensor::Params, ModelSpec), WeightsError> {
-    let checkpoint = load(path)?;
+    import_checkpoint(load(path)?, path, overrides)
+}
+
+/// [`load_model`] for a checkpoint already in memory; `path` only names it
+/// in errors.
+pub fn load_model_bytes(
+    path: &Path,
+    data: Vec<u8>,
+    overrides: &Overrides,
+) -> Result<(pspnet_tensor::Params, ModelSpec), WeightsError> {
+    import_checkpoint(load_bytes(path, data)?, path, overrides)
+}
+
+fn import_checkpoint(
+    checkpoint: Checkpoint,
+    path: &Path,
+    overrides: &Overrides,
+) -> Result<(pspnet_tensor::Params, ModelSpec), WeightsError> {
     let native = match (&checkpoint.format, &checkpoint.extra) {
         (Format::Safetensors, Value::Dict(entries)) => {
             let metadata =

@@ -117,6 +117,12 @@ pub fn save_safetensors(
     let mut tmp =
         tempfile::Builder::new().prefix(".pspnet-weights-").suffix(".tmp").tempfile_in(dir).map_err(io_error)?;
     tmp.write_all(&bytes).map_err(io_error)?;
+    // Temporary files are private (0600); the result is an ordinary file.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(io_error)?;
+    }
     tmp.as_file().sync_all().map_err(io_error)?;
     tmp.persist(path).map_err(|e| io_error(e.error))?;
     Ok(())

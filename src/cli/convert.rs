@@ -1,0 +1,48 @@
+//! `pspnet convert`: any supported checkpoint to the project's safetensors.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use pspnet_weights::{Overrides, StorageDtype};
+
+#[derive(Debug, Args)]
+pub(crate) struct ConvertArgs {
+    /// Checkpoint to read: a semseg or mmsegmentation .pth (zip or legacy), or a pspnet-rs .safetensors.
+    input: PathBuf,
+    /// The .safetensors file to write (canonical names; the architecture, normalisation, class names and palette in its metadata).
+    output: PathBuf,
+    /// Storage type of the weights (compute is always f32).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
+    dtype: String,
+    /// Bilinear corner convention to record (default: the layout's).
+    #[arg(long, value_name = "true|false")]
+    align_corners: Option<bool>,
+    /// Pyramid bins to record, e.g. 1,2,3,6 (default: the layout's).
+    #[arg(long, value_delimiter = ',', value_name = "1,2,3,6")]
+    bins: Option<Vec<usize>>,
+    /// Output stride to record: 8, 16 or 32 (default 8).
+    #[arg(long, value_name = "8|16")]
+    output_stride: Option<usize>,
+}
+
+pub(crate) fn run(args: ConvertArgs) -> Result<ExitCode> {
+    if args.output.extension().and_then(|e| e.to_str()) != Some("safetensors") {
+        bail!("{}: the output must be a .safetensors file", args.output.display());
+    }
+    let dtype: StorageDtype = args.dtype.parse().map_err(anyhow::Error::msg)?;
+    let overrides = Overrides { align_corners: args.align_corners, bins: args.bins, output_stride: args.output_stride };
+    let (params, spec) = pspnet_weights::load_model(&args.input, &overrides)?;
+    pspnet_weights::save_native(&args.output, &params, &spec, dtype)?;
+    let count: usize = params.iter().map(|(_, p)| p.data().len()).sum();
+    println!(
+        "{} ({} layout, {} classes, {count} parameters) -> {} ({})",
+        args.input.display(),
+        spec.layout.name(),
+        spec.classes,
+        args.output.display(),
+        args.dtype
+    );
+    Ok(ExitCode::SUCCESS)
+}
