@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 use clap::Args;
-use pspnet_weights::{Overrides, StorageDtype};
+use pspnet_weights::StorageDtype;
 
 #[derive(Debug, Args)]
 pub(crate) struct ConvertArgs {
@@ -16,15 +16,8 @@ pub(crate) struct ConvertArgs {
     /// Storage type of the weights (compute is always f32).
     #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
     dtype: String,
-    /// Bilinear corner convention to record (default: the layout's).
-    #[arg(long, value_name = "true|false")]
-    align_corners: Option<bool>,
-    /// Pyramid bins to record, e.g. 1,2,3,6 (default: the layout's).
-    #[arg(long, value_delimiter = ',', value_name = "1,2,3,6")]
-    bins: Option<Vec<usize>>,
-    /// Output stride to record: 8, 16 or 32 (default 8).
-    #[arg(long, value_name = "8|16")]
-    output_stride: Option<usize>,
+    #[command(flatten)]
+    overrides: super::OverrideArgs,
 }
 
 pub(crate) fn run(args: ConvertArgs) -> Result<ExitCode> {
@@ -32,7 +25,7 @@ pub(crate) fn run(args: ConvertArgs) -> Result<ExitCode> {
         bail!("{}: the output must be a .safetensors file", args.output.display());
     }
     let dtype: StorageDtype = args.dtype.parse().map_err(anyhow::Error::msg)?;
-    let overrides = Overrides { align_corners: args.align_corners, bins: args.bins, output_stride: args.output_stride };
+    let overrides = args.overrides.overrides();
     let (params, spec) = pspnet_weights::load_model(&args.input, &overrides)?;
     pspnet_weights::save_native(&args.output, &params, &spec, dtype)?;
     let count: usize = params.iter().map(|(_, p)| p.data().len()).sum();

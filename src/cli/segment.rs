@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use image::DynamicImage;
 use ndarray::{Array3, Axis};
 use pspnet_kernels::argmax_channels;
-use pspnet_model::{LoadedModel, Normalization, Overrides};
+use pspnet_model::{LoadedModel, Normalization};
 
 use super::image_io::{collect_inputs, read_rgb};
 use super::outputs::{Staged, color_image, labels_image, npy, overlay_image, png};
@@ -46,15 +46,8 @@ pub(crate) struct SegmentArgs {
     /// Also write the f32 logits at input resolution, shape (classes, H, W), as a NumPy .npy (one input image only).
     #[arg(long, value_name = "OUT.npy")]
     logits: Option<PathBuf>,
-    /// Bilinear corner convention of the pyramid and the final upsampling (default: the layout's; semseg true, mmseg false).
-    #[arg(long, value_name = "true|false")]
-    align_corners: Option<bool>,
-    /// Pyramid bins, e.g. 1,2,3,6 (default: the layout's).
-    #[arg(long, value_delimiter = ',', value_name = "1,2,3,6")]
-    bins: Option<Vec<usize>>,
-    /// Backbone output stride: 8, 16 or 32 (default 8).
-    #[arg(long, value_name = "8|16")]
-    output_stride: Option<usize>,
+    #[command(flatten)]
+    overrides: super::OverrideArgs,
     /// Class names: a text file with one name per line, or JSON (a list, or an object with "classes"). Overrides the checkpoint's.
     #[arg(long, value_name = "FILE")]
     classes: Option<PathBuf>,
@@ -165,8 +158,7 @@ pub(crate) fn run(args: SegmentArgs) -> Result<ExitCode> {
     if args.logits.is_some() && files.len() != 1 {
         bail!("--logits takes exactly one input image, got {}", files.len());
     }
-    let overrides =
-        Overrides { align_corners: args.align_corners, bins: args.bins.clone(), output_stride: args.output_stride };
+    let overrides = args.overrides.overrides();
     let model = match &args.model {
         Some(path) => LoadedModel::load(path, &overrides)?,
         None => LoadedModel::load_bytes(Path::new(DEFAULT_MODEL_NAME), DEFAULT_MODEL.to_vec(), &overrides)?,

@@ -78,22 +78,32 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
     """Dilated ResNet, output stride 8: stages 3 and 4 stride 1, dilation 2 and 4."""
 
-    def __init__(self, depth, width, stem_widths, contract):
+    def __init__(self, depth, width, stem_widths, contract, classic_stem=False, avg_down=False, output_stride=8):
         super().__init__()
         kind, layers = DEPTHS[depth]
         block = Bottleneck if kind == "bottleneck" else BasicBlock
         w0, w1, w2 = stem_widths
-        self.stem = nn.Sequential(conv(3, w0, 3, 2), nn.BatchNorm2d(w0), nn.ReLU(),
-                                  conv(w0, w1, 3), nn.BatchNorm2d(w1), nn.ReLU(),
-                                  conv(w1, w2, 3), nn.BatchNorm2d(w2), nn.ReLU())
-        inplanes = w2
+        if classic_stem:  # ResNetV1b: one 7x7 stride-2 convolution
+            self.stem = nn.Sequential(conv(3, width, 7, 2), nn.BatchNorm2d(width), nn.ReLU())
+            inplanes = width
+        else:
+            self.stem = nn.Sequential(conv(3, w0, 3, 2), nn.BatchNorm2d(w0), nn.ReLU(),
+                                      conv(w0, w1, 3), nn.BatchNorm2d(w1), nn.ReLU(),
+                                      conv(w1, w2, 3), nn.BatchNorm2d(w2), nn.ReLU())
+            inplanes = w2
+        strides, dilations = {8: ([1, 2, 1, 1], [1, 1, 2, 4]), 16: ([1, 2, 2, 1], [1, 1, 1, 2]),
+                              32: ([1, 2, 2, 2], [1, 1, 1, 1])}[output_stride]
         self.stages = nn.ModuleList()
-        for i, (n, stride, dilation) in enumerate(zip(layers, [1, 2, 1, 1], [1, 1, 2, 4])):
+        for i, (n, stride, dilation) in enumerate(zip(layers, strides, dilations)):
             planes = width * 2 ** i
             downsample = None
             if stride != 1 or inplanes != planes * block.expansion:
-                downsample = nn.Sequential(conv(inplanes, planes * block.expansion, 1, stride),
-                                           nn.BatchNorm2d(planes * block.expansion))
+                out = planes * block.expansion
+                if avg_down and stride != 1:  # ResNetV1d: pool, then a stride-1 projection
+                    downsample = nn.Sequential(nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False),
+                                               conv(inplanes, out, 1), nn.BatchNorm2d(out))
+                else:
+                    downsample = nn.Sequential(conv(inplanes, out, 1, stride), nn.BatchNorm2d(out))
             blocks = []
             for b in range(n):
                 d = dilation // 2 if (contract and b == 0 and dilation > 1) else dilation
@@ -113,11 +123,12 @@ class ResNet(nn.Module):
 
 
 class PSPNet(nn.Module):
-    def __init__(self, depth, width, classes, bins, layout):
+    def __init__(self, depth, width, classes, bins, layout, classic_stem=False, avg_down=False, output_stride=8):
         super().__init__()
         semseg = layout == "semseg"
         stem = (width, width, 2 * width) if semseg else (width // 2, width // 2, width)
-        self.backbone = ResNet(depth, width, stem, contract=not semseg)
+        self.backbone = ResNet(depth, width, stem, not semseg, classic_stem, avg_down, output_stride)
+        self.classic_stem = classic_stem
         c4 = self.backbone.out_channels
         bottleneck = DEPTHS[depth][0] == "bottleneck"
         channels = c4 // len(bins) if semseg else (8 * width if bottleneck else 2 * width)
@@ -161,7 +172,9 @@ class PSPNet(nn.Module):
         }[layout]
         for key, value in own.items():
             parts = key.split(".")
-            if key.startswith("backbone.stem."):
+            if key.startswith("backbone.stem.") and self.classic_stem:
+                new = "backbone." + ("conv1" if parts[2] == "0" else "bn1") + "." + ".".join(parts[3:])
+            elif key.startswith("backbone.stem."):
                 new = stem_index.format(parts[2]) + "." + ".".join(parts[3:])
             elif key.startswith("backbone.stages."):
                 stage = f"layer{int(parts[2]) + 1}"
@@ -220,6 +233,10 @@ def main():
     p.add_argument("--classes", type=int, default=150)
     p.add_argument("--bins", default="1,2,3,6")
     p.add_argument("--size", action="append", required=True, help="HxW of a reference input (repeatable)")
+    p.add_argument("--stem", choices=["deep", "classic"], default="deep",
+                   help="classic = mmsegmentation ResNetV1b (7x7 stem), mmseg layout only")
+    p.add_argument("--avg-down", action="store_true", help="ResNetV1d shortcuts (mmseg layout only)")
+    p.add_argument("--output-stride", type=int, default=8, choices=[8, 16, 32])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     args = p.parse_args()
@@ -231,7 +248,10 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    model = PSPNet(args.depth, args.width, args.classes, bins, args.layout)
+    if args.layout == "semseg" and (args.stem == "classic" or args.avg_down):
+        p.error("--stem classic and --avg-down are mmsegmentation variants")
+    model = PSPNet(args.depth, args.width, args.classes, bins, args.layout, args.stem == "classic", args.avg_down,
+                   args.output_stride)
     calibrate(model, (65, 65), generator)
     state = model.layout_state_dict(args.layout)
     names = [f"class{i}" for i in range(args.classes)]

@@ -31,7 +31,7 @@ fn tensor(dims: &[usize], values: Vec<f32>) -> Result<Tensor> {
     Ok(Tensor::from_vec(Shape::new(n, c, h, w)?, values)?)
 }
 
-/// `--model CKPT --reference REF.safetensors [--align-corners true|false]`
+/// `--model CKPT --reference REF.safetensors [--align-corners true|false] [--output-stride 8|16|32]`
 pub(crate) fn crosscheck(args: &[String]) -> Result<()> {
     let mut model: Option<PathBuf> = None;
     let mut reference: Option<PathBuf> = None;
@@ -45,6 +45,7 @@ pub(crate) fn crosscheck(args: &[String]) -> Result<()> {
             "--align-corners" => {
                 overrides.align_corners = Some(value()?.parse().context("--align-corners true|false")?)
             }
+            "--output-stride" => overrides.output_stride = Some(value()?.parse().context("--output-stride 8|16|32")?),
             other => bail!("unknown argument {other} (usage: crosscheck --model CKPT --reference REF.safetensors)"),
         }
     }

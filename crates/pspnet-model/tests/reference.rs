@@ -29,11 +29,22 @@ fn input(reference: &Path) -> (Tensor, pspnet_weights::StateDict) {
     (Tensor::from_vec(Shape::new(dims[0], dims[1], dims[2], dims[3]).unwrap(), values).unwrap(), outputs)
 }
 
-/// Every stage within 1e-5 relative L2 of float64 PyTorch, argmax identical.
+/// Every stage within 1e-5 relative L2 of float64 PyTorch, argmax identical:
+/// both layouts, basic and bottleneck blocks, the classic 7x7 stem
+/// (ResNetV1b), average-pooling shortcuts (ResNetV1d) and output stride 16.
 #[test]
 fn every_stage_matches_pytorch_float64() {
-    for name in ["semseg_r50", "mmseg_r18", "mmseg_r50"] {
-        let model = LoadedModel::load(&fixture(name).join("checkpoint.pth"), &Overrides::default()).unwrap();
+    let cases = [
+        ("semseg_r50", None),
+        ("mmseg_r18", None),
+        ("mmseg_r50", None),
+        ("mmseg_r50_classic", None),
+        ("mmseg_r50_v1d", None),
+        ("mmseg_r18_os16", Some(16)),
+    ];
+    for (name, output_stride) in cases {
+        let overrides = Overrides { output_stride, ..Overrides::default() };
+        let model = LoadedModel::load(&fixture(name).join("checkpoint.pth"), &overrides).unwrap();
         assert!(model.net.has_aux(), "{name}: auxiliary head");
         for reference in references(&fixture(name)) {
             let (x, outputs) = input(&reference);
