@@ -1,14 +1,20 @@
-//! The command-line interface: argument definitions and one module per
-//! subcommand.
+//! The command-line interface: argument definitions shared by the
+//! subcommands, and one module per subcommand.
 
 mod convert;
+mod dataset;
+mod evaluate;
 mod image_io;
+mod info;
 mod outputs;
 mod segment;
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use pspnet_model::{Average, LoadedModel, Protocol, Window};
 use pspnet_weights::Overrides;
 
 /// PSPNet scene parsing: a class for every pixel, from the convolution kernel up.
@@ -23,17 +29,50 @@ pub(crate) struct Cli {
 enum Command {
     /// Segment images: writes NAME.labels.png, NAME.color.png and NAME.overlay.png per image.
     Segment(segment::SegmentArgs),
+    /// Score a model on a dataset split in its official layout: mIoU, mAcc, aAcc, per-class IoU and accuracy.
+    Evaluate(evaluate::EvaluateArgs),
+    /// Add up the partial results of sharded `evaluate --shard I/N` runs and report them.
+    Merge(evaluate::MergeArgs),
     /// Convert a checkpoint to the pspnet-rs safetensors layout (optionally f16 or bf16).
     Convert(convert::ConvertArgs),
+    /// Describe a checkpoint: architecture, classes, parameter count, FLOPs at a given size.
+    Info(info::InfoArgs),
 }
 
 impl Cli {
     /// Runs the chosen subcommand.
-    pub(crate) fn run(self) -> anyhow::Result<ExitCode> {
+    pub(crate) fn run(self) -> Result<ExitCode> {
         match self.command {
             Command::Segment(args) => segment::run(args),
+            Command::Evaluate(args) => evaluate::run(args),
+            Command::Merge(args) => evaluate::merge(args),
             Command::Convert(args) => convert::run(args),
+            Command::Info(args) => info::run(args),
         }
+    }
+}
+
+/// The default model, embedded so that the binary needs no download: the
+/// CamVid checkpoint of ../shared/models converted with
+/// `pspnet convert pspnet_r18-d8_camvid.pth models/pspnet_r18-d8_camvid.f16.safetensors --dtype f16`.
+const DEFAULT_MODEL: &[u8] = include_bytes!("../../models/pspnet_r18-d8_camvid.f16.safetensors");
+const DEFAULT_MODEL_NAME: &str = "<embedded pspnet_r18-d8_camvid.f16.safetensors>";
+
+/// Which checkpoint to run.
+#[derive(Debug, Args)]
+struct ModelArgs {
+    /// Checkpoint: a .pth in the semseg or mmsegmentation layout (zip or legacy format), or a pspnet-rs .safetensors.
+    /// Default: the embedded model (PSPNet ResNet-18, trained on CamVid street scenes, 11 classes, f16).
+    #[arg(long)]
+    model: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    fn load(&self, overrides: &Overrides) -> Result<LoadedModel> {
+        Ok(match &self.model {
+            Some(path) => LoadedModel::load(path, overrides)?,
+            None => LoadedModel::load_bytes(Path::new(DEFAULT_MODEL_NAME), DEFAULT_MODEL.to_vec(), overrides)?,
+        })
     }
 }
 
@@ -54,5 +93,98 @@ struct OverrideArgs {
 impl OverrideArgs {
     fn overrides(&self) -> Overrides {
         Overrides { align_corners: self.align_corners, bins: self.bins.clone(), output_stride: self.output_stride }
+    }
+}
+
+/// Whole image or sliding windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// One pass over the whole (rescaled) image.
+    Whole,
+    /// Crop-sized windows, overlapping by a third (the references' test protocol).
+    Slide,
+}
+
+/// What is averaged over windows, flips and scales.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum AverageArg {
+    /// Softmax probabilities (semseg's test.py).
+    Probs,
+    /// Raw logits (mmsegmentation's slide inference).
+    Logits,
+}
+
+/// The inference protocol: a preset, adjusted by explicit flags.
+#[derive(Debug, Args)]
+struct ProtocolArgs {
+    /// Reproduce semseg's test.py for a dataset (ade20k, voc2012, cityscapes: sliding windows, flip, base size)
+    /// or camvid (whole image). `evaluate` uses its dataset's preset unless told otherwise.
+    #[arg(long, value_name = "ade20k|voc2012|cityscapes|camvid")]
+    preset: Option<String>,
+    /// Whole image (default for `segment`: native size, no flip) or sliding windows.
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
+    /// Window size for --mode slide.
+    #[arg(long)]
+    crop: Option<usize>,
+    /// Window step for --mode slide (default: 2/3 of the crop, rounded up).
+    #[arg(long)]
+    stride: Option<usize>,
+    /// Scales of the long side relative to --base-size (or the image's own size), e.g. 0.5,0.75,1.0.
+    #[arg(long, value_delimiter = ',', value_name = "0.5,1.0,...")]
+    scales: Option<Vec<f64>>,
+    /// Also run each window mirrored and average the two.
+    #[arg(long, value_name = "true|false")]
+    flip: Option<bool>,
+    /// Long side that scale 1.0 resizes the image to.
+    #[arg(long)]
+    base_size: Option<usize>,
+    /// Average probabilities (semseg) or logits (mmsegmentation).
+    #[arg(long, value_enum)]
+    average: Option<AverageArg>,
+}
+
+impl ProtocolArgs {
+    /// The protocol: `--preset`, else `default_preset`, else whole image;
+    /// then the explicit flags.
+    fn protocol(&self, default_preset: Option<&str>) -> Result<Protocol> {
+        let mut p = match self.preset.as_deref().or(default_preset) {
+            Some(name) => Protocol::preset(name)?,
+            None => Protocol::whole(),
+        };
+        let preset_crop = match p.window {
+            Window::Slide { crop, .. } => Some(crop),
+            Window::Whole => None,
+        };
+        match self.mode {
+            Some(Mode::Whole) => p.window = Window::Whole,
+            Some(Mode::Slide) => {
+                let crop =
+                    self.crop.or(preset_crop).context("--mode slide needs --crop (or a --preset that sets it)")?;
+                p.window = Window::Slide { crop, stride: self.stride };
+            }
+            None => {
+                if let Window::Slide { crop, stride } = &mut p.window {
+                    *crop = self.crop.unwrap_or(*crop);
+                    *stride = self.stride.or(*stride);
+                }
+            }
+        }
+        if let Some(scales) = &self.scales {
+            p.scales = scales.clone();
+        }
+        if let Some(flip) = self.flip {
+            p.flip = flip;
+        }
+        if let Some(base) = self.base_size {
+            p.base_size = Some(base);
+        }
+        if let Some(average) = self.average {
+            p.average = match average {
+                AverageArg::Probs => Average::Probs,
+                AverageArg::Logits => Average::Logits,
+            };
+        }
+        Ok(p)
     }
 }

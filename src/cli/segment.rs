@@ -6,27 +6,14 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use image::DynamicImage;
 use ndarray::{Array3, Axis};
 use pspnet_kernels::argmax_channels;
-use pspnet_model::{LoadedModel, Normalization};
+use pspnet_model::{LoadedModel, Normalization, Protocol, predict};
 
 use super::image_io::{collect_inputs, read_rgb};
 use super::outputs::{Staged, color_image, labels_image, npy, overlay_image, png};
-
-/// The default model, embedded so that the binary needs no download: the
-/// CamVid checkpoint of ../shared/models converted with
-/// `pspnet convert pspnet_r18-d8_camvid.pth models/pspnet_r18-d8_camvid.f16.safetensors --dtype f16`.
-const DEFAULT_MODEL: &[u8] = include_bytes!("../../models/pspnet_r18-d8_camvid.f16.safetensors");
-const DEFAULT_MODEL_NAME: &str = "<embedded pspnet_r18-d8_camvid.f16.safetensors>";
-
-/// Inference protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum Mode {
-    /// One pass over the whole image at its own size, no flip.
-    Whole,
-}
 
 #[derive(Debug, Args)]
 pub(crate) struct SegmentArgs {
@@ -36,14 +23,12 @@ pub(crate) struct SegmentArgs {
     /// Output folder (created if needed).
     #[arg(long, default_value = "pspnet-out")]
     out: PathBuf,
-    /// Checkpoint: a .pth in the semseg or mmsegmentation layout (zip or legacy format), or a pspnet-rs .safetensors.
-    /// Default: the embedded model (PSPNet ResNet-18, trained on CamVid street scenes, 11 classes).
-    #[arg(long)]
-    model: Option<PathBuf>,
-    /// Inference protocol.
-    #[arg(long, value_enum, default_value_t = Mode::Whole)]
-    mode: Mode,
-    /// Also write the f32 logits at input resolution, shape (classes, H, W), as a NumPy .npy (one input image only).
+    #[command(flatten)]
+    model: super::ModelArgs,
+    #[command(flatten)]
+    protocol: super::ProtocolArgs,
+    /// Also write the f32 class scores at input resolution, shape (classes, H, W), as a NumPy .npy (one input image
+    /// only): the logits in whole mode, else what the protocol averages (probabilities or logits).
     #[arg(long, value_name = "OUT.npy")]
     logits: Option<PathBuf>,
     #[command(flatten)]
@@ -159,10 +144,8 @@ pub(crate) fn run(args: SegmentArgs) -> Result<ExitCode> {
         bail!("--logits takes exactly one input image, got {}", files.len());
     }
     let overrides = args.overrides.overrides();
-    let model = match &args.model {
-        Some(path) => LoadedModel::load(path, &overrides)?,
-        None => LoadedModel::load_bytes(Path::new(DEFAULT_MODEL_NAME), DEFAULT_MODEL.to_vec(), &overrides)?,
-    };
+    let model = args.model.load(&overrides)?;
+    let protocol = args.protocol.protocol(None)?;
     let classes = model.spec.classes;
     let names = match &args.classes {
         Some(path) => Some(read_classes(path)?),
@@ -183,7 +166,7 @@ pub(crate) fn run(args: SegmentArgs) -> Result<ExitCode> {
 
     let mut failures = Vec::new();
     for file in &files {
-        match segment_one(&model, &palette, file, &args) {
+        match segment_one(&model, &protocol, &palette, file, &args) {
             Ok(s) => println!("{}: {}x{} in {:.0} ms", file.display(), s.size.0, s.size.1, s.forward_ms),
             Err(err) => {
                 eprintln!("error: {err:#}");
@@ -199,13 +182,19 @@ pub(crate) fn run(args: SegmentArgs) -> Result<ExitCode> {
     Ok(ExitCode::FAILURE)
 }
 
-fn segment_one(model: &LoadedModel, palette: &[[u8; 3]], file: &Path, args: &SegmentArgs) -> Result<Segmented> {
+fn segment_one(
+    model: &LoadedModel,
+    protocol: &Protocol,
+    palette: &[[u8; 3]],
+    file: &Path,
+    args: &SegmentArgs,
+) -> Result<Segmented> {
     let photo = read_rgb(file, args.max_pixels)?;
     let (w, h) = photo.dimensions();
     let norm = Normalization { mean: model.spec.mean, std: model.spec.std };
-    let x = norm.image(photo.as_raw(), h as usize, w as usize)?;
     let started = Instant::now();
-    let logits = model.net.forward(&x).with_context(|| format!("{}: inference failed", file.display()))?;
+    let logits = predict(&model.net, photo.as_raw(), h as usize, w as usize, &norm, protocol)
+        .with_context(|| format!("{}: inference failed", file.display()))?;
     let labels = argmax_channels(&logits);
     let forward_ms = started.elapsed().as_secs_f64() * 1e3;
     let labels = labels.index_axis(Axis(0), 0);

@@ -133,6 +133,27 @@ impl Conv2d {
         Ok(self.geometry(input)?.1)
     }
 
+    /// Weights plus per-channel values (bias or folded batch-norm), as the
+    /// checkpoint counts them (a folded batch-norm's 4 statistics).
+    pub fn parameters(&self) -> usize {
+        let [o, i, h, w] = self.dims;
+        o * i * h * w
+            + match (&self.scale, &self.shift) {
+                (Some(_), _) => 4 * o,
+                (None, Some(_)) => o,
+                (None, None) => 0,
+            }
+    }
+
+    /// Floating-point operations (2 per multiply-add) to convolve an input
+    /// of this shape, and the output shape.
+    pub fn flops(&self, input: Shape) -> Result<(u64, Shape), KernelError> {
+        let out = self.output_shape(input)?;
+        let macs =
+            (out.len() as u64).checked_mul(self.depth() as u64).ok_or(KernelError::Overflow { what: "FLOP count" })?;
+        Ok((2 * macs, out))
+    }
+
     /// Convolves a batch.
     pub fn forward(&self, input: &Tensor) -> Result<Tensor, KernelError> {
         let mut out = Tensor::zeros(self.output_shape(input.shape())?);

@@ -6,12 +6,16 @@
 mod compare;
 mod error;
 mod load;
+mod metrics;
 mod normalize;
+mod protocol;
 mod pspnet;
 
 pub use compare::Comparison;
 pub use error::ModelError;
 pub use load::LoadedModel;
+pub use metrics::{ClassScore, ConfusionMatrix, Scores};
 pub use normalize::Normalization;
+pub use protocol::{Average, Protocol, Window, predict};
 pub use pspnet::{PspNet, PspNetConfig, Trace};
 pub use pspnet_weights::{Layout, ModelSpec, Overrides};

@@ -1,7 +1,7 @@
 use pspnet_kernels::{Conv2d, ConvSpec, resize_bilinear};
 use pspnet_ppm::{PyramidPooling, PyramidPoolingConfig};
 use pspnet_resnet::{Features, ResNet, ResNetConfig};
-use pspnet_tensor::{Params, Tensor};
+use pspnet_tensor::{Params, Shape, Tensor};
 
 use crate::{ModelError, Normalization};
 
@@ -96,6 +96,25 @@ impl PspNet {
     /// Whether the auxiliary head was built.
     pub fn has_aux(&self) -> bool {
         self.aux.is_some()
+    }
+
+    /// Floating-point operations of the convolutions (2 per multiply-add)
+    /// for one forward pass on an input shape, auxiliary head excluded.
+    pub fn flops(&self, input: Shape) -> Result<u64, ModelError> {
+        let (backbone, stages) = self.backbone.flops(input)?;
+        let features = stages[3];
+        let ppm = self.ppm.flops(features)?;
+        let widened = features.with_c(self.ppm.out_channels(features.c()))?;
+        let (head, head_out) = self.bottleneck.flops(widened)?;
+        let (classifier, _) = self.classifier.flops(head_out)?;
+        Ok(backbone + ppm + head + classifier)
+    }
+
+    /// Parameters used at inference (auxiliary head excluded).
+    pub fn parameters(&self) -> usize {
+        self.backbone.parameters()
+            + self.ppm.parameters()
+            + [&self.bottleneck, &self.classifier].iter().map(|c| c.parameters()).sum::<usize>()
     }
 
     /// Logits at the input resolution for a normalised `N x 3 x H x W` batch.

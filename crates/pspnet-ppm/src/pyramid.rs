@@ -1,5 +1,5 @@
 use pspnet_kernels::{Conv2d, ConvSpec, adaptive_avg_pool2d, adaptive_max_pool2d, resize_bilinear};
-use pspnet_tensor::{Params, Tensor};
+use pspnet_tensor::{Params, Shape, Tensor};
 
 use crate::PpmError;
 
@@ -93,6 +93,22 @@ impl PyramidPooling {
             Some(convs) => in_channels + convs.iter().map(|c| c.weight_dims()[0]).sum::<usize>(),
             None => in_channels * (1 + self.config.bins.len()),
         }
+    }
+
+    /// Floating-point operations of the reduction convolutions for an input
+    /// shape (pooling and upsampling are not counted).
+    pub fn flops(&self, input: Shape) -> Result<u64, PpmError> {
+        let Some(convs) = &self.reductions else { return Ok(0) };
+        let mut total = 0;
+        for (conv, &bin) in convs.iter().zip(&self.config.bins) {
+            total += conv.flops(input.with_hw(bin, bin)?)?.0;
+        }
+        Ok(total)
+    }
+
+    /// Parameters of the reductions (batch-norm statistics counted as in the checkpoint).
+    pub fn parameters(&self) -> usize {
+        self.reductions.iter().flatten().map(Conv2d::parameters).sum()
     }
 
     /// Widens a feature map with its pyramid of context.

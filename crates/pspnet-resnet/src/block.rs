@@ -1,5 +1,5 @@
 use pspnet_kernels::{Conv2d, ConvSpec, PoolSpec, avg_pool2d};
-use pspnet_tensor::{Params, Tensor};
+use pspnet_tensor::{Params, Shape, Tensor};
 
 use crate::{BlockKind, ResNetError};
 
@@ -72,6 +72,30 @@ impl Block {
     /// Output channels.
     pub fn out_channels(&self) -> usize {
         self.convs.last().map_or(0, |c| c.weight_dims()[0])
+    }
+
+    /// Floating-point operations of its convolutions for an input shape, and
+    /// the output shape.
+    pub fn flops(&self, input: Shape) -> Result<(u64, Shape), ResNetError> {
+        let (mut total, mut shape) = (0, input);
+        for conv in &self.convs {
+            let (f, s) = conv.flops(shape)?;
+            (total, shape) = (total + f, s);
+        }
+        if let Some(d) = &self.downsample {
+            let pooled = match &d.pool {
+                Some(pool) => avg_pool2d(&Tensor::zeros(input.with_c(1)?), pool, false)?.shape(),
+                None => input,
+            };
+            total += d.conv.flops(input.with_hw(pooled.h(), pooled.w())?)?.0;
+        }
+        Ok((total, shape))
+    }
+
+    /// Parameters (batch-norm statistics counted as in the checkpoint).
+    pub fn parameters(&self) -> usize {
+        self.convs.iter().map(Conv2d::parameters).sum::<usize>()
+            + self.downsample.as_ref().map_or(0, |d| d.conv.parameters())
     }
 
     /// Runs the block.

@@ -1,4 +1,4 @@
-use pspnet_tensor::{Params, Tensor};
+use pspnet_tensor::{Params, Shape, Tensor};
 
 use crate::block::BlockGeometry;
 use crate::{Block, ResNetConfig, ResNetError, Stem};
@@ -66,6 +66,26 @@ impl ResNet {
     /// Output channels of the stem.
     pub fn stem_channels(&self) -> usize {
         self.stem.out_channels()
+    }
+
+    /// Floating-point operations for an input shape, and the shape of each
+    /// stage's output.
+    pub fn flops(&self, input: Shape) -> Result<(u64, Vec<Shape>), ResNetError> {
+        let (mut total, mut shape) = self.stem.flops(input)?;
+        let mut shapes = Vec::with_capacity(4);
+        for stage in &self.stages {
+            for block in stage {
+                let (f, s) = block.flops(shape)?;
+                (total, shape) = (total + f, s);
+            }
+            shapes.push(shape);
+        }
+        Ok((total, shapes))
+    }
+
+    /// Parameters (batch-norm statistics counted as in the checkpoint).
+    pub fn parameters(&self) -> usize {
+        self.stem.parameters() + self.stages.iter().flatten().map(Block::parameters).sum::<usize>()
     }
 
     /// Runs the backbone on a normalised `N x 3 x H x W` batch.

@@ -1,5 +1,5 @@
 use pspnet_kernels::{Conv2d, ConvSpec, PoolSpec, max_pool2d};
-use pspnet_tensor::{Params, Tensor};
+use pspnet_tensor::{Params, Shape, Tensor};
 
 use crate::{ResNetError, StemKind};
 
@@ -37,6 +37,23 @@ impl Stem {
     /// Output channels.
     pub fn out_channels(&self) -> usize {
         self.convs.last().map_or(0, |c| c.weight_dims()[0])
+    }
+
+    /// Floating-point operations of its convolutions for an input shape,
+    /// and the output shape (after the max pool).
+    pub fn flops(&self, input: Shape) -> Result<(u64, Shape), ResNetError> {
+        let (mut total, mut shape) = (0, input);
+        for conv in &self.convs {
+            let (f, s) = conv.flops(shape)?;
+            (total, shape) = (total + f, s);
+        }
+        let pooled = max_pool2d(&Tensor::zeros(shape.with_c(1)?), &PoolSpec::square(3, 2, 1))?.shape();
+        Ok((total, shape.with_hw(pooled.h(), pooled.w())?))
+    }
+
+    /// Parameters (batch-norm statistics counted as in the checkpoint).
+    pub fn parameters(&self) -> usize {
+        self.convs.iter().map(Conv2d::parameters).sum()
     }
 
     /// Runs the stem on an `N x 3 x H x W` batch.

@@ -1,0 +1,212 @@
+//! `pspnet evaluate` and `pspnet merge`: mIoU, mAcc and aAcc over a dataset
+//! split, whole or in shards.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use pspnet_kernels::argmax_channels;
+use pspnet_model::{ConfusionMatrix, Normalization, Scores, predict};
+use serde_json::{Value, json};
+
+use super::dataset::{Dataset, IGNORE, read_label_png};
+use super::image_io::read_rgb;
+use super::outputs::Staged;
+use super::{ModelArgs, OverrideArgs, ProtocolArgs};
+
+/// Shard `index` of `count`: images at positions index, index + count, ...
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Shard {
+    index: usize,
+    count: usize,
+}
+
+impl FromStr for Shard {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parse = |v: &str| v.trim().parse::<usize>().map_err(|_| format!("{s:?} is not I/N"));
+        let (i, n) = s.split_once('/').ok_or_else(|| format!("{s:?} is not I/N"))?;
+        let (index, count) = (parse(i)?, parse(n)?);
+        if count == 0 || index >= count {
+            return Err(format!("shard {index}/{count}: I must be in 0..N"));
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EvaluateArgs {
+    /// Dataset layout and label convention.
+    #[arg(long, value_enum)]
+    dataset: Dataset,
+    /// The dataset's root folder, in its official layout.
+    #[arg(long)]
+    data_root: PathBuf,
+    /// Split to evaluate (camvid: test; ade20k: validation; voc2012: val; cityscapes: val).
+    #[arg(long)]
+    split: String,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Also write the results as JSON (percent, full precision).
+    #[arg(long, value_name = "OUT.json")]
+    json: Option<PathBuf>,
+    /// Evaluate only shard I of N (images at positions I, I+N, ...); requires --partial.
+    #[arg(long, value_name = "I/N", requires = "partial")]
+    shard: Option<Shard>,
+    /// Where a shard writes its confusion matrix, for `pspnet merge`.
+    #[arg(long, value_name = "FILE", requires = "shard")]
+    partial: Option<PathBuf>,
+    #[command(flatten)]
+    protocol: ProtocolArgs,
+    #[command(flatten)]
+    overrides: OverrideArgs,
+    /// Refuse images with more pixels than this (checked from the header, before decoding).
+    #[arg(long, default_value_t = 100_000_000)]
+    max_pixels: u64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MergeArgs {
+    /// Partial results written by `evaluate --shard I/N --partial FILE`.
+    #[arg(required = true)]
+    partials: Vec<PathBuf>,
+    /// Also write the results as JSON.
+    #[arg(long, value_name = "OUT.json")]
+    json: Option<PathBuf>,
+}
+
+pub(crate) fn run(args: EvaluateArgs) -> Result<ExitCode> {
+    let mut samples = args.dataset.samples(&args.data_root, &args.split)?;
+    if let Some(shard) = args.shard {
+        samples = samples.into_iter().skip(shard.index).step_by(shard.count).collect();
+    }
+    let names = args.dataset.class_names();
+    let model = args.model.load(&args.overrides.overrides())?;
+    if model.spec.classes != names.len() {
+        bail!("the model has {} classes, {} has {}", model.spec.classes, args.dataset.name(), names.len());
+    }
+    let protocol = args.protocol.protocol(Some(args.dataset.name()))?;
+    let norm = Normalization { mean: model.spec.mean, std: model.spec.std };
+    let mut matrix = ConfusionMatrix::new(names.len());
+    let progress = ProgressBar::new(samples.len() as u64).with_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} images, {elapsed} elapsed, ETA {eta}")
+            .expect("valid template"),
+    );
+    let started = Instant::now();
+    for sample in &samples {
+        let photo = read_rgb(&sample.image, args.max_pixels)?;
+        let (raw, lw, lh) = read_label_png(&sample.label)?;
+        if (lw, lh) != photo.dimensions() {
+            bail!(
+                "{}: label map is {lw}x{lh}, its image {} is {}x{}",
+                sample.label.display(),
+                sample.image.display(),
+                photo.width(),
+                photo.height()
+            );
+        }
+        let labels = args.dataset.convert_labels(&raw, &sample.label)?;
+        let (w, h) = (photo.width() as usize, photo.height() as usize);
+        let scores = predict(&model.net, photo.as_raw(), h, w, &norm, &protocol)
+            .with_context(|| format!("{}: inference failed", sample.image.display()))?;
+        let predictions = argmax_channels(&scores).into_raw_vec_and_offset().0;
+        matrix.add(&labels, &predictions, IGNORE);
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!("{} images in {seconds:.1} s ({:.2} s per image)", samples.len(), seconds / samples.len().max(1) as f64);
+    if let (Some(shard), Some(partial)) = (args.shard, &args.partial) {
+        let value = json!({
+            "dataset": args.dataset.name(),
+            "split": args.split,
+            "shard": format!("{}/{}", shard.index, shard.count),
+            "images": samples.len(),
+            "classes": names,
+            "confusion": matrix.counts(),
+        });
+        write_json(partial, &value)?;
+        eprintln!("partial confusion matrix written to {}", partial.display());
+    }
+    report(args.dataset.name(), &args.split, samples.len(), &names, &matrix, args.json.as_deref())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn merge(args: MergeArgs) -> Result<ExitCode> {
+    let mut total: Option<(String, String, Vec<String>, ConfusionMatrix, usize)> = None;
+    for path in &args.partials {
+        let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let v: Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+        let field =
+            |k: &str| v.get(k).with_context(|| format!("{}: no field {k:?}; not a partial result", path.display()));
+        let dataset = field("dataset")?.as_str().unwrap_or_default().to_string();
+        let split = field("split")?.as_str().unwrap_or_default().to_string();
+        let names: Vec<String> = serde_json::from_value(field("classes")?.clone())
+            .with_context(|| format!("{}: classes", path.display()))?;
+        let counts: Vec<u64> = serde_json::from_value(field("confusion")?.clone())
+            .with_context(|| format!("{}: confusion", path.display()))?;
+        let images = field("images")?.as_u64().unwrap_or(0) as usize;
+        let matrix = ConfusionMatrix::from_counts(names.len(), counts)
+            .with_context(|| format!("{}: the confusion matrix is not {0}x{0}", path.display()))?;
+        match &mut total {
+            None => total = Some((dataset, split, names, matrix, images)),
+            Some((d, s, n, m, i)) => {
+                if (d.as_str(), s.as_str(), &*n) != (dataset.as_str(), split.as_str(), &names) {
+                    bail!("{}: {dataset}/{split} does not match the first partial's {d}/{s}", path.display());
+                }
+                m.merge(&matrix).context("class counts differ")?;
+                *i += images;
+            }
+        }
+    }
+    let (dataset, split, names, matrix, images) = total.context("no partial results given")?;
+    report(&dataset, &split, images, &names, &matrix, args.json.as_deref())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn percent(v: Option<f64>) -> String {
+    v.map_or("-".to_string(), |v| format!("{v:.2}"))
+}
+
+/// Prints the per-class table and the means; writes JSON if asked.
+fn report(
+    dataset: &str,
+    split: &str,
+    images: usize,
+    names: &[String],
+    matrix: &ConfusionMatrix,
+    json_path: Option<&Path>,
+) -> Result<()> {
+    let Scores { per_class, miou, macc, aacc } = matrix.scores();
+    let width = names.iter().map(String::len).max().unwrap_or(5).max(5);
+    println!("{dataset} {split}: {images} images");
+    println!("{:width$}  {:>6}  {:>6}", "class", "IoU", "Acc");
+    for (name, s) in names.iter().zip(&per_class) {
+        println!("{name:width$}  {:>6}  {:>6}", percent(s.iou), percent(s.acc));
+    }
+    println!("mIoU {miou:.2}  mAcc {macc:.2}  aAcc {aacc:.2}");
+    if let Some(path) = json_path {
+        let value = json!({
+            "dataset": dataset,
+            "split": split,
+            "images": images,
+            "mIoU": miou,
+            "mAcc": macc,
+            "aAcc": aacc,
+            "per_class": names.iter().zip(&per_class).map(|(n, s)| json!({"name": n, "IoU": s.iou, "Acc": s.acc})).collect::<Vec<_>>(),
+        });
+        write_json(path, &value)?;
+    }
+    Ok(())
+}
+
+fn write_json(path: &Path, value: &Value) -> Result<()> {
+    let mut staged = Staged::default();
+    staged.add(path.to_path_buf(), |w| Ok(serde_json::to_writer_pretty(w, value)?))?;
+    staged.commit()
+}

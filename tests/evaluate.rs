@@ -1,0 +1,236 @@
+//! `pspnet evaluate` and `pspnet merge` on small synthetic datasets built in
+//! each official layout. The oracle: `pspnet segment`'s label maps (checked
+//! against PyTorch elsewhere) scored by the formulas below, written
+//! independently of the crate's metrics code.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use image::RgbImage;
+use serde_json::Value;
+
+fn pspnet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pspnet")).args(args).output().expect("the pspnet binary runs")
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// Deterministic pseudo-random numbers.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+const W: u32 = 24;
+const H: u32 = 20;
+
+/// Writes a label PNG: grayscale, or indexed with a palette (VOC).
+fn write_label(path: &Path, values: &[u8], indexed: bool) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut encoder = png::Encoder::new(file, W, H);
+    if indexed {
+        encoder.set_color(png::ColorType::Indexed);
+        encoder.set_palette((0..=255u8).flat_map(|i| [i, 255 - i, i / 2]).collect::<Vec<u8>>());
+    } else {
+        encoder.set_color(png::ColorType::Grayscale);
+    }
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.write_header().unwrap().write_image_data(values).unwrap();
+}
+
+fn write_image(path: &Path, rng: &mut Rng) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let img = RgbImage::from_fn(W, H, |x, y| image::Rgb([(x * 10) as u8, (y * 12) as u8, rng.next(256) as u8]));
+    img.save(path).unwrap();
+}
+
+/// A dataset fixture: its name, model, and for each image the file paths and
+/// the expected class (or None for ignored) of every pixel.
+struct Fixture {
+    root: PathBuf,
+    samples: Vec<(PathBuf, Vec<Option<usize>>)>,
+    classes: usize,
+}
+
+fn cityscapes_train_ids() -> HashMap<u8, Option<usize>> {
+    let json: Value = serde_json::from_str(include_str!("../src/cli/classes/cityscapes.json")).unwrap();
+    json["label_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["id"].as_i64().unwrap() >= 0)
+        .map(|l| {
+            let t = l["trainId"].as_i64().unwrap();
+            (l["id"].as_i64().unwrap() as u8, (0..19).contains(&t).then_some(t as usize))
+        })
+        .collect()
+}
+
+fn build(dataset: &str, dir: &Path) -> Fixture {
+    let mut rng = Rng(0x5EED ^ dataset.len() as u64);
+    let root = dir.join(dataset);
+    let names = ["a_001", "b_002", "c_003"];
+    let city_ids = cityscapes_train_ids();
+    let mut samples = Vec::new();
+    let classes = match dataset {
+        "camvid" => 11,
+        "ade20k" => 150,
+        "voc2012" => 21,
+        _ => 19,
+    };
+    for (i, name) in names.iter().enumerate() {
+        let (image, label) = match dataset {
+            "camvid" => (root.join(format!("test/images/{name}.png")), root.join(format!("test/labels/{name}.png"))),
+            "ade20k" => (
+                root.join(format!("images/validation/ADE_val_{name}.jpg")),
+                root.join(format!("annotations/validation/ADE_val_{name}.png")),
+            ),
+            "voc2012" => {
+                (root.join(format!("JPEGImages/{name}.jpg")), root.join(format!("SegmentationClass/{name}.png")))
+            }
+            _ => {
+                let city = ["aachen", "bremen"][i % 2];
+                (
+                    root.join(format!("leftImg8bit/val/{city}/{city}_{name}_leftImg8bit.png")),
+                    root.join(format!("gtFine/val/{city}/{city}_{name}_gtFine_labelIds.png")),
+                )
+            }
+        };
+        write_image(&image, &mut rng);
+        let (raw, expected): (Vec<u8>, Vec<Option<usize>>) = (0..W * H)
+            .map(|_| match dataset {
+                "camvid" => {
+                    let v = rng.next(12) as u8;
+                    (v, (v < 11).then_some(v as usize))
+                }
+                "ade20k" => {
+                    let v = rng.next(151) as u8;
+                    (v, (v > 0).then(|| v as usize - 1))
+                }
+                "voc2012" => {
+                    let v = if rng.next(5) == 0 { 255 } else { rng.next(21) as u8 };
+                    (v, (v != 255).then_some(v as usize))
+                }
+                _ => {
+                    let v = rng.next(34) as u8;
+                    (v, city_ids[&v])
+                }
+            })
+            .unzip();
+        write_label(&label, &raw, dataset == "voc2012");
+        samples.push((image, expected));
+    }
+    if dataset == "voc2012" {
+        let list = root.join("ImageSets/Segmentation/val.txt");
+        std::fs::create_dir_all(list.parent().unwrap()).unwrap();
+        std::fs::write(list, names.join("\n")).unwrap();
+    }
+    samples.sort_by(|a, b| a.0.file_name().cmp(&b.0.file_name()));
+    Fixture { root, samples, classes }
+}
+
+/// Per class: IoU and accuracy in percent, where defined.
+type PerClass = Vec<(Option<f64>, Option<f64>)>;
+
+/// mIoU, mAcc, aAcc from (label, prediction) pairs, straight from the definitions.
+fn oracle(pairs: &[(usize, usize)], classes: usize) -> (f64, f64, f64, PerClass) {
+    let mut per_class = Vec::new();
+    for c in 0..classes {
+        let inter = pairs.iter().filter(|(l, p)| *l == c && *p == c).count() as f64;
+        let target = pairs.iter().filter(|(l, _)| *l == c).count() as f64;
+        let predicted = pairs.iter().filter(|(_, p)| *p == c).count() as f64;
+        let union = target + predicted - inter;
+        per_class.push(((union > 0.0).then(|| 100.0 * inter / union), (target > 0.0).then(|| 100.0 * inter / target)));
+    }
+    let mean = |v: Vec<f64>| v.iter().sum::<f64>() / v.len() as f64;
+    let miou = mean(per_class.iter().filter_map(|c| c.0).collect());
+    let macc = mean(per_class.iter().filter_map(|c| c.1).collect());
+    let aacc = 100.0 * pairs.iter().filter(|(l, p)| l == p).count() as f64 / pairs.len() as f64;
+    (miou, macc, aacc, per_class)
+}
+
+fn model(dataset: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/datasets/{dataset}.pth"))
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn every_layout_scores_as_the_definitions_say_sharded_or_not() {
+    let dir = std::env::temp_dir().join(format!("pspnet-eval-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for (dataset, split) in [("camvid", "test"), ("ade20k", "validation"), ("voc2012", "val"), ("cityscapes", "val")] {
+        let fx = build(dataset, &dir);
+        let model = model(dataset);
+        let model = model.to_str().unwrap();
+        // The oracle's predictions: segment's label maps, whole image.
+        let seg_out = dir.join(format!("{dataset}-seg"));
+        let images: Vec<&str> = fx.samples.iter().map(|(p, _)| p.to_str().unwrap()).collect();
+        let mut args = vec!["segment", "--model", model, "--out", seg_out.to_str().unwrap()];
+        args.extend(&images);
+        let run = pspnet(&args);
+        assert!(run.status.success(), "{dataset}: {}", text(&run));
+        let mut pairs = Vec::new();
+        for (image, expected) in &fx.samples {
+            let stem = image.file_stem().unwrap().to_str().unwrap();
+            let pred = image::open(seg_out.join(format!("{stem}.labels.png"))).unwrap().to_luma8();
+            pairs.extend(expected.iter().zip(pred.pixels()).filter_map(|(l, p)| l.map(|l| (l, p.0[0] as usize))));
+        }
+        let (miou, macc, aacc, per_class) = oracle(&pairs, fx.classes);
+
+        let root = fx.root.to_str().unwrap();
+        let json = dir.join(format!("{dataset}.json"));
+        let common =
+            ["--dataset", dataset, "--data-root", root, "--split", split, "--model", model, "--preset", "camvid"];
+        let run = pspnet(&[&["evaluate"], &common[..], &["--json", json.to_str().unwrap()]].concat());
+        assert!(run.status.success(), "{dataset}: {}", text(&run));
+        let got = read_json(&json);
+        assert_eq!(got["dataset"], dataset);
+        assert_eq!(got["images"], 3);
+        for (key, want) in [("mIoU", miou), ("mAcc", macc), ("aAcc", aacc)] {
+            assert!((got[key].as_f64().unwrap() - want).abs() < 1e-9, "{dataset} {key}: {} vs {want}", got[key]);
+        }
+        let classes = got["per_class"].as_array().unwrap();
+        assert_eq!(classes.len(), fx.classes);
+        for (c, (iou, acc)) in classes.iter().zip(&per_class) {
+            assert_eq!(c["IoU"].as_f64().map(|v| (v * 1e6).round()), iou.map(|v| (v * 1e6).round()), "{dataset} {c}");
+            assert_eq!(c["Acc"].as_f64().map(|v| (v * 1e6).round()), acc.map(|v| (v * 1e6).round()), "{dataset} {c}");
+        }
+
+        // Sharded in two, merged: the same numbers.
+        let partials: Vec<PathBuf> = (0..2).map(|i| dir.join(format!("{dataset}-{i}.partial.json"))).collect();
+        for (i, partial) in partials.iter().enumerate() {
+            let shard = format!("{i}/2");
+            let run = pspnet(
+                &[&["evaluate"], &common[..], &["--shard", &shard, "--partial", partial.to_str().unwrap()]].concat(),
+            );
+            assert!(run.status.success(), "{dataset} shard {i}: {}", text(&run));
+        }
+        let merged = dir.join(format!("{dataset}-merged.json"));
+        let run = pspnet(&[
+            "merge",
+            partials[0].to_str().unwrap(),
+            partials[1].to_str().unwrap(),
+            "--json",
+            merged.to_str().unwrap(),
+        ]);
+        assert!(run.status.success(), "{dataset} merge: {}", text(&run));
+        let merged = read_json(&merged);
+        for key in ["mIoU", "mAcc", "aAcc", "images", "per_class"] {
+            assert_eq!(merged[key], got[key], "{dataset} {key}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
