@@ -7,10 +7,13 @@
 //!   of both checkpoint layouts: random checkpoints + float64 reference outputs).
 //! - `crosscheck --model CKPT --reference REF.safetensors`: runs our forward
 //!   and prints the per-stage error table; fails over tolerance.
+//! - `jpeg-diff JPEG_DIR PNG_DIR`: compares the `image` crate's JPEG decoding
+//!   with another decoder's output saved as PNG (the JPEG study of docs/evaluation.md).
 //! - `kernel-report`: prints the markdown table of docs/performance.md from
 //!   the criterion results of `cargo bench --bench conv`.
 
 mod crosscheck;
+mod jpeg_diff;
 mod kernel_report;
 
 use std::path::{Path, PathBuf};
@@ -25,6 +28,7 @@ fn main() -> Result<()> {
         Some("kernel-report") => kernel_report::run(&workspace_root()),
         Some("reference") => crosscheck::reference(&workspace_root(), &python(), &args[1..]),
         Some("crosscheck") => crosscheck::crosscheck(&args[1..]),
+        Some("jpeg-diff") => jpeg_diff::run(&args[1..]),
         _ => {
             eprintln!("usage: cargo xtask kernel-fixtures");
             eprintln!("  kernel-fixtures   regenerate crates/pspnet-kernels/tests/fixtures with PyTorch");
