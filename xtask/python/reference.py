@@ -265,7 +265,20 @@ def main():
     torch.save(wrapped, out / "checkpoint_legacy.pth", _use_new_zipfile_serialization=False)
 
     model64 = model.double()
+    # FLOPs of the inference path (auxiliary head excluded): 2 per multiply-add of every convolution.
+    flops = [0]
+    aux = {id(m) for m in list(model64.aux.modules()) + [model64.aux_cls]}
+
+    def count(module, inputs, output):
+        if id(module) not in aux:
+            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+            flops[0] += 2 * output.numel() * k
+
+    for m in model64.modules():
+        if isinstance(m, nn.Conv2d):
+            m.register_forward_hook(count)
     for h, w in sizes:
+        flops[0] = 0
         image = torch.randint(0, 256, (1, 3, h, w), generator=generator).float()
         x = (image - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
         with torch.no_grad():
@@ -273,7 +286,8 @@ def main():
         tensors = OrderedDict(input=x, image=image)
         tensors.update(outputs)
         meta = {"layout": args.layout, "depth": str(args.depth), "width": str(args.width),
-                "classes": str(args.classes), "bins": args.bins, "torch": torch.__version__, "dtype": "float64"}
+                "classes": str(args.classes), "bins": args.bins, "torch": torch.__version__, "dtype": "float64",
+                "flops": str(flops[0])}
         write_safetensors(out / f"reference_{h}x{w}.safetensors", tensors, meta)
     print(f"wrote {out}: {sum(v.numel() for v in state.values() if v.is_floating_point())} parameters, "
           f"references at {', '.join(f'{h}x{w}' for h, w in sizes)}")

@@ -26,7 +26,8 @@ impl PoolSpec {
         PoolSpec { kernel: [k, k], stride: [s, s], padding: [p, p], ceil_mode: false }
     }
 
-    fn output_shape(&self, input: Shape) -> Result<Shape, KernelError> {
+    /// The pooled shape of an input shape, or why that input is refused.
+    pub fn output_shape(&self, input: Shape) -> Result<Shape, KernelError> {
         for (what, value) in [("pooling kernel", self.kernel), ("pooling stride", self.stride)] {
             if value.contains(&0) {
                 return Err(KernelError::InvalidParameter { what, value });

@@ -176,3 +176,18 @@ fn unknown_layouts_are_refused_by_name() {
     std::fs::remove_file(&path).unwrap();
     assert!(err.contains("encoder.weight") && err.contains("known layout"), "{err}");
 }
+
+/// FLOPs of the inference path against PyTorch's, counted there with forward
+/// hooks on every convolution (metadata `flops` of the reference files).
+#[test]
+fn flop_counts_match_pytorch_hooks() {
+    for name in ["semseg_r50", "mmseg_r18"] {
+        let model = LoadedModel::load(&fixture(name).join("checkpoint.pth"), &Overrides::default()).unwrap();
+        for reference in references(&fixture(name)) {
+            let (_, metadata) = pspnet_weights::load_safetensors(&reference).unwrap();
+            let want: u64 = metadata["flops"].parse().unwrap();
+            let (x, _) = input(&reference);
+            assert_eq!(model.net.flops(x.shape()).unwrap(), want, "{name} {}", reference.display());
+        }
+    }
+}

@@ -1,7 +1,7 @@
 use pspnet_kernels::{Conv2d, ConvSpec, PoolSpec, avg_pool2d};
 use pspnet_tensor::{Params, Shape, Tensor};
 
-use crate::{BlockKind, ResNetError};
+use crate::{BlockKind, ResNetError, sequence};
 
 /// A residual block: `relu(F(x) + shortcut(x))`, where `F` is two 3x3
 /// convolutions (basic) or 1x1-3x3-1x1 (bottleneck), each followed by a
@@ -77,17 +77,10 @@ impl Block {
     /// Floating-point operations of its convolutions for an input shape, and
     /// the output shape.
     pub fn flops(&self, input: Shape) -> Result<(u64, Shape), ResNetError> {
-        let (mut total, mut shape) = (0, input);
-        for conv in &self.convs {
-            let (f, s) = conv.flops(shape)?;
-            (total, shape) = (total + f, s);
-        }
+        let (mut total, shape) = sequence::flops(&self.convs, input)?;
         if let Some(d) = &self.downsample {
-            let pooled = match &d.pool {
-                Some(pool) => avg_pool2d(&Tensor::zeros(input.with_c(1)?), pool, false)?.shape(),
-                None => input,
-            };
-            total += d.conv.flops(input.with_hw(pooled.h(), pooled.w())?)?.0;
+            let pooled = d.pool.map_or(Ok(input), |pool| pool.output_shape(input))?;
+            total += d.conv.flops(pooled)?.0;
         }
         Ok((total, shape))
     }
@@ -107,10 +100,6 @@ impl Block {
         };
         let shortcut = projected.as_ref().unwrap_or(x);
         let (last, body) = self.convs.split_last().expect("a block has at least two convolutions");
-        let mut y = body[0].forward(x)?;
-        for conv in &body[1..] {
-            y = conv.forward(&y)?;
-        }
-        Ok(last.forward_with_residual(&y, shortcut)?)
+        Ok(last.forward_with_residual(&sequence::forward(body, x)?, shortcut)?)
     }
 }

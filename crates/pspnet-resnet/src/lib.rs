@@ -15,6 +15,7 @@ mod block;
 mod config;
 mod error;
 mod resnet;
+mod sequence;
 mod stem;
 
 pub use block::Block;

@@ -1,7 +1,7 @@
 use pspnet_kernels::{Conv2d, ConvSpec, PoolSpec, max_pool2d};
 use pspnet_tensor::{Params, Shape, Tensor};
 
-use crate::{ResNetError, StemKind};
+use crate::{ResNetError, StemKind, sequence};
 
 /// The stem: convolutions (each with folded batch-norm and ReLU) bringing
 /// the image to 1/2 resolution, then a 3x3 stride-2 max pool to 1/4.
@@ -42,13 +42,8 @@ impl Stem {
     /// Floating-point operations of its convolutions for an input shape,
     /// and the output shape (after the max pool).
     pub fn flops(&self, input: Shape) -> Result<(u64, Shape), ResNetError> {
-        let (mut total, mut shape) = (0, input);
-        for conv in &self.convs {
-            let (f, s) = conv.flops(shape)?;
-            (total, shape) = (total + f, s);
-        }
-        let pooled = max_pool2d(&Tensor::zeros(shape.with_c(1)?), &PoolSpec::square(3, 2, 1))?.shape();
-        Ok((total, shape.with_hw(pooled.h(), pooled.w())?))
+        let (total, shape) = sequence::flops(&self.convs, input)?;
+        Ok((total, PoolSpec::square(3, 2, 1).output_shape(shape)?))
     }
 
     /// Parameters (batch-norm statistics counted as in the checkpoint).
@@ -58,10 +53,6 @@ impl Stem {
 
     /// Runs the stem on an `N x 3 x H x W` batch.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, ResNetError> {
-        let mut y = self.convs[0].forward(x)?;
-        for conv in &self.convs[1..] {
-            y = conv.forward(&y)?;
-        }
-        Ok(max_pool2d(&y, &PoolSpec::square(3, 2, 1))?)
+        Ok(max_pool2d(&sequence::forward(&self.convs, x)?, &PoolSpec::square(3, 2, 1))?)
     }
 }
