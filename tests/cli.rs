@@ -191,3 +191,74 @@ fn embedded_model_segments_the_example_street_scene() {
     assert_eq!(color.get_pixel(w / 2, h - h / 20).0, [128, 64, 128], "CamVid's road colour");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Grayscale is replicated to RGB, alpha dropped, 16-bit samples become
+/// round(v / 257), palette images use their colours: each variant gives the
+/// same logits as the plain 8-bit RGB image it stands for.
+#[test]
+fn input_images_are_read_as_the_rgb_they_stand_for() {
+    let dir = scratch("formats");
+    let model = fixture("mmseg_r18/checkpoint.pth");
+    let (w, h) = (23u32, 17u32);
+    let mut state = 12345u32;
+    let mut next = move || {
+        state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        (state >> 16) as u8
+    };
+    let gray: Vec<u8> = (0..w * h).map(|_| next()).collect();
+    let rgb: Vec<u8> = (0..w * h * 3).map(|_| next()).collect();
+    let palette: Vec<[u8; 3]> = (0..16).map(|_| [next(), next(), next()]).collect();
+    let indices: Vec<u8> = (0..w * h).map(|_| next() % 16).collect();
+    let write_png = |name: &str, color: png::ColorType, depth: png::BitDepth, data: &[u8], pal: Option<&[u8]>| {
+        let path = dir.join(name);
+        let mut enc = png::Encoder::new(std::io::BufWriter::new(std::fs::File::create(&path).unwrap()), w, h);
+        enc.set_color(color);
+        enc.set_depth(depth);
+        if let Some(p) = pal {
+            enc.set_palette(p.to_vec());
+        }
+        enc.write_header().unwrap().write_image_data(data).unwrap();
+        path
+    };
+    use png::{BitDepth::*, ColorType::*};
+    let rgba: Vec<u8> = rgb.chunks(3).flat_map(|p| [p[0], p[1], p[2], next()]).collect();
+    // 16-bit samples v * 257 + d with |d| <= 128 round back to v.
+    let rgb16: Vec<u8> = rgb
+        .iter()
+        .flat_map(|&v| {
+            let d = i32::from(next()) - 128;
+            ((i32::from(v) * 257 + d).clamp(0, 65535) as u16).to_be_bytes()
+        })
+        .collect();
+    let flat_palette: Vec<u8> = palette.iter().flatten().copied().collect();
+    let pairs = [
+        (
+            write_png("gray.png", Grayscale, Eight, &gray, None),
+            gray.iter().flat_map(|&g| [g, g, g]).collect::<Vec<u8>>(),
+        ),
+        (write_png("rgba.png", Rgba, Eight, &rgba, None), rgb.clone()),
+        (write_png("rgb16.png", Rgb, Sixteen, &rgb16, None), rgb.clone()),
+        (
+            write_png("indexed.png", Indexed, Eight, &indices, Some(&flat_palette)),
+            indices.iter().flat_map(|&i| palette[i as usize]).collect(),
+        ),
+    ];
+    let logits = |image: &Path, tag: &str| {
+        let npy = dir.join(format!("{tag}.npy"));
+        let out = dir.join(format!("out-{tag}"));
+        let run = pspnet(
+            &["segment", image.to_str().unwrap(), "--model", model.to_str().unwrap()]
+                .into_iter()
+                .chain(["--logits", npy.to_str().unwrap(), "--out", out.to_str().unwrap()])
+                .collect::<Vec<_>>(),
+        );
+        assert!(run.status.success(), "{tag}: {}", text(&run));
+        Array3::<f32>::read_npy(std::fs::File::open(&npy).unwrap()).unwrap()
+    };
+    for (i, (variant, equivalent)) in pairs.iter().enumerate() {
+        let plain = write_png(&format!("plain{i}.png"), Rgb, Eight, equivalent, None);
+        let name = variant.file_name().unwrap().to_str().unwrap();
+        assert_eq!(logits(variant, &format!("v{i}")), logits(&plain, &format!("p{i}")), "{name}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

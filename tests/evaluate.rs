@@ -234,3 +234,42 @@ fn every_layout_scores_as_the_definitions_say_sharded_or_not() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A label map of the wrong size and one with an undefined value: each is
+/// named, the other images still run, no results are written, exit non-zero.
+#[test]
+fn bad_label_maps_are_named_and_nothing_is_written() {
+    let dir = std::env::temp_dir().join(format!("pspnet-eval-bad-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let fx = build("camvid", &dir);
+    let labels = fx.root.join("test/labels");
+    // a_001: value 12 is not a CamVid label; b_002: 1 pixel narrower than its image.
+    write_label(&labels.join("a_001.png"), &vec![12; (W * H) as usize], false);
+    let narrow = labels.join("b_002.png");
+    let file = std::io::BufWriter::new(std::fs::File::create(&narrow).unwrap());
+    let mut enc = png::Encoder::new(file, W - 1, H);
+    enc.set_color(png::ColorType::Grayscale);
+    enc.write_header().unwrap().write_image_data(&vec![0; ((W - 1) * H) as usize]).unwrap();
+    let json = dir.join("out.json");
+    let model = model("camvid");
+    let run = pspnet(&[
+        "evaluate",
+        "--dataset",
+        "camvid",
+        "--data-root",
+        fx.root.to_str().unwrap(),
+        "--split",
+        "test",
+        "--model",
+        model.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let out = text(&run);
+    assert!(!run.status.success(), "{out}");
+    assert!(out.contains("a_001.png: label value 12 is not defined for camvid"), "{out}");
+    assert!(out.contains("b_002.png: label map is 23x20"), "{out}");
+    assert!(out.contains("2 of 3 images failed"), "{out}");
+    assert!(!json.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

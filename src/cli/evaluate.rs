@@ -10,10 +10,10 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use pspnet_kernels::argmax_channels;
-use pspnet_model::{ConfusionMatrix, Normalization, Scores, predict};
+use pspnet_model::{ConfusionMatrix, LoadedModel, Normalization, Protocol, Scores, predict};
 use serde_json::{Value, json};
 
-use super::dataset::{Dataset, IGNORE, read_label_png};
+use super::dataset::{Dataset, IGNORE, Sample, read_label_png};
 use super::image_io::read_rgb;
 use super::outputs::Staged;
 use super::{ModelArgs, OverrideArgs, ProtocolArgs};
@@ -98,29 +98,26 @@ pub(crate) fn run(args: EvaluateArgs) -> Result<ExitCode> {
             .expect("valid template"),
     );
     let started = Instant::now();
+    let mut failures = Vec::new();
     for sample in &samples {
-        let photo = read_rgb(&sample.image, args.max_pixels)?;
-        let (raw, lw, lh) = read_label_png(&sample.label)?;
-        if (lw, lh) != photo.dimensions() {
-            bail!(
-                "{}: label map is {lw}x{lh}, its image {} is {}x{}",
-                sample.label.display(),
-                sample.image.display(),
-                photo.width(),
-                photo.height()
-            );
+        let scored = score(&args, &model, &norm, &protocol, sample);
+        match scored {
+            Ok((labels, predictions)) => matrix.add(&labels, &predictions, IGNORE),
+            Err(err) => {
+                progress.suspend(|| eprintln!("error: {err:#}"));
+                failures.push(sample.image.display().to_string());
+            }
         }
-        let labels = args.dataset.convert_labels(&raw, &sample.label)?;
-        let (w, h) = (photo.width() as usize, photo.height() as usize);
-        let scores = predict(&model.net, photo.as_raw(), h, w, &norm, &protocol)
-            .with_context(|| format!("{}: inference failed", sample.image.display()))?;
-        let predictions = argmax_channels(&scores).into_raw_vec_and_offset().0;
-        matrix.add(&labels, &predictions, IGNORE);
         progress.inc(1);
     }
     progress.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     eprintln!("{} images in {seconds:.1} s ({:.2} s per image)", samples.len(), seconds / samples.len().max(1) as f64);
+    if !failures.is_empty() {
+        eprintln!("{} of {} images failed; no results written:", failures.len(), samples.len());
+        failures.iter().for_each(|f| eprintln!("  {f}"));
+        return Ok(ExitCode::FAILURE);
+    }
     if let (Some(shard), Some(partial)) = (args.shard, &args.partial) {
         let value = json!({
             "dataset": args.dataset.name(),
@@ -135,6 +132,32 @@ pub(crate) fn run(args: EvaluateArgs) -> Result<ExitCode> {
     }
     report(args.dataset.name(), &args.split, samples.len(), &names, &matrix, args.json.as_deref())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// One image's labels (converted, checked against its size) and predictions.
+fn score(
+    args: &EvaluateArgs,
+    model: &LoadedModel,
+    norm: &Normalization,
+    protocol: &Protocol,
+    sample: &Sample,
+) -> Result<(Vec<u16>, Vec<u32>)> {
+    let photo = read_rgb(&sample.image, args.max_pixels)?;
+    let (raw, lw, lh) = read_label_png(&sample.label)?;
+    if (lw, lh) != photo.dimensions() {
+        bail!(
+            "{}: label map is {lw}x{lh}, its image {} is {}x{}",
+            sample.label.display(),
+            sample.image.display(),
+            photo.width(),
+            photo.height()
+        );
+    }
+    let labels = args.dataset.convert_labels(&raw, &sample.label)?;
+    let (w, h) = (photo.width() as usize, photo.height() as usize);
+    let scores = predict(&model.net, photo.as_raw(), h, w, norm, protocol)
+        .with_context(|| format!("{}: inference failed", sample.image.display()))?;
+    Ok((labels, argmax_channels(&scores).into_raw_vec_and_offset().0))
 }
 
 pub(crate) fn merge(args: MergeArgs) -> Result<ExitCode> {
