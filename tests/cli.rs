@@ -180,9 +180,17 @@ fn real_camvid_checkpoint_agrees_with_pytorch() {
 fn embedded_model_segments_the_example_street_scene() {
     let dir = scratch("embedded");
     let photo = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/camvid_0001TP_008550.png");
-    let run = pspnet(&["segment", photo.to_str().unwrap(), "--out", dir.to_str().unwrap()]);
+    let run = pspnet(&["segment", photo.to_str().unwrap(), "--out", dir.to_str().unwrap(), "--legend"]);
     assert!(run.status.success(), "{}", text(&run));
     let labels = image::open(dir.join("camvid_0001TP_008550.labels.png")).unwrap().to_luma8();
+    let present = {
+        let mut seen: Vec<u8> = labels.pixels().map(|p| p.0[0]).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        seen.len() as u32
+    };
+    let legend = image::open(dir.join("camvid_0001TP_008550.legend.png")).unwrap();
+    assert_eq!(legend.height(), 16 + 24 * present, "one legend row per class present");
     let (w, h) = labels.dimensions();
     let (sky, road) = (0, 3);
     assert_eq!(labels.get_pixel(w / 2, h / 20).0[0], sky, "top centre");

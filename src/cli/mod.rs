@@ -6,6 +6,7 @@ mod dataset;
 mod evaluate;
 mod image_io;
 mod info;
+mod legend;
 mod outputs;
 mod segment;
 

@@ -13,6 +13,7 @@ use pspnet_kernels::argmax_channels;
 use pspnet_model::{LoadedModel, Normalization, Protocol, predict};
 
 use super::image_io::{collect_inputs, read_rgb};
+use super::legend::{class_shares, legend_image};
 use super::outputs::{Staged, color_image, labels_image, npy, overlay_image, png};
 
 #[derive(Debug, Args)]
@@ -39,6 +40,9 @@ pub(crate) struct SegmentArgs {
     /// Class colours: a text file with "r g b" (or r,g,b) per line, or JSON (a list of [r, g, b], or an object with "palette"). Overrides the checkpoint's.
     #[arg(long, value_name = "FILE")]
     palette: Option<PathBuf>,
+    /// Also write NAME.legend.png: the classes present, with their colour and pixel share.
+    #[arg(long)]
+    legend: bool,
     /// Refuse images with more pixels than this (checked from the header, before decoding).
     #[arg(long, default_value_t = 100_000_000)]
     max_pixels: u64,
@@ -154,6 +158,7 @@ pub(crate) fn run(args: SegmentArgs) -> Result<ExitCode> {
     if let Some(names) = names.as_ref().filter(|n| n.len() != classes) {
         bail!("{} class names for a model with {classes} classes", names.len());
     }
+    let names = names.unwrap_or_default();
     let palette = match &args.palette {
         Some(path) => read_palette(path)?,
         None => model.spec.palette.clone().unwrap_or_else(|| generated_palette(classes)),
@@ -166,7 +171,7 @@ pub(crate) fn run(args: SegmentArgs) -> Result<ExitCode> {
 
     let mut failures = Vec::new();
     for file in &files {
-        match segment_one(&model, &protocol, &palette, file, &args) {
+        match segment_one(&model, &protocol, &palette, &names, file, &args) {
             Ok(s) => println!("{}: {}x{} in {:.0} ms", file.display(), s.size.0, s.size.1, s.forward_ms),
             Err(err) => {
                 eprintln!("error: {err:#}");
@@ -186,6 +191,7 @@ fn segment_one(
     model: &LoadedModel,
     protocol: &Protocol,
     palette: &[[u8; 3]],
+    names: &[String],
     file: &Path,
     args: &SegmentArgs,
 ) -> Result<Segmented> {
@@ -206,6 +212,10 @@ fn segment_one(
     staged.add(out("labels.png"), png(labels_image(labels, model.spec.classes)))?;
     staged.add(out("overlay.png"), png(DynamicImage::ImageRgb8(overlay_image(&photo, &color))))?;
     staged.add(out("color.png"), png(DynamicImage::ImageRgb8(color)))?;
+    if args.legend {
+        let shares = class_shares(labels, model.spec.classes);
+        staged.add(out("legend.png"), png(DynamicImage::ImageRgb8(legend_image(&shares, names, palette))))?;
+    }
     if let Some(path) = &args.logits {
         let [_, c, lh, lw] = logits.shape().dims();
         let array = Array3::from_shape_vec((c, lh, lw), logits.into_vec()).context("logits shape")?;
