@@ -40,6 +40,9 @@ pub(crate) struct SegmentArgs {
     /// Class colours: a text file with "r g b" (or r,g,b) per line, or JSON (a list of [r, g, b], or an object with "palette"). Overrides the checkpoint's.
     #[arg(long, value_name = "FILE")]
     palette: Option<PathBuf>,
+    /// Print the time of each stage (stem, stage1-4, ppm, head, upsample); whole-image mode only.
+    #[arg(long)]
+    profile: bool,
     /// Also write NAME.legend.png: the classes present, with their colour and pixel share.
     #[arg(long)]
     legend: bool,
@@ -150,6 +153,9 @@ pub(crate) fn run(args: SegmentArgs) -> Result<ExitCode> {
     let overrides = args.overrides.overrides();
     let model = args.model.load(&overrides)?;
     let protocol = args.protocol.protocol(None)?;
+    if args.profile && protocol != Protocol::whole() {
+        bail!("--profile times one whole-image pass: use it without protocol flags (--mode whole, no flip, scale 1)");
+    }
     let classes = model.spec.classes;
     let names = match &args.classes {
         Some(path) => Some(read_classes(path)?),
@@ -199,8 +205,18 @@ fn segment_one(
     let (w, h) = photo.dimensions();
     let norm = Normalization { mean: model.spec.mean, std: model.spec.std };
     let started = Instant::now();
-    let logits = predict(&model.net, photo.as_raw(), h as usize, w as usize, &norm, protocol)
-        .with_context(|| format!("{}: inference failed", file.display()))?;
+    let logits = if args.profile {
+        let x = norm.image(photo.as_raw(), h as usize, w as usize)?;
+        let (logits, times) = model.net.profile(&x).with_context(|| format!("{}: inference failed", file.display()))?;
+        let total: f64 = times.iter().map(|(_, t)| t.as_secs_f64()).sum();
+        for (stage, t) in &times {
+            println!("  {stage:<9} {:8.1} ms {:5.1}%", t.as_secs_f64() * 1e3, 100.0 * t.as_secs_f64() / total);
+        }
+        logits
+    } else {
+        predict(&model.net, photo.as_raw(), h as usize, w as usize, &norm, protocol)
+            .with_context(|| format!("{}: inference failed", file.display()))?
+    };
     let labels = argmax_channels(&logits);
     let forward_ms = started.elapsed().as_secs_f64() * 1e3;
     let labels = labels.index_axis(Axis(0), 0);

@@ -17,5 +17,5 @@ pub use load::LoadedModel;
 pub use metrics::{ClassScore, ConfusionMatrix, Scores};
 pub use normalize::Normalization;
 pub use protocol::{Average, Protocol, Window, predict};
-pub use pspnet::{PspNet, PspNetConfig, Trace};
+pub use pspnet::{PspNet, PspNetConfig, StageTimes, Trace};
 pub use pspnet_weights::{Layout, ModelSpec, Overrides};

@@ -1,9 +1,14 @@
+use std::time::{Duration, Instant};
+
 use pspnet_kernels::{Conv2d, ConvSpec, resize_bilinear};
 use pspnet_ppm::{PyramidPooling, PyramidPoolingConfig};
 use pspnet_resnet::{Features, ResNet, ResNetConfig};
 use pspnet_tensor::{Params, Shape, Tensor};
 
 use crate::{ModelError, Normalization};
+
+/// Time spent in each named stage of a forward pass, in order.
+pub type StageTimes = Vec<(&'static str, Duration)>;
 
 /// Everything that determines a PSPNet beyond its weights' shapes.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,25 +124,40 @@ impl PspNet {
 
     /// Logits at the input resolution for a normalised `N x 3 x H x W` batch.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
-        Ok(self.run(x, false)?.logits)
+        Ok(self.run(x, false, &mut |_| {})?.logits)
     }
 
     /// The forward pass keeping every intermediate result, auxiliary head included.
     pub fn trace(&self, x: &Tensor) -> Result<Trace, ModelError> {
-        self.run(x, true)
+        self.run(x, true, &mut |_| {})
     }
 
-    fn run(&self, x: &Tensor, with_aux: bool) -> Result<Trace, ModelError> {
-        let features = self.backbone.forward(x)?;
+    /// [`PspNet::forward`] with the time spent in each stage: stem,
+    /// stage1-4, ppm, head (3x3 convolution and classifier), upsample.
+    pub fn profile(&self, x: &Tensor) -> Result<(Tensor, StageTimes), ModelError> {
+        let mut times = Vec::with_capacity(8);
+        let mut last = Instant::now();
+        let trace = self.run(x, false, &mut |stage| {
+            times.push((stage, last.elapsed()));
+            last = Instant::now();
+        })?;
+        Ok((trace.logits, times))
+    }
+
+    fn run(&self, x: &Tensor, with_aux: bool, done: &mut dyn FnMut(&'static str)) -> Result<Trace, ModelError> {
+        let features = self.backbone.forward_observed(x, done)?;
         let ppm = self.ppm.forward(&features.stages[3])?;
+        done("ppm");
         let head = self.bottleneck.forward(&ppm)?;
         let logits_low = self.classifier.forward(&head)?;
+        done("head");
         let aux_logits = match (&self.aux, with_aux) {
             (Some([conv, cls]), true) => Some(cls.forward(&conv.forward(&features.stages[2])?)?),
             _ => None,
         };
         let size = [x.shape().h(), x.shape().w()];
         let logits = resize_bilinear(&logits_low, size, self.config.ppm.align_corners)?;
+        done("upsample");
         Ok(Trace { features, ppm, head, logits_low, aux_logits, logits })
     }
 }

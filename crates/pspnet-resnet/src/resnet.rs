@@ -90,14 +90,22 @@ impl ResNet {
 
     /// Runs the backbone on a normalised `N x 3 x H x W` batch.
     pub fn forward(&self, x: &Tensor) -> Result<Features, ResNetError> {
+        self.forward_observed(x, &mut |_| {})
+    }
+
+    /// [`ResNet::forward`], calling `done` with `"stem"`, then `"stage1"` ..
+    /// `"stage4"` as each finishes (for profiling).
+    pub fn forward_observed(&self, x: &Tensor, done: &mut dyn FnMut(&'static str)) -> Result<Features, ResNetError> {
         let stem = self.stem.forward(x)?;
+        done("stem");
         let mut stages: Vec<Tensor> = Vec::with_capacity(4);
-        for blocks in &self.stages {
+        for (blocks, name) in self.stages.iter().zip(["stage1", "stage2", "stage3", "stage4"]) {
             let mut y = blocks[0].forward(stages.last().unwrap_or(&stem))?;
             for block in &blocks[1..] {
                 y = block.forward(&y)?;
             }
             stages.push(y);
+            done(name);
         }
         Ok(Features { stem, stages })
     }
