@@ -232,7 +232,7 @@ def main():
     p.add_argument("--width", type=int, default=64, help="base width (64 = the published models)")
     p.add_argument("--classes", type=int, default=150)
     p.add_argument("--bins", default="1,2,3,6")
-    p.add_argument("--size", action="append", required=True, help="HxW of a reference input (repeatable)")
+    p.add_argument("--size", action="append", default=[], help="HxW of a reference input (repeatable; none: checkpoint only)")
     p.add_argument("--stem", choices=["deep", "classic"], default="deep",
                    help="classic = mmsegmentation ResNetV1b (7x7 stem), mmseg layout only")
     p.add_argument("--avg-down", action="store_true", help="ResNetV1d shortcuts (mmseg layout only)")

@@ -48,16 +48,32 @@ fn collect(dir: &Path, results: &mut Results) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn run(root: &Path) -> Result<()> {
+fn results(root: &Path) -> Result<Results> {
     let dir: PathBuf = root.join("target/criterion");
     if !dir.is_dir() {
         bail!("{} not found: run `cargo bench --bench conv` first", dir.display());
     }
     let mut results = Results::new();
     collect(&dir, &mut results)?;
+    Ok(results)
+}
+
+/// The FMA peak in GFLOP/s on `threads` threads ("1t" or "2t") measured by
+/// the last `cargo bench --bench conv`.
+pub(crate) fn fma_peak(root: &Path, threads: &str) -> Result<f64> {
+    let results = results(root)?;
     let peak = results.get("peak").context("no `peak` group: run the whole conv bench")?;
     let rate = |id: &str| peak.get(id).map(Measurement::rate);
-    let fma = |t: &str| rate(&format!("fma-avx512/{t}")).or_else(|| rate(&format!("fma-avx2/{t}"))).unwrap_or(f64::NAN);
+    rate(&format!("fma-avx512/{threads}"))
+        .or_else(|| rate(&format!("fma-avx2/{threads}")))
+        .context("no FMA peak measurement: run `cargo bench --bench conv -- peak`")
+}
+
+pub(crate) fn run(root: &Path) -> Result<()> {
+    let results = results(root)?;
+    let peak = results.get("peak").context("no `peak` group: run the whole conv bench")?;
+    let rate = |id: &str| peak.get(id).map(Measurement::rate);
+    let fma = |t: &str| fma_peak(root, t).unwrap_or(f64::NAN);
     let stream = |t: &str| rate(&format!("stream-read/{t}")).unwrap_or(f64::NAN);
     let (fma1, fma2, bw1, bw2) = (fma("1t"), fma("2t"), stream("1t"), stream("2t"));
     println!("| ceiling | 1 thread | 2 threads |");

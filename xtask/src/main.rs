@@ -9,9 +9,12 @@
 //!   and prints the per-stage error table; fails over tolerance.
 //! - `jpeg-diff JPEG_DIR PNG_DIR`: compares the `image` crate's JPEG decoding
 //!   with another decoder's output saved as PNG (the JPEG study of docs/evaluation.md).
+//! - `bench [--runs N] [--no-peers]`: PSPNet-50 at 473 and PSPNet-101 at 713,
+//!   ours against PyTorch eager and ONNX Runtime (`xtask/python/bench_peers.py`).
 //! - `kernel-report`: prints the markdown table of docs/performance.md from
 //!   the criterion results of `cargo bench --bench conv`.
 
+mod bench;
 mod crosscheck;
 mod jpeg_diff;
 mod kernel_report;
@@ -29,6 +32,7 @@ fn main() -> Result<()> {
         Some("reference") => crosscheck::reference(&workspace_root(), &python(), &args[1..]),
         Some("crosscheck") => crosscheck::crosscheck(&args[1..]),
         Some("jpeg-diff") => jpeg_diff::run(&args[1..]),
+        Some("bench") => bench::run(&workspace_root(), &python(), &args[1..]),
         _ => {
             eprintln!("usage: cargo xtask kernel-fixtures");
             eprintln!("  kernel-fixtures   regenerate crates/pspnet-kernels/tests/fixtures with PyTorch");

@@ -1,0 +1,175 @@
+//! `cargo xtask bench`: whole-network inference, ours against PyTorch eager
+//! and ONNX Runtime, on the same checkpoint and input, in one invocation.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use pspnet_model::{LoadedModel, Normalization, Overrides};
+use serde_json::Value;
+
+/// One benchmark configuration.
+struct Case {
+    name: &'static str,
+    layout: &'static str,
+    depth: usize,
+    classes: usize,
+    size: (usize, usize),
+}
+
+const CASES: [Case; 2] = [
+    Case { name: "PSPNet-50", layout: "semseg", depth: 50, classes: 150, size: (473, 473) },
+    Case { name: "PSPNet-101", layout: "semseg", depth: 101, classes: 19, size: (713, 713) },
+];
+
+/// Median, min and max of timed runs.
+struct Timing {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Timing {
+    fn of(mut seconds: Vec<f64>) -> Timing {
+        seconds.sort_by(f64::total_cmp);
+        Timing { median: seconds[seconds.len() / 2], min: seconds[0], max: seconds[seconds.len() - 1] }
+    }
+}
+
+fn time_forward(model: &LoadedModel, x: &pspnet_tensor::Tensor, threads: usize, runs: usize) -> Result<Timing> {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
+    pool.install(|| {
+        model.net.forward(x)?;
+        let mut seconds = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let start = Instant::now();
+            std::hint::black_box(model.net.forward(x)?);
+            seconds.push(start.elapsed().as_secs_f64());
+        }
+        Ok(Timing::of(seconds))
+    })
+}
+
+/// Peak RSS in MB of `pspnet segment` on one image, from `/usr/bin/time -v`.
+fn segment_rss(root: &Path, checkpoint: &Path, image: &Path, out: &Path) -> Result<f64> {
+    let binary = root.join("target/release/pspnet");
+    let output = Command::new("/usr/bin/time")
+        .arg("-v")
+        .arg(&binary)
+        .args(["segment", image.to_str().context("path")?, "--model", checkpoint.to_str().context("path")?])
+        .args(["--out", out.to_str().context("path")?])
+        .env("RAYON_NUM_THREADS", "2")
+        .output()
+        .context("running /usr/bin/time (Debian package `time`)")?;
+    let text = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        bail!("pspnet segment failed: {text}");
+    }
+    let kb: f64 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes):"))
+        .context("no maximum resident set size in /usr/bin/time's report")?
+        .trim()
+        .parse()?;
+    Ok(kb / 1024.0)
+}
+
+fn peer(root: &Path, python: &str, engine: &str, case: &Case, checkpoint: &Path, runs: usize) -> Result<(Timing, f64)> {
+    let (h, w) = case.size;
+    let output = Command::new(python)
+        .arg(root.join("xtask/python/bench_peers.py"))
+        .args(["--engine", engine, "--checkpoint", checkpoint.to_str().context("path")?, "--layout", case.layout])
+        .args(["--depth", &case.depth.to_string(), "--size", &format!("{h}x{w}"), "--threads", "2"])
+        .args(["--runs", &runs.to_string()])
+        .output()
+        .with_context(|| format!("running {python}"))?;
+    if !output.status.success() {
+        let err = String::from_utf8_lossy(&output.stderr);
+        bail!("{}", err.lines().last().unwrap_or("failed"));
+    }
+    let line = String::from_utf8_lossy(&output.stdout);
+    let v: Value = serde_json::from_str(line.lines().last().unwrap_or_default())?;
+    let f = |k: &str| v[k].as_f64().with_context(|| format!("{engine}: no {k} in {line}"));
+    Ok((Timing { median: f("median_s")?, min: f("min_s")?, max: f("max_s")? }, f("peak_rss_mb")?))
+}
+
+/// `[--runs N] [--no-peers]`
+pub(crate) fn run(root: &Path, python: &str, args: &[String]) -> Result<()> {
+    let runs = match args.iter().position(|a| a == "--runs") {
+        Some(i) => args.get(i + 1).context("--runs needs a number")?.parse()?,
+        None => 5,
+    };
+    let peers = !args.iter().any(|a| a == "--no-peers");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--quiet", "--bin", "pspnet"])
+        .current_dir(root)
+        .status()?;
+    if !status.success() {
+        bail!("cargo build --release failed");
+    }
+    let peak = crate::kernel_report::fma_peak(root, "2t").ok();
+    for case in &CASES {
+        let dir: PathBuf = root.join("target/bench").join(case.name);
+        let checkpoint = dir.join("checkpoint.pth");
+        if !checkpoint.exists() {
+            let args: Vec<String> = ["--layout", case.layout, "--depth", &case.depth.to_string()]
+                .into_iter()
+                .map(str::to_string)
+                .chain(["--classes".into(), case.classes.to_string(), "--out".into(), dir.display().to_string()])
+                .collect();
+            crate::crosscheck::reference(root, python, &args)
+                .context("the benchmark checkpoints are written by reference.py (pip install torch numpy)")?;
+        }
+        let model = LoadedModel::load(&checkpoint, &Overrides::default())?;
+        let (h, w) = case.size;
+        let rgb: Vec<u8> = (0..h * w * 3).map(|i| ((i * 2_654_435_761) >> 13) as u8).collect();
+        let image_path = dir.join("input.png");
+        image::RgbImage::from_raw(w as u32, h as u32, rgb.clone()).context("image")?.save(&image_path)?;
+        let x = Normalization { mean: model.spec.mean, std: model.spec.std }.image(&rgb, h, w)?;
+        let flops = model.net.flops(x.shape())? as f64;
+        println!(
+            "\n## {} ({} layout, {} classes), {h}x{w}, {:.2} GFLOP, {runs} timed runs after a warm-up",
+            case.name,
+            case.layout,
+            case.classes,
+            flops / 1e9
+        );
+        let two = time_forward(&model, &x, 2, runs)?;
+        let one = time_forward(&model, &x, 1, runs.min(3))?;
+        let rss = segment_rss(root, &checkpoint, &image_path, &dir.join("out"))?;
+        let mut rows = vec![("pspnet-rs (fp32)".to_string(), two.median, two.min, two.max, Some(rss))];
+        if peers {
+            for (engine, label) in [("torch", "PyTorch eager (fp32)"), ("onnxruntime", "ONNX Runtime (CPU)")] {
+                match peer(root, python, engine, case, &checkpoint, runs) {
+                    Ok((t, rss)) => rows.push((label.to_string(), t.median, t.min, t.max, Some(rss))),
+                    Err(e) => println!("skipped {label}: {e:#}"),
+                }
+            }
+        }
+        println!(
+            "| engine (2 threads) | median s | min-max s | our time / its time | GFLOP/s | % of FMA peak | peak RSS MB |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+        for (label, median, min, max, rss) in &rows {
+            let gflops = flops / median / 1e9;
+            println!(
+                "| {label} | {median:.3} | {min:.3}-{max:.3} | {:.2}x | {gflops:.1} | {} | {} |",
+                two.median / median,
+                peak.map_or("n/a".into(), |p| format!("{:.0}%", 100.0 * gflops / p)),
+                rss.map_or("n/a".into(), |r| format!("{r:.0}")),
+            );
+        }
+        println!("1 thread: {:.3} s median; 2 threads are {:.2}x faster", one.median, one.median / two.median);
+        let (_, times) = model.net.profile(&x)?;
+        let total: Duration = times.iter().map(|(_, t)| *t).sum();
+        let profile: Vec<String> = times
+            .iter()
+            .map(|(s, t)| {
+                format!("{s} {:.0} ms ({:.0}%)", t.as_secs_f64() * 1e3, 100.0 * t.as_secs_f64() / total.as_secs_f64())
+            })
+            .collect();
+        println!("profile (2 threads): {}", profile.join(", "));
+    }
+    Ok(())
+}
