@@ -75,7 +75,8 @@ impl Conv2d {
         }
         let dims = weight.shape().dims();
         let (rows, depth) = (dims[0], dims[1] * dims[2] * dims[3]);
-        let packed = PackedWeights::new(weight.as_slice().to_vec(), rows, depth, gemm::tile_dims(isa).0);
+        let pointwise = dims[2] == 1 && dims[3] == 1;
+        let packed = PackedWeights::new(weight.as_slice(), rows, depth, gemm::tile_dims(isa).0, pointwise);
         Ok(Conv2d { dims, spec, isa, packed, scale: None, shift: None, relu: false })
     }
 
@@ -102,7 +103,7 @@ impl Conv2d {
     pub fn on_isa(&self, isa: Isa) -> Result<Self, KernelError> {
         let weight = Tensor::from_vec(
             Shape::new(self.dims[0], self.dims[1], self.dims[2], self.dims[3])?,
-            self.packed.row_major().to_vec(),
+            self.packed.unpack(),
         )?;
         let conv = Conv2d::with_isa(&weight, self.spec, isa)?;
         Ok(Conv2d { scale: self.scale.clone(), shift: self.shift.clone(), relu: self.relu, ..conv })

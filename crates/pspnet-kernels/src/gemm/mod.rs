@@ -76,8 +76,10 @@ pub(crate) fn conv_image(
 ) {
     // Fewer pixels than a third of a register tile: a matrix-vector product
     // wastes less than the GEMM's padded columns.
-    if geometry.is_pointwise() && 3 * geometry.pixels() <= tile_dims(isa).1 {
-        return gemv::pointwise(isa, weights.row_major(), geometry.depth(), input, geometry.pixels(), epilogue, out);
+    if let Some(rows) =
+        weights.row_major().filter(|_| geometry.is_pointwise() && 3 * geometry.pixels() <= tile_dims(isa).1)
+    {
+        return gemv::pointwise(isa, rows, geometry.depth(), input, geometry.pixels(), epilogue, out);
     }
     match isa {
         Isa::Portable => drive::<portable::Portable>(weights, geometry, input, epilogue, out),
