@@ -10,7 +10,7 @@
 //! checked against what the file holds. Missing, unexpected and misshaped
 //! keys are reported together.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use pspnet_ppm::{Pooling, PyramidPoolingConfig};
@@ -206,7 +206,7 @@ pub fn detect(state: &StateDict) -> Option<Layout> {
 
 /// Renames a checkpoint's tensors to canonical names (dropping batch-norm
 /// step counters), converting them to `f32`. Keys no rule matches are returned.
-fn rename(state: &StateDict, layout: Layout, path: &Path) -> Result<(Params, Vec<String>, bool), WeightsError> {
+fn rename(mut state: StateDict, layout: Layout, path: &Path) -> Result<(Params, Vec<String>, bool), WeightsError> {
     let rules = match layout {
         Layout::Semseg => SEMSEG,
         Layout::Mmseg => MMSEG,
@@ -215,13 +215,13 @@ fn rename(state: &StateDict, layout: Layout, path: &Path) -> Result<(Params, Vec
     let avg_down = state.keys().any(|k| k.contains(".downsample.2."));
     // In ResNetV1d only strided stages pool in the shortcut; there index 1
     // is the convolution, elsewhere it is the batch-norm.
-    let pools = |key: &str| {
-        key.split_once(".downsample.")
-            .is_some_and(|(block, _)| state.get(&format!("{block}.downsample.2.running_mean")).is_some())
-    };
+    let pooled: HashSet<String> =
+        state.keys().filter_map(|k| k.strip_suffix(".downsample.2.running_mean")).map(str::to_string).collect();
+    let pools = |key: &str| key.split_once(".downsample.").is_some_and(|(block, _)| pooled.contains(block));
     let mut params = Params::new();
     let mut unmatched = Vec::new();
-    for key in state.keys() {
+    let keys: Vec<String> = state.keys().map(str::to_string).collect();
+    for key in keys.iter().map(String::as_str) {
         if key.ends_with("num_batches_tracked") {
             continue;
         }
@@ -235,7 +235,7 @@ fn rename(state: &StateDict, layout: Layout, path: &Path) -> Result<(Params, Vec
             continue;
         };
         let target = target.replace("{conv-or-bn}", if pools(key) { "conv" } else { "bn" });
-        let (shape, values) = state.f32(key).map_err(|e| e.in_file(path))?;
+        let (shape, values) = state.take_f32(key).map_err(|e| e.in_file(path))?;
         params
             .insert(target, shape, values)
             .map_err(|e| WeightsError::Params { path: path.to_path_buf(), source: e })?;
@@ -349,13 +349,13 @@ fn class_info(extra: &Value) -> (Option<Vec<String>>, Option<Vec<[u8; 3]>>) {
 /// Maps a checkpoint onto canonical parameters and infers its [`ModelSpec`].
 /// `native_spec` is the spec recorded in a native file's metadata.
 pub(crate) fn import(
-    state: &StateDict,
+    state: StateDict,
     extra: &Value,
     native_spec: Option<ModelSpec>,
     overrides: &Overrides,
     path: &Path,
 ) -> Result<(Params, ModelSpec), WeightsError> {
-    let layout = detect(state).ok_or_else(|| WeightsError::UnknownLayout {
+    let layout = detect(&state).ok_or_else(|| WeightsError::UnknownLayout {
         path: path.to_path_buf(),
         sample: state.keys().take(5).map(str::to_string).collect(),
     })?;

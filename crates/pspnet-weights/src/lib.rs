@@ -128,5 +128,5 @@ fn import_checkpoint(
         }
         _ => None,
     };
-    layout::import(&checkpoint.state_dict, &checkpoint.extra, native, overrides, path)
+    layout::import(checkpoint.state_dict, &checkpoint.extra, native, overrides, path)
 }

@@ -72,6 +72,17 @@ impl TensorData {
     }
 }
 
+/// [`TensorData::to_f32`] with the key named in its errors.
+fn keyed_f32(tensor: &TensorData, key: &str) -> Result<Vec<f32>, WeightsError> {
+    tensor.to_f32().map_err(|e| match e {
+        WeightsError::NotFloat { dtype, .. } => WeightsError::NotFloat { key: Some(key.to_owned()), dtype },
+        WeightsError::BadTensor { dtype, shape, bytes, .. } => {
+            WeightsError::BadTensor { key: Some(key.to_owned()), dtype, shape, bytes }
+        }
+        other => other,
+    })
+}
+
 /// A checkpoint's tensors by name, sorted.
 ///
 /// Loaded from a `.pth` file this is the dictionary found at the top level,
@@ -97,14 +108,15 @@ impl StateDict {
     /// both name the key.
     pub fn f32(&self, key: &str) -> Result<(Vec<usize>, Vec<f32>), WeightsError> {
         let tensor = self.get(key).ok_or_else(|| WeightsError::Missing { key: key.to_owned() })?;
-        let values = tensor.to_f32().map_err(|e| match e {
-            WeightsError::NotFloat { dtype, .. } => WeightsError::NotFloat { key: Some(key.to_owned()), dtype },
-            WeightsError::BadTensor { dtype, shape, bytes, .. } => {
-                WeightsError::BadTensor { key: Some(key.to_owned()), dtype, shape, bytes }
-            }
-            other => other,
-        })?;
-        Ok((tensor.shape.clone(), values))
+        Ok((tensor.shape.clone(), keyed_f32(tensor, key)?))
+    }
+
+    /// [`StateDict::f32`] that also removes the tensor, so its raw bytes are
+    /// freed as soon as they are converted.
+    pub fn take_f32(&mut self, key: &str) -> Result<(Vec<usize>, Vec<f32>), WeightsError> {
+        let tensor = self.tensors.remove(key).ok_or_else(|| WeightsError::Missing { key: key.to_owned() })?;
+        let values = keyed_f32(&tensor, key)?;
+        Ok((tensor.shape, values))
     }
 
     /// The keys, sorted.
