@@ -205,19 +205,25 @@ fn segment_one(
     let (w, h) = photo.dimensions();
     let norm = Normalization { mean: model.spec.mean, std: model.spec.std };
     let started = Instant::now();
-    let logits = if args.profile {
+    let failed = || format!("{}: inference failed", file.display());
+    // Scores are kept only when asked for; plain whole-image labels come from
+    // the fused upsample + argmax, which never builds full-resolution logits.
+    let (labels, scores) = if args.profile {
         let x = norm.image(photo.as_raw(), h as usize, w as usize)?;
-        let (logits, times) = model.net.profile(&x).with_context(|| format!("{}: inference failed", file.display()))?;
+        let (logits, times) = model.net.profile(&x).with_context(failed)?;
         let total: f64 = times.iter().map(|(_, t)| t.as_secs_f64()).sum();
         for (stage, t) in &times {
             println!("  {stage:<9} {:8.1} ms {:5.1}%", t.as_secs_f64() * 1e3, 100.0 * t.as_secs_f64() / total);
         }
-        logits
+        (argmax_channels(&logits), Some(logits))
+    } else if args.logits.is_none() && *protocol == Protocol::whole() {
+        let x = norm.image(photo.as_raw(), h as usize, w as usize)?;
+        (model.net.labels(&x).with_context(failed)?, None)
     } else {
-        predict(&model.net, photo.as_raw(), h as usize, w as usize, &norm, protocol)
-            .with_context(|| format!("{}: inference failed", file.display()))?
+        let scores =
+            predict(&model.net, photo.as_raw(), h as usize, w as usize, &norm, protocol).with_context(failed)?;
+        (argmax_channels(&scores), Some(scores))
     };
-    let labels = argmax_channels(&logits);
     let forward_ms = started.elapsed().as_secs_f64() * 1e3;
     let labels = labels.index_axis(Axis(0), 0);
 
@@ -232,9 +238,9 @@ fn segment_one(
         let shares = class_shares(labels, model.spec.classes);
         staged.add(out("legend.png"), png(DynamicImage::ImageRgb8(legend_image(&shares, names, palette))))?;
     }
-    if let Some(path) = &args.logits {
-        let [_, c, lh, lw] = logits.shape().dims();
-        let array = Array3::from_shape_vec((c, lh, lw), logits.into_vec()).context("logits shape")?;
+    if let (Some(path), Some(scores)) = (&args.logits, scores) {
+        let [_, c, lh, lw] = scores.shape().dims();
+        let array = Array3::from_shape_vec((c, lh, lw), scores.into_vec()).context("logits shape")?;
         staged.add(path.clone(), npy(array))?;
     }
     staged.commit()?;

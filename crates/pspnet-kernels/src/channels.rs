@@ -23,7 +23,7 @@ pub fn argmax_channels(input: &Tensor) -> Array3<u32> {
             for c in 1..shape.c() {
                 let scores = &src[c * plane + start..c * plane + start + out.len()];
                 for ((label, b), &v) in out.iter_mut().zip(best.iter_mut()).zip(scores) {
-                    if v > *b || (v.is_nan() && !b.is_nan()) {
+                    if beats(v, *b) {
                         *b = v;
                         *label = c as u32;
                     }
@@ -32,6 +32,12 @@ pub fn argmax_channels(input: &Tensor) -> Array3<u32> {
         });
     }
     Array3::from_shape_vec((shape.n(), shape.h(), shape.w()), labels).expect("length is n*h*w")
+}
+
+/// Whether score `v` of a later channel displaces the best so far: strictly
+/// larger, or NaN over a number (as `torch.argmax`).
+pub(crate) fn beats(v: f32, best: f32) -> bool {
+    v > best || (v.is_nan() && !best.is_nan())
 }
 
 /// Softmax over channels at every pixel (`exp(x - max) / sum`), as

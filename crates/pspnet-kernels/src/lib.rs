@@ -38,4 +38,4 @@ pub use error::KernelError;
 pub use isa::{ISA_ENV, Isa};
 pub use pool::{PoolSpec, avg_pool2d, max_pool2d};
 pub use pspnet_tensor::{Params, Shape, Tensor, TensorError};
-pub use resize::resize_bilinear;
+pub use resize::{resize_bilinear, resize_bilinear_argmax};

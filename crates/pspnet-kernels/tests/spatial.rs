@@ -7,7 +7,7 @@ use common::{assert_close, tensor, values};
 use proptest::prelude::*;
 use pspnet_kernels::{
     KernelError, PoolSpec, Tensor, adaptive_avg_pool2d, adaptive_max_pool2d, argmax_channels, avg_pool2d, max_pool2d,
-    resize_bilinear, softmax_channels,
+    resize_bilinear, resize_bilinear_argmax, softmax_channels,
 };
 
 fn dims_and_values(max_hw: usize) -> impl Strategy<Value = ([usize; 4], Vec<f32>)> {
@@ -156,6 +156,14 @@ proptest! {
         let x = tensor(dims, &v);
         let got = resize_bilinear(&x, [oh, ow], align).unwrap();
         assert_close(got.as_slice(), &bilinear_f64(&x, oh, ow, align), |_| 2e-6, "bilinear");
+    }
+
+    #[test]
+    fn fused_resize_argmax_equals_the_two_steps((dims, v) in dims_and_values(10), oh in 1usize..40, ow in 1usize..40, align: bool) {
+        let x = tensor(dims, &v);
+        let fused = resize_bilinear_argmax(&x, [oh, ow], align).unwrap();
+        let two_steps = argmax_channels(&resize_bilinear(&x, [oh, ow], align).unwrap());
+        prop_assert_eq!(fused, two_steps);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 use std::time::{Duration, Instant};
 
-use pspnet_kernels::{Conv2d, ConvSpec, resize_bilinear};
+use ndarray::Array3;
+use pspnet_kernels::{Conv2d, ConvSpec, resize_bilinear, resize_bilinear_argmax};
 use pspnet_ppm::{PyramidPooling, PyramidPoolingConfig};
 use pspnet_resnet::{Features, ResNet, ResNetConfig};
 use pspnet_tensor::{Params, Shape, Tensor};
@@ -144,7 +145,23 @@ impl PspNet {
         Ok((trace.logits, times))
     }
 
+    /// Class labels at the input resolution (`N x H x W`): the argmax of
+    /// [`PspNet::forward`]'s logits, computed without materialising them.
+    pub fn labels(&self, x: &Tensor) -> Result<Array3<u32>, ModelError> {
+        let low = self.decode(x, false, &mut |_| {})?;
+        Ok(resize_bilinear_argmax(&low.logits_low, [x.shape().h(), x.shape().w()], self.config.ppm.align_corners)?)
+    }
+
     fn run(&self, x: &Tensor, with_aux: bool, done: &mut dyn FnMut(&'static str)) -> Result<Trace, ModelError> {
+        let Decoded { features, ppm, head, logits_low, aux_logits } = self.decode(x, with_aux, done)?;
+        let size = [x.shape().h(), x.shape().w()];
+        let logits = resize_bilinear(&logits_low, size, self.config.ppm.align_corners)?;
+        done("upsample");
+        Ok(Trace { features, ppm, head, logits_low, aux_logits, logits })
+    }
+
+    /// Everything up to the classifier, at feature resolution.
+    fn decode(&self, x: &Tensor, with_aux: bool, done: &mut dyn FnMut(&'static str)) -> Result<Decoded, ModelError> {
         let features = self.backbone.forward_observed(x, done)?;
         let ppm = self.ppm.forward(&features.stages[3])?;
         done("ppm");
@@ -155,9 +172,15 @@ impl PspNet {
             (Some([conv, cls]), true) => Some(cls.forward(&conv.forward(&features.stages[2])?)?),
             _ => None,
         };
-        let size = [x.shape().h(), x.shape().w()];
-        let logits = resize_bilinear(&logits_low, size, self.config.ppm.align_corners)?;
-        done("upsample");
-        Ok(Trace { features, ppm, head, logits_low, aux_logits, logits })
+        Ok(Decoded { features, ppm, head, logits_low, aux_logits })
     }
+}
+
+/// The forward pass up to the classifier.
+struct Decoded {
+    features: Features,
+    ppm: Tensor,
+    head: Tensor,
+    logits_low: Tensor,
+    aux_logits: Option<Tensor>,
 }
