@@ -82,8 +82,14 @@ fn looks_like_safetensors(data: &[u8]) -> bool {
 /// legacy), or an 8-byte little-endian header length followed by `{`
 /// (safetensors).
 pub fn load(path: &Path) -> Result<Checkpoint, WeightsError> {
-    let data = std::fs::read(path).map_err(|source| WeightsError::Io { path: path.to_path_buf(), source })?;
-    load_bytes(path, data)
+    let io = |source| WeightsError::Io { path: path.to_path_buf(), source };
+    let mut head = Vec::with_capacity(4);
+    std::io::Read::read_to_end(&mut std::io::Read::take(std::fs::File::open(path).map_err(io)?, 4), &mut head)
+        .map_err(io)?;
+    if head.starts_with(b"PK\x03\x04") {
+        return load_pth(path);
+    }
+    load_bytes(path, std::fs::read(path).map_err(io)?)
 }
 
 /// [`load`] for a checkpoint already in memory (e.g. embedded in a binary);

@@ -3,7 +3,8 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::io::{Cursor, Read};
+use std::fs::File;
+use std::io::{BufReader, Cursor, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use zip::ZipArchive;
@@ -44,14 +45,24 @@ fn max_materialised(file_len: usize) -> u64 {
 /// top-level dict without the state-dict entry, or the non-tensor entries of
 /// a top-level state dict).
 pub fn load_pth(path: &Path) -> Result<Checkpoint, WeightsError> {
-    let data = std::fs::read(path).map_err(|source| WeightsError::Io { path: path.to_path_buf(), source })?;
-    load_pth_bytes(path, data)
+    let io = |source| WeightsError::Io { path: path.to_path_buf(), source };
+    let mut file = File::open(path).map_err(io)?;
+    let mut magic = [0u8; 4];
+    let len = file.metadata().map_err(io)?.len();
+    if file.read_exact(&mut magic).is_ok() && magic == *ZIP_MAGIC {
+        // Zip archives are read entry by entry from the file: the whole
+        // file is never held in memory next to its storages.
+        file.seek(SeekFrom::Start(0)).map_err(io)?;
+        return load_zip(path, BufReader::new(file), usize::try_from(len).unwrap_or(usize::MAX));
+    }
+    load_pth_bytes(path, std::fs::read(path).map_err(io)?)
 }
 
 /// [`load_pth`] on bytes already read from `path`.
 pub(crate) fn load_pth_bytes(path: &Path, data: Vec<u8>) -> Result<Checkpoint, WeightsError> {
     if data.starts_with(ZIP_MAGIC) {
-        load_zip(path, data)
+        let len = data.len();
+        load_zip(path, Cursor::new(data), len)
     } else if data.first() == Some(&PICKLE_PROTO) {
         load_legacy(path, &data)
     } else {
@@ -64,9 +75,9 @@ fn zip_error(path: &Path, source: ZipError) -> WeightsError {
 }
 
 /// Reads at most `limit` bytes of the entry `name`; `None` if it is absent.
-fn read_entry(
+fn read_entry<R: Read + Seek>(
     path: &Path,
-    archive: &mut ZipArchive<Cursor<&[u8]>>,
+    archive: &mut ZipArchive<R>,
     name: &str,
     limit: u64,
     capacity: usize,
@@ -82,8 +93,9 @@ fn read_entry(
     Ok(Some(buf))
 }
 
-fn load_zip(path: &Path, data: Vec<u8>) -> Result<Checkpoint, WeightsError> {
-    let mut archive = ZipArchive::new(Cursor::new(data.as_slice())).map_err(|e| zip_error(path, e))?;
+/// Reads a zip checkpoint of `file_len` bytes from `reader`.
+fn load_zip<R: Read + Seek>(path: &Path, reader: R, file_len: usize) -> Result<Checkpoint, WeightsError> {
+    let mut archive = ZipArchive::new(reader).map_err(|e| zip_error(path, e))?;
     let names = archive
         .file_names()
         .map(|n| n.map(Cow::into_owned))
@@ -100,7 +112,7 @@ fn load_zip(path: &Path, data: Vec<u8>) -> Result<Checkpoint, WeightsError> {
             return Err(WeightsError::ByteOrder { path: path.to_path_buf(), found: order });
         }
     }
-    let pkl = read_entry(path, &mut archive, &pkl_name, MAX_PICKLE_BYTES, data.len())?
+    let pkl = read_entry(path, &mut archive, &pkl_name, MAX_PICKLE_BYTES, file_len)?
         .ok_or_else(|| WeightsError::MissingEntry { path: path.to_path_buf(), entry: pkl_name.clone() })?;
     let pickle_path = path.join(&pkl_name);
     let unpickled = unpickle(&pickle_path, &pkl, 0)?;
@@ -108,16 +120,15 @@ fn load_zip(path: &Path, data: Vec<u8>) -> Result<Checkpoint, WeightsError> {
     for (key, decl) in unpickled.storages() {
         let entry = format!("{prefix}data/{key}");
         let need = decl.numel * decl.dtype.size();
-        let bytes = read_entry(path, &mut archive, &entry, need as u64, need.min(data.len()))?
+        let bytes = read_entry(path, &mut archive, &entry, need as u64, need.min(file_len))?
             .ok_or_else(|| WeightsError::MissingEntry { path: path.to_path_buf(), entry: entry.clone() })?;
         if bytes.len() < need {
             return Err(storage_short(path, key, decl, bytes.len()));
         }
         owned.insert(key.clone(), bytes);
     }
-    let budget = max_materialised(data.len());
+    let budget = max_materialised(file_len);
     drop(archive);
-    drop(data);
     let storages = owned.iter().map(|(k, v)| (k.clone(), v.as_slice())).collect();
     let top = unpickled.to_value(&storages, budget)?;
     into_checkpoint(path, top, Format::TorchZip)
