@@ -25,10 +25,10 @@ pub struct BatchNorm {
 pub const BN_EPS: f64 = 1e-5;
 
 impl BatchNorm {
-    /// Reads `{prefix}.weight`, `.bias`, `.running_mean` and `.running_var`
-    /// (PyTorch's names), each of `channels` values.
-    pub fn from_params(params: &Params, prefix: &str, channels: usize) -> Result<Self, KernelError> {
-        let get = |suffix: &str| params.vector(&format!("{prefix}.{suffix}"), channels).map(<[f32]>::to_vec);
+    /// Takes `{prefix}.weight`, `.bias`, `.running_mean` and `.running_var`
+    /// (PyTorch's names), each of `channels` values, out of `params`.
+    pub fn from_params(params: &mut Params, prefix: &str, channels: usize) -> Result<Self, KernelError> {
+        let mut get = |suffix: &str| params.take_vector(&format!("{prefix}.{suffix}"), channels);
         Ok(BatchNorm {
             gamma: get("weight")?,
             beta: get("bias")?,
@@ -55,10 +55,10 @@ impl Conv2d {
         self.with_scale_shift(&scale, &shift)
     }
 
-    /// A bias-free `Conv2d -> BatchNorm2d` pair read from a parameter set:
-    /// the OIHW weight called `weight`, the statistics under `bn`.
-    pub fn from_params_bn(params: &Params, weight: &str, bn: &str, spec: ConvSpec) -> Result<Self, KernelError> {
-        let weight = params.tensor4(weight)?;
+    /// A bias-free `Conv2d -> BatchNorm2d` pair taken out of a parameter
+    /// set: the OIHW weight called `weight`, the statistics under `bn`.
+    pub fn from_params_bn(params: &mut Params, weight: &str, bn: &str, spec: ConvSpec) -> Result<Self, KernelError> {
+        let weight = params.take_tensor4(weight)?;
         let bn = BatchNorm::from_params(params, bn, weight.shape().n())?;
         Conv2d::new(&weight, spec)?.with_batch_norm(&bn)
     }
@@ -82,7 +82,7 @@ mod tests {
         for s in ["weight", "bias", "running_mean"] {
             params.insert(format!("bn1.{s}"), vec![2], vec![1.0, 2.0]).unwrap();
         }
-        let err = BatchNorm::from_params(&params, "bn1", 2).unwrap_err();
+        let err = BatchNorm::from_params(&mut params, "bn1", 2).unwrap_err();
         assert!(err.to_string().contains("bn1.running_var"), "{err}");
     }
 }

@@ -27,12 +27,12 @@ impl LoadedModel {
         LoadedModel::build(pspnet_weights::load_model_bytes(name, data, overrides)?)
     }
 
-    fn build((params, spec): (pspnet_tensor::Params, ModelSpec)) -> Result<Self, ModelError> {
+    fn build((mut params, spec): (pspnet_tensor::Params, ModelSpec)) -> Result<Self, ModelError> {
         let config = PspNetConfig {
             backbone: spec.backbone.clone(),
             ppm: spec.ppm.clone(),
             normalization: Normalization { mean: spec.mean, std: spec.std },
         };
-        Ok(LoadedModel { net: PspNet::from_params(config, &params)?, spec })
+        Ok(LoadedModel { net: PspNet::from_params(config, &mut params)?, spec })
     }
 }

@@ -57,14 +57,14 @@ pub struct Trace {
 }
 
 /// A 1x1 classifier with bias from `{prefix}.weight` / `{prefix}.bias`.
-fn classifier(params: &Params, prefix: &str) -> Result<Conv2d, ModelError> {
-    let weight = params.tensor4(&format!("{prefix}.weight"))?;
-    let bias = params.vector(&format!("{prefix}.bias"), weight.shape().n())?;
-    Ok(Conv2d::new(&weight, ConvSpec::default())?.with_bias(bias)?)
+fn classifier(params: &mut Params, prefix: &str) -> Result<Conv2d, ModelError> {
+    let weight = params.take_tensor4(&format!("{prefix}.weight"))?;
+    let bias = params.take_vector(&format!("{prefix}.bias"), weight.shape().n())?;
+    Ok(Conv2d::new(&weight, ConvSpec::default())?.with_bias(&bias)?)
 }
 
 /// A 3x3 conv + BN + ReLU from `{prefix}.conv.weight` / `{prefix}.bn.*`.
-fn conv3x3_bn_relu(params: &Params, prefix: &str) -> Result<Conv2d, ModelError> {
+fn conv3x3_bn_relu(params: &mut Params, prefix: &str) -> Result<Conv2d, ModelError> {
     let conv = Conv2d::from_params_bn(
         params,
         &format!("{prefix}.conv.weight"),
@@ -75,8 +75,10 @@ fn conv3x3_bn_relu(params: &Params, prefix: &str) -> Result<Conv2d, ModelError> 
 }
 
 impl PspNet {
-    /// Builds the network from canonical parameters.
-    pub fn from_params(config: PspNetConfig, params: &Params) -> Result<Self, ModelError> {
+    /// Builds the network from canonical parameters, taking each out of
+    /// `params` as it is packed (so the two copies never coexist in full);
+    /// what is left over is unused by the network.
+    pub fn from_params(config: PspNetConfig, params: &mut Params) -> Result<Self, ModelError> {
         let backbone = ResNet::from_params(&config.backbone, params, "backbone")?;
         let ppm = PyramidPooling::from_params(config.ppm.clone(), params, "decode.ppm")?;
         let bottleneck = conv3x3_bn_relu(params, "decode.bottleneck")?;

@@ -66,7 +66,7 @@ impl PyramidPooling {
     /// Reads one reduction per bin from `{prefix}.{i}.conv.weight` and
     /// `{prefix}.{i}.bn.*` (conv + batch-norm + ReLU, as both reference
     /// implementations build it).
-    pub fn from_params(config: PyramidPoolingConfig, params: &Params, prefix: &str) -> Result<Self, PpmError> {
+    pub fn from_params(config: PyramidPoolingConfig, params: &mut Params, prefix: &str) -> Result<Self, PpmError> {
         let convs = (0..config.bins.len())
             .map(|i| {
                 let name = format!("{prefix}.{i}");

@@ -33,7 +33,7 @@ pub(crate) struct BlockGeometry {
 impl Block {
     /// Reads `{name}.conv{j}.weight`, `{name}.bn{j}.*` and, when present,
     /// `{name}.downsample.conv.weight` / `{name}.downsample.bn.*`.
-    pub(crate) fn from_params(params: &Params, name: &str, g: BlockGeometry) -> Result<Self, ResNetError> {
+    pub(crate) fn from_params(params: &mut Params, name: &str, g: BlockGeometry) -> Result<Self, ResNetError> {
         let (s, d) = (g.stride, g.dilation);
         let specs = match g.kind {
             // mmsegmentation's BasicBlock dilates only its first convolution.

@@ -25,7 +25,7 @@ impl ResNet {
     /// Builds the network from parameters named `{prefix}.stem.*` and
     /// `{prefix}.layer{1..4}.{block}.*` (see [`Stem`] and [`Block`]);
     /// channel widths come from the weights' shapes.
-    pub fn from_params(config: &ResNetConfig, params: &Params, prefix: &str) -> Result<Self, ResNetError> {
+    pub fn from_params(config: &ResNetConfig, params: &mut Params, prefix: &str) -> Result<Self, ResNetError> {
         let stem = Stem::from_params(config.stem, params, prefix)?;
         let geometry = config.stage_geometry()?;
         let stages = geometry

@@ -13,7 +13,7 @@ pub struct Stem {
 impl Stem {
     /// Reads `{prefix}.stem.{i}.conv.weight` and `{prefix}.stem.{i}.bn.*`
     /// (i = 0..3 for the deep stem, 0 for the classic one).
-    pub fn from_params(kind: StemKind, params: &Params, prefix: &str) -> Result<Self, ResNetError> {
+    pub fn from_params(kind: StemKind, params: &mut Params, prefix: &str) -> Result<Self, ResNetError> {
         let specs = match kind {
             StemKind::Deep => vec![
                 ConvSpec::default().stride(2).padding(1),

@@ -82,6 +82,33 @@ impl Params {
         Ok(&p.data)
     }
 
+    /// Removes and returns a rank-4 parameter as a [`Tensor`] (no copy):
+    /// model builders take their weights so that each is freed once packed.
+    pub fn take_tensor4(&mut self, name: &str) -> Result<Tensor, TensorError> {
+        self.tensor4_shape(name)?;
+        let p = self.map.remove(name).expect("checked above");
+        let &[o, i, h, w] = p.shape.as_slice() else { unreachable!("checked above") };
+        Tensor::from_vec(Shape::new(o, i, h, w)?, p.data)
+    }
+
+    /// Removes and returns a rank-1 parameter of exactly `len` values.
+    pub fn take_vector(&mut self, name: &str, len: usize) -> Result<Vec<f32>, TensorError> {
+        self.vector(name, len)?;
+        Ok(self.map.remove(name).expect("checked above").data)
+    }
+
+    fn tensor4_shape(&self, name: &str) -> Result<(), TensorError> {
+        let p = self.get(name)?;
+        if p.shape.len() != 4 {
+            return Err(TensorError::ParamShape {
+                name: name.to_string(),
+                expected: "4 dimensions".into(),
+                got: p.shape.clone(),
+            });
+        }
+        Ok(())
+    }
+
     /// Every name, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.map.keys().map(String::as_str)
@@ -120,5 +147,10 @@ mod tests {
         assert!(matches!(p.tensor4("bn.bias"), Err(TensorError::ParamShape { .. })));
         assert_eq!(p.get("nope").unwrap_err(), TensorError::MissingParam { name: "nope".into() });
         assert_eq!(p.names().collect::<Vec<_>>(), ["bn.bias", "conv.weight"]);
+        assert!(p.take_vector("bn.bias", 3).is_err() && p.contains("bn.bias"));
+        assert_eq!(p.take_vector("bn.bias", 2).unwrap(), vec![1.0, 2.0]);
+        assert!(p.take_tensor4("bn.bias").is_err());
+        assert_eq!(p.take_tensor4("conv.weight").unwrap().shape().dims(), [2, 1, 1, 3]);
+        assert!(p.is_empty());
     }
 }
