@@ -3,7 +3,7 @@
 //! (no antialiasing), up or down.
 
 use ndarray::Array3;
-use pspnet_tensor::Tensor;
+use pspnet_tensor::{Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::channels::beats;
@@ -39,15 +39,29 @@ fn taps(out_len: usize, in_len: usize, align_corners: bool) -> Vec<Taps> {
         .collect()
 }
 
+/// The output shape and the source taps of every output row and column.
+struct Resize {
+    out: Shape,
+    ys: Vec<Taps>,
+    xs: Vec<Taps>,
+}
+
+impl Resize {
+    fn new(shape: Shape, out_hw: [usize; 2], align_corners: bool) -> Result<Self, KernelError> {
+        if out_hw.contains(&0) {
+            return Err(KernelError::InvalidParameter { what: "resize output size", value: out_hw });
+        }
+        let out = shape.with_hw(out_hw[0], out_hw[1])?;
+        let ys = taps(out.h(), shape.h(), align_corners);
+        let xs = taps(out.w(), shape.w(), align_corners);
+        Ok(Resize { out, ys, xs })
+    }
+}
+
 /// Resizes every channel plane to `out_hw = [height, width]`.
 pub fn resize_bilinear(input: &Tensor, out_hw: [usize; 2], align_corners: bool) -> Result<Tensor, KernelError> {
-    if out_hw.contains(&0) {
-        return Err(KernelError::InvalidParameter { what: "resize output size", value: out_hw });
-    }
+    let Resize { out, ys, xs } = Resize::new(input.shape(), out_hw, align_corners)?;
     let shape = input.shape();
-    let out = shape.with_hw(out_hw[0], out_hw[1])?;
-    let ys = taps(out.h(), shape.h(), align_corners);
-    let xs = taps(out.w(), shape.w(), align_corners);
     let w = shape.w();
     Ok(map_planes(input, out, |src, dst| {
         for (row, y) in dst.chunks_exact_mut(out.w()).zip(&ys) {
@@ -74,13 +88,8 @@ pub fn resize_bilinear_argmax(
     out_hw: [usize; 2],
     align_corners: bool,
 ) -> Result<Array3<u32>, KernelError> {
-    if out_hw.contains(&0) {
-        return Err(KernelError::InvalidParameter { what: "resize output size", value: out_hw });
-    }
+    let Resize { out, ys, xs } = Resize::new(input.shape(), out_hw, align_corners)?;
     let shape = input.shape();
-    let out = shape.with_hw(out_hw[0], out_hw[1])?;
-    let ys = taps(out.h(), shape.h(), align_corners);
-    let xs = taps(out.w(), shape.w(), align_corners);
     let (w, plane) = (shape.w(), shape.plane_len());
     let mut labels = Array3::<u32>::zeros((out.n(), out.h(), out.w()));
     let rows = labels.as_slice_mut().expect("fresh arrays are contiguous").par_chunks_mut(out.w());
