@@ -60,7 +60,7 @@ impl Conv2d {
     pub fn from_params_bn(params: &mut Params, weight: &str, bn: &str, spec: ConvSpec) -> Result<Self, KernelError> {
         let weight = params.take_tensor4(weight)?;
         let bn = BatchNorm::from_params(params, bn, weight.shape().n())?;
-        Conv2d::new(&weight, spec)?.with_batch_norm(&bn)
+        Conv2d::from_weight(weight, spec)?.with_batch_norm(&bn)
     }
 }
 

@@ -3,7 +3,7 @@
 use pspnet_tensor::{Shape, Tensor};
 
 use crate::gemm::{self, ConvGeometry, Epilogue, PackedWeights};
-use crate::{Isa, KernelError};
+use crate::{Isa, KernelError, winograd};
 
 /// Stride, zero padding and dilation of a convolution, per axis `[y, x]`,
 /// with PyTorch's `nn.Conv2d` meaning.
@@ -40,6 +40,41 @@ impl ConvSpec {
     }
 }
 
+/// How a [`Conv2d`] computes its sums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ConvAlgorithm {
+    /// Winograd F(4x4, 3x3) for 3x3 stride-1 layers (dilated or not), the
+    /// direct implicit GEMM for every other shape.
+    #[default]
+    Auto,
+    /// The direct implicit GEMM: each output is a plain sum of
+    /// `in x kh x kw` products, the most exact order.
+    Direct,
+    /// Winograd F(4x4, 3x3): a quarter of the multiplications, at a rounding
+    /// error still far below the 1e-5 relative budget of the model tests.
+    /// Only 3x3 kernels with stride 1.
+    Winograd,
+}
+
+/// The environment variable that chooses the default [`ConvAlgorithm`]:
+/// `direct` or `auto` (the default when unset).
+pub const CONV_ENV: &str = "PSPNET_CONV";
+
+impl ConvAlgorithm {
+    /// The default for new layers: `PSPNET_CONV` if set, else
+    /// [`ConvAlgorithm::Auto`].
+    pub fn from_env() -> Result<ConvAlgorithm, KernelError> {
+        match std::env::var(CONV_ENV) {
+            Ok(name) => match name.trim().to_ascii_lowercase().as_str() {
+                "" | "auto" => Ok(ConvAlgorithm::Auto),
+                "direct" => Ok(ConvAlgorithm::Direct),
+                _ => Err(KernelError::UnknownConvAlgorithm(name)),
+            },
+            Err(_) => Ok(ConvAlgorithm::Auto),
+        }
+    }
+}
+
 /// A convolution layer ready to run: weights packed for the chosen
 /// instruction set, plus an epilogue computing, per output value,
 /// `relu?(conv(x) * scale[c] + shift[c] + residual)`.
@@ -51,6 +86,7 @@ pub struct Conv2d {
     dims: [usize; 4],
     spec: ConvSpec,
     isa: Isa,
+    winograd: bool,
     packed: PackedWeights,
     scale: Option<Vec<f32>>,
     shift: Option<Vec<f32>>,
@@ -67,6 +103,16 @@ impl Conv2d {
     /// Builds a convolution pinned to one instruction set, which this CPU
     /// must support.
     pub fn with_isa(weight: &Tensor, spec: ConvSpec, isa: Isa) -> Result<Self, KernelError> {
+        Conv2d::build(weight.clone(), spec, isa)
+    }
+
+    /// [`Conv2d::new`], taking the weights by value: the packed panels reuse
+    /// their buffer, so a model being loaded never holds a layer twice.
+    pub fn from_weight(weight: Tensor, spec: ConvSpec) -> Result<Self, KernelError> {
+        Conv2d::build(weight, spec, Isa::detect()?)
+    }
+
+    fn build(weight: Tensor, spec: ConvSpec, isa: Isa) -> Result<Self, KernelError> {
         isa.check_available()?;
         for (what, value) in [("stride", spec.stride), ("dilation", spec.dilation)] {
             if value.contains(&0) {
@@ -75,9 +121,29 @@ impl Conv2d {
         }
         let dims = weight.shape().dims();
         let (rows, depth) = (dims[0], dims[1] * dims[2] * dims[3]);
-        let pointwise = dims[2] == 1 && dims[3] == 1;
-        let packed = PackedWeights::new(weight.as_slice(), rows, depth, gemm::tile_dims(isa).0, pointwise);
-        Ok(Conv2d { dims, spec, isa, packed, scale: None, shift: None, relu: false })
+        let packed = PackedWeights::new(weight.into_vec(), rows, depth, gemm::tile_dims(isa).0);
+        let conv = Conv2d { dims, spec, isa, winograd: false, packed, scale: None, shift: None, relu: false };
+        conv.with_algorithm(ConvAlgorithm::from_env()?)
+    }
+
+    /// Chooses how the sums are computed (by default
+    /// [`ConvAlgorithm::from_env`]).
+    pub fn with_algorithm(self, algorithm: ConvAlgorithm) -> Result<Self, KernelError> {
+        let supported = winograd::supports([self.dims[2], self.dims[3]], self.spec.stride);
+        let winograd = match algorithm {
+            ConvAlgorithm::Auto => supported,
+            ConvAlgorithm::Direct => false,
+            ConvAlgorithm::Winograd if supported => true,
+            ConvAlgorithm::Winograd => {
+                return Err(KernelError::WinogradUnsupported { weight: self.dims, stride: self.spec.stride });
+            }
+        };
+        Ok(Conv2d { winograd, ..self })
+    }
+
+    /// Whether this layer runs in the Winograd domain.
+    pub fn is_winograd(&self) -> bool {
+        self.winograd
     }
 
     /// Adds a per-output-channel bias (replacing any shift set before).
@@ -106,7 +172,13 @@ impl Conv2d {
             self.packed.unpack(),
         )?;
         let conv = Conv2d::with_isa(&weight, self.spec, isa)?;
-        Ok(Conv2d { scale: self.scale.clone(), shift: self.shift.clone(), relu: self.relu, ..conv })
+        Ok(Conv2d {
+            winograd: self.winograd,
+            scale: self.scale.clone(),
+            shift: self.shift.clone(),
+            relu: self.relu,
+            ..conv
+        })
     }
 
     /// The instruction set this layer runs on.
@@ -190,7 +262,15 @@ impl Conv2d {
                 relu: self.relu,
             };
             let image = input.image_slice(n)?;
-            gemm::conv_image(self.isa, &self.packed, &geometry, image, epilogue, out.image_slice_mut(n)?);
+            gemm::conv_image(
+                self.isa,
+                self.winograd,
+                &self.packed,
+                &geometry,
+                image,
+                epilogue,
+                out.image_slice_mut(n)?,
+            );
         }
         Ok(())
     }

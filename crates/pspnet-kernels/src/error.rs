@@ -73,9 +73,22 @@ pub enum KernelError {
         /// What was being computed.
         what: &'static str,
     },
+    /// Winograd convolution was requested for a layer it cannot compute.
+    #[error(
+        "Winograd convolution needs a 3x3 kernel with stride 1, not weights {weight:?} (OIHW) with stride {stride:?}"
+    )]
+    WinogradUnsupported {
+        /// The OIHW weight dimensions.
+        weight: [usize; 4],
+        /// The stride.
+        stride: [usize; 2],
+    },
     /// An instruction set was requested that this CPU lacks.
     #[error("instruction set {0} is not available on this CPU (available: {avail})", avail = Isa::available().iter().map(|i| i.name()).collect::<Vec<_>>().join(", "))]
     IsaUnavailable(Isa),
+    /// `PSPNET_CONV` names no known algorithm.
+    #[error("PSPNET_CONV={0:?} is not one of auto, direct")]
+    UnknownConvAlgorithm(String),
     /// `PSPNET_ISA` names no known instruction set.
     #[error("PSPNET_ISA={0:?} is not one of portable, avx2, avx512")]
     UnknownIsa(String),

@@ -96,6 +96,46 @@ impl FromStr for Isa {
     }
 }
 
+/// Defines `fn $name(isa: Isa, args..)` running `$body` compiled for `isa`:
+/// plain Rust (no intrinsics) that LLVM vectorises to the instruction set's
+/// full width, for the loops around the micro-kernels (transforms, gemv).
+/// `isa` must be available on this CPU, as every [`Isa`] in use is.
+macro_rules! multiversion {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$doc])*
+        fn $name(isa: $crate::Isa, $($arg: $ty),*) {
+            #[inline(always)]
+            fn generic($($arg: $ty),*) $body
+            /// # Safety
+            /// The CPU must support AVX-512F.
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f")]
+            unsafe fn avx512($($arg: $ty),*) {
+                generic($($arg),*)
+            }
+            /// # Safety
+            /// The CPU must support AVX2 and FMA.
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn avx2($($arg: $ty),*) {
+                generic($($arg),*)
+            }
+            match isa {
+                // SAFETY: an `Isa` other than portable is only used once the
+                // CPU has been checked to support it (`Isa::check_available`).
+                #[cfg(target_arch = "x86_64")]
+                $crate::Isa::Avx512 => unsafe { avx512($($arg),*) },
+                // SAFETY: as above.
+                #[cfg(target_arch = "x86_64")]
+                $crate::Isa::Avx2 => unsafe { avx2($($arg),*) },
+                _ => generic($($arg),*),
+            }
+        }
+    };
+}
+
+pub(crate) use multiversion;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,9 @@
 //!   multiplies them. Work is split over output tiles with rayon; every
 //!   output element is computed by the same sequence of operations whatever
 //!   the thread count, so results are bit-identical for any number of threads.
+//!   3x3 stride-1 layers (dilated or not) run by default in the Winograd
+//!   domain, F(4x4, 3x3), with a quarter of the multiplications
+//!   ([`ConvAlgorithm`]; `PSPNET_CONV=direct` forces the direct sum).
 //! - [`Isa`]: which micro-kernel runs (AVX-512F, AVX2+FMA, or portable Rust),
 //!   detected at run time and overridable with `PSPNET_ISA`.
 //! - Pooling ([`max_pool2d`], [`avg_pool2d`], [`adaptive_avg_pool2d`],
@@ -29,11 +32,12 @@ mod isa;
 mod planes;
 mod pool;
 mod resize;
+mod winograd;
 
 pub use adaptive::{adaptive_avg_pool2d, adaptive_max_pool2d};
 pub use batch_norm::{BN_EPS, BatchNorm};
 pub use channels::{argmax_channels, softmax_channels};
-pub use conv::{Conv2d, ConvSpec};
+pub use conv::{CONV_ENV, Conv2d, ConvAlgorithm, ConvSpec};
 pub use error::KernelError;
 pub use isa::{ISA_ENV, Isa};
 pub use pool::{PoolSpec, avg_pool2d, max_pool2d};

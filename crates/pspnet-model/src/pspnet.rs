@@ -60,7 +60,7 @@ pub struct Trace {
 fn classifier(params: &mut Params, prefix: &str) -> Result<Conv2d, ModelError> {
     let weight = params.take_tensor4(&format!("{prefix}.weight"))?;
     let bias = params.take_vector(&format!("{prefix}.bias"), weight.shape().n())?;
-    Ok(Conv2d::new(&weight, ConvSpec::default())?.with_bias(&bias)?)
+    Ok(Conv2d::from_weight(weight, ConvSpec::default())?.with_bias(&bias)?)
 }
 
 /// A 3x3 conv + BN + ReLU from `{prefix}.conv.weight` / `{prefix}.bn.*`.
@@ -127,12 +127,21 @@ impl PspNet {
 
     /// Logits at the input resolution for a normalised `N x 3 x H x W` batch.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
-        Ok(self.run(x, false, &mut |_| {})?.logits)
+        self.logits(x, &mut |_| {})
     }
 
     /// The forward pass keeping every intermediate result, auxiliary head included.
     pub fn trace(&self, x: &Tensor) -> Result<Trace, ModelError> {
-        self.run(x, true, &mut |_| {})
+        let features = self.backbone.forward(x)?;
+        let ppm = self.ppm.forward(&features.stages[3])?;
+        let head = self.bottleneck.forward(&ppm)?;
+        let logits_low = self.classifier.forward(&head)?;
+        let aux_logits = match &self.aux {
+            Some([conv, cls]) => Some(cls.forward(&conv.forward(&features.stages[2])?)?),
+            None => None,
+        };
+        let logits = resize_bilinear(&logits_low, [x.shape().h(), x.shape().w()], self.config.ppm.align_corners)?;
+        Ok(Trace { features, ppm, head, logits_low, aux_logits, logits })
     }
 
     /// [`PspNet::forward`] with the time spent in each stage: stem,
@@ -140,49 +149,39 @@ impl PspNet {
     pub fn profile(&self, x: &Tensor) -> Result<(Tensor, StageTimes), ModelError> {
         let mut times = Vec::with_capacity(8);
         let mut last = Instant::now();
-        let trace = self.run(x, false, &mut |stage| {
+        let logits = self.logits(x, &mut |stage| {
             times.push((stage, last.elapsed()));
             last = Instant::now();
         })?;
-        Ok((trace.logits, times))
+        Ok((logits, times))
     }
 
     /// Class labels at the input resolution (`N x H x W`): the argmax of
     /// [`PspNet::forward`]'s logits, computed without materialising them.
     pub fn labels(&self, x: &Tensor) -> Result<Array3<u32>, ModelError> {
-        let low = self.decode(x, false, &mut |_| {})?;
-        Ok(resize_bilinear_argmax(&low.logits_low, [x.shape().h(), x.shape().w()], self.config.ppm.align_corners)?)
+        let low = self.logits_low(x, &mut |_| {})?;
+        Ok(resize_bilinear_argmax(&low, [x.shape().h(), x.shape().w()], self.config.ppm.align_corners)?)
     }
 
-    fn run(&self, x: &Tensor, with_aux: bool, done: &mut dyn FnMut(&'static str)) -> Result<Trace, ModelError> {
-        let Decoded { features, ppm, head, logits_low, aux_logits } = self.decode(x, with_aux, done)?;
-        let size = [x.shape().h(), x.shape().w()];
-        let logits = resize_bilinear(&logits_low, size, self.config.ppm.align_corners)?;
+    /// Logits at the input resolution, keeping only what the next step reads.
+    fn logits(&self, x: &Tensor, done: &mut dyn FnMut(&'static str)) -> Result<Tensor, ModelError> {
+        let low = self.logits_low(x, done)?;
+        let logits = resize_bilinear(&low, [x.shape().h(), x.shape().w()], self.config.ppm.align_corners)?;
         done("upsample");
-        Ok(Trace { features, ppm, head, logits_low, aux_logits, logits })
+        Ok(logits)
     }
 
-    /// Everything up to the classifier, at feature resolution.
-    fn decode(&self, x: &Tensor, with_aux: bool, done: &mut dyn FnMut(&'static str)) -> Result<Decoded, ModelError> {
-        let features = self.backbone.forward_observed(x, done)?;
-        let ppm = self.ppm.forward(&features.stages[3])?;
+    /// Logits at feature resolution; each intermediate result is freed as
+    /// soon as the next one exists, so the peak is the pyramid's concatenation.
+    fn logits_low(&self, x: &Tensor, done: &mut dyn FnMut(&'static str)) -> Result<Tensor, ModelError> {
+        let features = self.backbone.forward_last(x, done)?;
+        let ppm = self.ppm.forward(&features)?;
+        drop(features);
         done("ppm");
         let head = self.bottleneck.forward(&ppm)?;
+        drop(ppm);
         let logits_low = self.classifier.forward(&head)?;
         done("head");
-        let aux_logits = match (&self.aux, with_aux) {
-            (Some([conv, cls]), true) => Some(cls.forward(&conv.forward(&features.stages[2])?)?),
-            _ => None,
-        };
-        Ok(Decoded { features, ppm, head, logits_low, aux_logits })
+        Ok(logits_low)
     }
-}
-
-/// The forward pass up to the classifier.
-struct Decoded {
-    features: Features,
-    ppm: Tensor,
-    head: Tensor,
-    logits_low: Tensor,
-    aux_logits: Option<Tensor>,
 }

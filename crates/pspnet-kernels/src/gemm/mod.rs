@@ -21,10 +21,12 @@ use rayon::prelude::*;
 
 pub(crate) use pack::{ConvGeometry, PackedWeights};
 
-use crate::Isa;
+use crate::{Isa, winograd};
 
 /// A register-blocked kernel computing one `MR` x `NR` output tile.
 pub(crate) trait MicroKernel {
+    /// The instruction set the kernel is written for.
+    const ISA: Isa;
     /// Rows of the tile (output channels), broadcast from the `A` panel.
     const MR: usize;
     /// Columns of the tile (output pixels), loaded as SIMD vectors.
@@ -65,9 +67,11 @@ pub(crate) struct Epilogue<'a> {
 }
 
 /// Convolves one image: `input` is `cin x h x w`, `out` is `M x oh x ow`.
-/// `weights` must have been packed for `isa`, which must be available.
+/// `weights` must have been packed for `isa`, which must be available;
+/// `winograd` runs a 3x3 stride-1 layer in the Winograd domain.
 pub(crate) fn conv_image(
     isa: Isa,
+    winograd: bool,
     weights: &PackedWeights,
     geometry: &ConvGeometry,
     input: &[f32],
@@ -76,20 +80,25 @@ pub(crate) fn conv_image(
 ) {
     // Fewer pixels than a third of a register tile: a matrix-vector product
     // wastes less than the GEMM's padded columns.
-    if let Some(rows) =
-        weights.row_major().filter(|_| geometry.is_pointwise() && 3 * geometry.pixels() <= tile_dims(isa).1)
-    {
-        return gemv::pointwise(isa, rows, geometry.depth(), input, geometry.pixels(), epilogue, out);
+    if geometry.is_pointwise() && geometry.pixels() <= gemv::MAX_PIXELS.min(tile_dims(isa).1 / 3) {
+        return gemv::pointwise(isa, weights, input, geometry.pixels(), epilogue, out);
     }
-    match isa {
-        Isa::Portable => drive::<portable::Portable>(weights, geometry, input, epilogue, out),
+    type Run = fn(&PackedWeights, &ConvGeometry, &[f32], Epilogue<'_>, &mut [f32]);
+    let run: Run = match (isa, winograd) {
+        (Isa::Portable, false) => drive::<portable::Portable>,
+        (Isa::Portable, true) => winograd::conv_image::<portable::Portable>,
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => drive::<x86::Avx2>(weights, geometry, input, epilogue, out),
+        (Isa::Avx2, false) => drive::<x86::Avx2>,
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => drive::<x86::Avx512>(weights, geometry, input, epilogue, out),
+        (Isa::Avx2, true) => winograd::conv_image::<x86::Avx2>,
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx512, false) => drive::<x86::Avx512>,
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx512, true) => winograd::conv_image::<x86::Avx512>,
         #[cfg(not(target_arch = "x86_64"))]
-        Isa::Avx2 | Isa::Avx512 => unreachable!("x86 instruction sets are never available here"),
-    }
+        (Isa::Avx2 | Isa::Avx512, _) => unreachable!("x86 instruction sets are never available here"),
+    };
+    run(weights, geometry, input, epilogue, out)
 }
 
 /// Depth of one packed slice of `K`: the `A` panel (`MR x KC`) stays in L1.
@@ -272,7 +281,7 @@ unsafe fn apply_epilogue(output: &SharedOutput, tile: TileRegion, epilogue: Epil
 impl Epilogue<'_> {
     /// Finishes `row`, the values of output channel `channel` that start at
     /// flat index `start` of the image's output.
-    fn apply(&self, row: &mut [f32], channel: usize, start: usize) {
+    pub(crate) fn apply(&self, row: &mut [f32], channel: usize, start: usize) {
         if self.scale.is_some() || self.shift.is_some() {
             let scale = self.scale.map_or(1.0, |s| s[channel]);
             let shift = self.shift.map_or(0.0, |s| s[channel]);

@@ -38,20 +38,20 @@ impl ConvGeometry {
 
 /// Weights (`M x K`, row-major OIHW) packed into `MR`-row panels: panel `i`
 /// holds, for each `k`, the `MR` values `A[i*MR .. i*MR+MR][k]` (zero-padded
-/// past `M`), so any `K` slice of a panel is one contiguous run. 1x1
-/// convolutions also keep the row-major copy their matrix-vector path reads;
-/// larger kernels do not, which halves their weight memory.
+/// past `M`), so any `K` slice of a panel is one contiguous run. It is the
+/// only copy of the weights: every convolution path reads the panels.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct PackedWeights {
     mr: usize,
     rows: usize,
     depth: usize,
-    row_major: Option<Vec<f32>>,
     data: Vec<f32>,
 }
 
 impl PackedWeights {
-    pub(crate) fn new(weights: &[f32], rows: usize, depth: usize, mr: usize, keep_row_major: bool) -> Self {
+    /// Packs `weights`, reusing their buffer when the panels need no
+    /// padding rows, so a model being loaded never holds a layer twice.
+    pub(crate) fn new(mut weights: Vec<f32>, rows: usize, depth: usize, mr: usize) -> Self {
         debug_assert_eq!(weights.len(), rows * depth);
         let panels = rows.div_ceil(mr);
         let mut data = vec![0.0; panels * depth * mr];
@@ -61,12 +61,11 @@ impl PackedWeights {
                 panel[k * mr + row % mr] = v;
             }
         }
-        PackedWeights { mr, rows, depth, row_major: keep_row_major.then(|| weights.to_vec()), data }
-    }
-
-    /// The weights as given, `M x K` row-major, if kept.
-    pub(crate) fn row_major(&self) -> Option<&[f32]> {
-        self.row_major.as_deref()
+        if weights.len() == data.len() {
+            weights.copy_from_slice(&data);
+            data = weights;
+        }
+        PackedWeights { mr, rows, depth, data }
     }
 
     /// The weights as given, rebuilt from the panels.
@@ -243,11 +242,10 @@ mod tests {
     fn weight_panels_interleave_rows_and_pad_with_zeros() {
         // 3 rows x 2 columns, MR = 2: panel 0 = rows 0,1; panel 1 = row 2 + padding.
         let given = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
-        let w = PackedWeights::new(&given, 3, 2, 2, false);
+        let w = PackedWeights::new(given.to_vec(), 3, 2, 2);
         assert_eq!(w.panel(0, 0, 2), &[1.0, 3.0, 2.0, 4.0]);
         assert_eq!(w.panel(1, 0, 2), &[5.0, 0.0, 6.0, 0.0]);
         assert_eq!(w.panel(1, 1, 1), &[6.0, 0.0]);
-        assert_eq!((w.row_major(), w.unpack()), (None, given.to_vec()));
-        assert_eq!(PackedWeights::new(&given, 3, 2, 2, true).row_major(), Some(given.as_slice()));
+        assert_eq!(w.unpack(), given.to_vec());
     }
 }

@@ -3,6 +3,7 @@
 //! the reference the SIMD kernels are tested against.
 
 use super::MicroKernel;
+use crate::Isa;
 
 pub(crate) struct Portable;
 
@@ -10,6 +11,7 @@ const MR: usize = 4;
 const NR: usize = 16;
 
 impl MicroKernel for Portable {
+    const ISA: Isa = Isa::Portable;
     const MR: usize = MR;
     const NR: usize = NR;
 

@@ -11,18 +11,20 @@
 use std::arch::x86_64::*;
 
 use super::MicroKernel;
+use crate::Isa;
 
 /// Defines a micro-kernel type from its register tile and vector intrinsics.
 macro_rules! simd_micro_kernel {
     (
         $(#[$doc:meta])*
-        $name:ident, $features:literal, mr = $mr:literal, vectors = $nv:literal, lanes = $lanes:literal,
+        $name:ident, $isa:ident, $features:literal, mr = $mr:literal, vectors = $nv:literal, lanes = $lanes:literal,
         $vec:ty, $zero:ident, $load:ident, $store:ident, $splat:ident, $fmadd:ident, $add:ident
     ) => {
         $(#[$doc])*
         pub(crate) struct $name;
 
         impl MicroKernel for $name {
+            const ISA: Isa = Isa::$isa;
             const MR: usize = $mr;
             const NR: usize = $nv * $lanes;
 
@@ -75,7 +77,7 @@ mod avx512 {
 
     simd_micro_kernel!(
         /// The AVX-512F kernel (8 x 48).
-        Avx512, "avx512f", mr = 8, vectors = 3, lanes = 16,
+        Avx512, Avx512, "avx512f", mr = 8, vectors = 3, lanes = 16,
         __m512, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps
     );
 }
@@ -85,7 +87,7 @@ mod avx2 {
 
     simd_micro_kernel!(
         /// The AVX2+FMA kernel (4 x 24).
-        Avx2, "avx2,fma", mr = 4, vectors = 3, lanes = 8,
+        Avx2, Avx2, "avx2,fma", mr = 4, vectors = 3, lanes = 8,
         __m256, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps
     );
 }

@@ -1,0 +1,389 @@
+//! Winograd-domain convolution for 3x3, stride-1 layers: F(4x4, 3x3) does
+//! 36 multiplications per 4x4 output tile where a direct convolution does
+//! 144, and 3x3 layers are most of PSPNet's arithmetic.
+//!
+//! A dilated 3x3 convolution (PSPNet's stages 3 and 4) is a plain 3x3
+//! convolution on each of the `d x d` interleaved sub-grids of its input, so
+//! its tiles are taken on those sub-grids: a tile's 6x6 input patch and 4x4
+//! output pixels are `d` apart.
+//!
+//! After transforming, the convolution is 36 independent GEMMs, one per
+//! transform-domain point `ξ`: `M[ξ] (out x tiles) = U[ξ] (out x in) ·
+//! V[ξ] (in x tiles)`. They run on the same register-blocked micro-kernels as
+//! the direct convolution. Input channels are taken in chunks, so no layer
+//! ever holds its whole transformed filter bank (the head's would be 302 MB);
+//! per chunk:
+//!
+//! 1. `U` (the chunk's transformed weights) is computed from the packed weight
+//!    panels, straight into micro-kernel `A`-panel order;
+//! 2. `V` (the chunk's transformed input tiles) likewise, in `B`-panel order;
+//! 3. every task (a panel of tiles x a range of output-channel panels) adds
+//!    `U[ξ] · V[ξ]` to its rectangle of `M`, reducing the whole chunk inside
+//!    the micro-kernel's registers.
+//!
+//! After the last chunk, the output transform writes the 4x4 tiles and the
+//! epilogue finishes each channel. `U`, `V` and `M` live in one buffer reused
+//! from layer to layer; a layer too large for their budgets is split into
+//! bands of tiles.
+
+mod transform;
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use self::transform::{IN, Lanes, OUT, POINTS};
+use crate::Isa;
+use crate::gemm::{ConvGeometry, Epilogue, MicroKernel, PackedWeights};
+use crate::isa::multiversion;
+
+/// Budget in floats of `U`, the transformed weights of one chunk (16 MiB).
+const U_BUDGET: usize = 4 << 20;
+/// Budget in floats of `V`, the transformed input tiles of one chunk (12 MiB).
+const V_BUDGET: usize = 3 << 20;
+/// Budget in floats of `M`, the products of one band of tiles (24 MiB).
+const M_BUDGET: usize = 6 << 20;
+/// Budget in bytes of the `B` panels one task multiplies per point, sized
+/// to stay in a 1 MB L2 next to the other points' panels passing through.
+const B_GROUP_BYTES: usize = 256 * 1024;
+/// Tiles (or output channels) each transform handles as one vector.
+const LANES: usize = 8;
+
+/// Whether a convolution of this shape can run in the Winograd domain.
+pub(crate) fn supports(kernel: [usize; 2], stride: [usize; 2]) -> bool {
+    kernel == [3, 3] && stride == [1, 1]
+}
+
+/// One 4x4 output tile: its first output pixel; its pixels, and its input
+/// patch's, are `dilation` apart on each axis.
+#[derive(Clone, Copy)]
+struct Tile {
+    oy: usize,
+    ox: usize,
+}
+
+/// The tiles covering the output, sub-grid by sub-grid.
+fn tiles(g: &ConvGeometry) -> Vec<Tile> {
+    let [dy, dx] = g.dilation;
+    let mut tiles = Vec::new();
+    for a in 0..dy.min(g.oh) {
+        for b in 0..dx.min(g.ow) {
+            let (rows, cols) = ((g.oh - a).div_ceil(dy).div_ceil(OUT), (g.ow - b).div_ceil(dx).div_ceil(OUT));
+            for ty in 0..rows {
+                for tx in 0..cols {
+                    tiles.push(Tile { oy: a + dy * OUT * ty, ox: b + dx * OUT * tx });
+                }
+            }
+        }
+    }
+    tiles
+}
+
+thread_local! {
+    /// `U`, `V` and `M`, kept between layers so a forward pass allocates them once.
+    static WORKSPACE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// How one layer is cut: bands of tiles (one `M` each), chunks of input
+/// channels (one `U` and `V` each), and within them tasks (a panel of tiles
+/// x a range of output-channel panels).
+struct Plan {
+    tiles: Vec<Tile>,
+    row_panels: usize,
+    isa: Isa,
+    mr: usize,
+    nr: usize,
+    /// Tiles per band, a whole number of panels.
+    band: usize,
+    /// Input channels per chunk.
+    chunk: usize,
+}
+
+impl Plan {
+    fn new<K: MicroKernel>(g: &ConvGeometry, rows: usize) -> Plan {
+        debug_assert!(K::NR % LANES == 0 && K::MR % 4 == 0, "transforms work on whole lane groups");
+        let tiles = tiles(g);
+        let row_panels = rows.div_ceil(K::MR);
+        let padded_rows = row_panels * K::MR;
+        let max_band = (M_BUDGET / (POINTS * padded_rows * K::NR)).max(1) * K::NR;
+        let band = tiles.len().div_ceil(tiles.len().div_ceil(max_band)).next_multiple_of(K::NR);
+        let max_chunk = (U_BUDGET / (POINTS * padded_rows)).min(V_BUDGET / (POINTS * band)).clamp(1, g.cin);
+        let chunk = g.cin.div_ceil(g.cin.div_ceil(max_chunk));
+        Plan { tiles, row_panels, isa: K::ISA, mr: K::MR, nr: K::NR, band, chunk }
+    }
+
+    fn u_len(&self) -> usize {
+        self.row_panels * POINTS * self.chunk * self.mr
+    }
+
+    fn v_len(&self) -> usize {
+        POINTS * self.chunk * self.band
+    }
+
+    fn m_len(&self) -> usize {
+        POINTS * self.row_panels * self.mr * self.band
+    }
+}
+
+/// Convolves one image (`input` is `cin x h x w`, `out` is `rows x oh x ow`)
+/// with weights packed for `K`, which the CPU must support.
+pub(crate) fn conv_image<K: MicroKernel>(
+    weights: &PackedWeights,
+    g: &ConvGeometry,
+    input: &[f32],
+    epilogue: Epilogue<'_>,
+    out: &mut [f32],
+) {
+    debug_assert!(supports([g.kh, g.kw], g.stride) && weights.mr() == K::MR);
+    let plan = Plan::new::<K>(g, weights.rows());
+    // Taken out of the thread-local (not borrowed), so a nested call on this
+    // thread simply allocates its own.
+    let mut workspace = WORKSPACE.take();
+    workspace.resize(plan.u_len() + plan.v_len() + plan.m_len(), 0.0);
+    let (u, rest) = workspace.split_at_mut(plan.u_len());
+    let (v, m) = rest.split_at_mut(plan.v_len());
+    let chunks: Vec<_> = (0..g.cin).step_by(plan.chunk).map(|c0| c0..(c0 + plan.chunk).min(g.cin)).collect();
+    for (b, band) in plan.tiles.chunks(plan.band).enumerate() {
+        for (i, channels) in chunks.iter().enumerate() {
+            // One chunk: its `U` serves every band.
+            if chunks.len() > 1 || b == 0 {
+                transform_weights(plan.isa, weights, channels.clone(), plan.chunk, u);
+            }
+            transform_input(&plan, g, input, band, channels.clone(), v);
+            multiply::<K>(&plan, band.len(), channels.len(), u, v, m, i == 0);
+        }
+        transform_output(&plan, g, band, m, out);
+    }
+    let plane = g.oh * g.ow;
+    out.par_chunks_mut(plane).enumerate().for_each(|(channel, row)| epilogue.apply(row, channel, channel * plane));
+    WORKSPACE.set(workspace);
+}
+
+/// `U` for input channels `channels`: per output-channel panel, per point,
+/// per channel, the panel's `MR` transformed values (a micro-kernel `A` panel).
+fn transform_weights(isa: Isa, weights: &PackedWeights, channels: std::ops::Range<usize>, chunk: usize, u: &mut [f32]) {
+    let mr = weights.mr();
+    let rows = weights.rows().div_ceil(mr);
+    u[..rows * POINTS * chunk * mr].par_chunks_mut(POINTS * chunk * mr).enumerate().for_each(|(panel, u)| {
+        weight_panel(isa, weights.panel(panel, channels.start * 9, channels.len() * 9), mr, chunk, u);
+    });
+}
+
+multiversion! {
+    /// Transforms one packed weight panel (`MR` filters per channel, taps
+    /// outer) into its `A` panels.
+    fn weight_panel(taps: &[f32], mr: usize, chunk: usize, u: &mut [f32]) {
+        match mr {
+            8 => weight_panel_lanes::<8>(taps, chunk, u),
+            4 => weight_panel_lanes::<4>(taps, chunk, u),
+            _ => unreachable!("micro-kernels have 4 or 8 rows"),
+        }
+    }
+}
+
+/// [`weight_panel`] for `L = MR` lanes. Channels go in blocks of
+/// `WEIGHT_BLOCK`, so each point's `A` panel is written in runs of
+/// `WEIGHT_BLOCK x L` values rather than one `L`-value scatter per point.
+#[inline(always)]
+fn weight_panel_lanes<const L: usize>(taps: &[f32], chunk: usize, u: &mut [f32]) {
+    const WEIGHT_BLOCK: usize = 8;
+    let mut block = [[[0.0f32; L]; WEIGHT_BLOCK]; POINTS];
+    let mut u_one = [[0.0f32; L]; POINTS];
+    let channels = taps.len() / (9 * L);
+    for c0 in (0..channels).step_by(WEIGHT_BLOCK) {
+        let count = WEIGHT_BLOCK.min(channels - c0);
+        for (i, g) in taps[c0 * 9 * L..].chunks_exact(9 * L).take(count).enumerate() {
+            let filter: &[Lanes<L>; 9] = g.as_chunks().0.try_into().expect("9 taps");
+            transform::weight(filter, &mut u_one);
+            for (point, values) in u_one.iter().enumerate() {
+                block[point][i] = *values;
+            }
+        }
+        for (point, values) in block.iter().enumerate() {
+            u[(point * chunk + c0) * L..][..count * L].copy_from_slice(values[..count].as_flattened());
+        }
+    }
+}
+
+/// A raw view of a buffer that parallel tasks write in disjoint pieces.
+struct Shared {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: built from a `&mut [f32]` that outlives the parallel loop using it,
+// and each task writes only its own pieces (see the callers).
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    fn new(buffer: &mut [f32]) -> Self {
+        Shared { ptr: buffer.as_mut_ptr(), len: buffer.len() }
+    }
+
+    /// Where a piece of `rows` rows of `cols` values, `row_stride` apart, begins.
+    fn piece(&self, start: usize, rows: usize, cols: usize, row_stride: usize) -> *mut f32 {
+        assert!(rows > 0 && start + (rows - 1) * row_stride + cols <= self.len, "piece outside the buffer");
+        self.ptr.wrapping_add(start)
+    }
+}
+
+/// `V` for one band and chunk: per tile panel, per point, per channel, the
+/// panel's `NR` transformed tiles (a micro-kernel `B` panel; zero past the
+/// band's last tile). Tasks are (tile panel, slice of channels).
+fn transform_input(
+    plan: &Plan,
+    g: &ConvGeometry,
+    input: &[f32],
+    band: &[Tile],
+    channels: std::ops::Range<usize>,
+    v: &mut [f32],
+) {
+    let (kc, nr) = (channels.len(), plan.nr);
+    let panels = band.len().div_ceil(nr);
+    let threads = rayon::current_num_threads().max(1);
+    let slices = (4 * threads).div_ceil(panels).min(kc);
+    let per_slice = kc.div_ceil(slices);
+    let v = Shared::new(&mut v[..panels * POINTS * kc * nr]);
+    (0..panels * slices).into_par_iter().for_each(|task| {
+        let (panel, slice) = (task / slices, task % slices);
+        let tiles = &band[panel * nr..((panel + 1) * nr).min(band.len())];
+        let mine = slice * per_slice..((slice + 1) * per_slice).min(kc);
+        input_panel(plan.isa, g, input, tiles, channels.start, mine, kc, nr, panel, &v);
+    });
+}
+
+multiversion! {
+    /// Transforms input channels `channels.start + mine` of one panel of
+    /// tiles into `V`.
+    #[allow(clippy::too_many_arguments)]
+    fn input_panel(
+        g: &ConvGeometry,
+        input: &[f32],
+        tiles: &[Tile],
+        first_channel: usize,
+        mine: std::ops::Range<usize>,
+        kc: usize,
+        nr: usize,
+        panel: usize,
+        v: &Shared,
+    ) {
+        let (mut patch, mut transformed) = ([[0.0f32; LANES]; POINTS], [[0.0f32; LANES]; POINTS]);
+        for c in mine {
+            let plane = &input[(first_channel + c) * g.h * g.w..][..g.h * g.w];
+            for lane0 in (0..nr).step_by(LANES) {
+                let group = tiles.get(lane0..).unwrap_or_default();
+                gather_patches(g, plane, &group[..group.len().min(LANES)], &mut patch);
+                transform::input(&patch, &mut transformed);
+                for (point, values) in transformed.iter().enumerate() {
+                    let start = ((panel * POINTS + point) * kc + c) * nr + lane0;
+                    // SAFETY: each (panel, channel) row of V is written by the
+                    // one task owning that panel and channel slice; `piece`
+                    // checked the bounds.
+                    unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), v.piece(start, 1, LANES, 0), LANES) };
+                }
+            }
+        }
+    }
+}
+
+/// Fills `patch` (point-major, one lane per tile) with the 6x6 input
+/// patches of up to `LANES` tiles; zero in the padding and past the last tile.
+#[inline(always)]
+fn gather_patches(g: &ConvGeometry, plane: &[f32], tiles: &[Tile], patch: &mut [Lanes<LANES>; POINTS]) {
+    let [dy, dx] = g.dilation;
+    let [py, px] = g.padding;
+    let (span_y, span_x) = ((IN - 1) * dy, (IN - 1) * dx);
+    if tiles.len() < LANES {
+        patch.iter_mut().for_each(|p| p.fill(0.0));
+    }
+    for (l, tile) in tiles.iter().enumerate() {
+        let inside = tile.oy >= py && tile.ox >= px && tile.oy - py + span_y < g.h && tile.ox - px + span_x < g.w;
+        if inside {
+            let (iy0, ix0) = (tile.oy - py, tile.ox - px);
+            for r in 0..IN {
+                let row = &plane[(iy0 + r * dy) * g.w + ix0..][..=span_x];
+                for s in 0..IN {
+                    patch[r * IN + s][l] = row[s * dx];
+                }
+            }
+        } else {
+            let (iy0, ix0) = (tile.oy as isize - py as isize, tile.ox as isize - px as isize);
+            for r in 0..IN {
+                let iy = iy0 + (r * dy) as isize;
+                for s in 0..IN {
+                    let ix = ix0 + (s * dx) as isize;
+                    let inside = (0..g.h as isize).contains(&iy) && (0..g.w as isize).contains(&ix);
+                    patch[r * IN + s][l] = if inside { plane[iy as usize * g.w + ix as usize] } else { 0.0 };
+                }
+            }
+        }
+    }
+}
+
+/// Sets (`first`) or accumulates `M += U · V` over one chunk of `kc`
+/// channels for a band of `tiles` tiles. As in the direct GEMM, each `A`
+/// panel (a point's `U` for `MR` output channels) stays in L1 while the
+/// `B` panels of a group of tile panels stream past it from L2.
+fn multiply<K: MicroKernel>(plan: &Plan, tiles: usize, kc: usize, u: &[f32], v: &[f32], m: &mut [f32], first: bool) {
+    let tile_panels = tiles.div_ceil(K::NR);
+    let group = (B_GROUP_BYTES / (kc * K::NR * size_of::<f32>())).clamp(1, tile_panels);
+    let groups = tile_panels.div_ceil(group);
+    let threads = rayon::current_num_threads().max(1);
+    let row_chunks = (4 * threads).div_ceil(groups).clamp(1, plan.row_panels);
+    let per_chunk = plan.row_panels.div_ceil(row_chunks);
+    let m = Shared::new(m);
+    let row_stride = POINTS * plan.band;
+    (0..groups * row_chunks).into_par_iter().for_each(|task| {
+        let (g, r) = (task / row_chunks, task % row_chunks);
+        let panels = g * group..((g + 1) * group).min(tile_panels);
+        for point in 0..POINTS {
+            for row_panel in r * per_chunk..((r + 1) * per_chunk).min(plan.row_panels) {
+                let a = &u[(row_panel * POINTS + point) * plan.chunk * K::MR..][..kc * K::MR];
+                for panel in panels.clone() {
+                    let b = &v[(panel * POINTS + point) * kc * K::NR..][..kc * K::NR];
+                    let c_start = (row_panel * K::MR * POINTS + point) * plan.band + panel * K::NR;
+                    let c = m.piece(c_start, K::MR, K::NR, row_stride);
+                    // SAFETY: the MR x NR tile is inside M (checked by `piece`)
+                    // and belongs to this task alone (its row panels x its tile
+                    // panels); `a` and `b` hold kc steps; the caller checked
+                    // the ISA.
+                    unsafe { K::tile(kc, a.as_ptr(), b.as_ptr(), c, row_stride, !first) };
+                }
+            }
+        }
+    });
+}
+
+/// Writes the band's output tiles, `Aᵀ M A` per tile and output channel,
+/// before the epilogue.
+fn transform_output(plan: &Plan, g: &ConvGeometry, band: &[Tile], m: &[f32], out: &mut [f32]) {
+    let products = m.chunks_exact(POINTS * plan.band);
+    out.par_chunks_mut(g.oh * g.ow).zip(products.collect::<Vec<_>>()).for_each(|(plane, m)| {
+        output_plane(plan.isa, g, band, m, plan.band, plane);
+    });
+}
+
+multiversion! {
+    /// Writes one output channel's tiles from its products (`m`: per point,
+    /// the band's tiles; points are `point_stride` apart).
+    fn output_plane(g: &ConvGeometry, band: &[Tile], m: &[f32], point_stride: usize, plane: &mut [f32]) {
+        let [dy, dx] = g.dilation;
+        let mut y = [[0.0f32; LANES]; OUT * OUT];
+        for (group, tiles) in band.chunks(LANES).enumerate() {
+            let t0 = group * LANES;
+            let products: [Lanes<LANES>; POINTS] =
+                std::array::from_fn(|point| m[point * point_stride + t0..][..LANES].try_into().expect("LANES values"));
+            transform::output(&products, &mut y);
+            for (l, tile) in tiles.iter().enumerate() {
+                let rows = OUT.min((g.oh - tile.oy).div_ceil(dy));
+                let cols = OUT.min((g.ow - tile.ox).div_ceil(dx));
+                for i in 0..rows {
+                    let out_row = &mut plane[(tile.oy + i * dy) * g.ow + tile.ox..][..(cols - 1) * dx + 1];
+                    for j in 0..cols {
+                        out_row[j * dx] = y[i * OUT + j][l];
+                    }
+                }
+            }
+        }
+    }
+}
