@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use pspnet_model::Precision;
 use pspnet_resnet::{BlockKind, DilationRule, StemKind};
 use pspnet_tensor::Shape;
 
@@ -35,7 +36,8 @@ fn parse_size(s: &str) -> Result<(usize, usize)> {
 
 pub(crate) fn run(args: InfoArgs) -> Result<ExitCode> {
     let (h, w) = parse_size(&args.size)?;
-    let model = ModelArgs { model: args.checkpoint.clone() }.load(&args.overrides.overrides())?;
+    let model =
+        ModelArgs { model: args.checkpoint.clone(), precision: Precision::F32 }.load(&args.overrides.overrides())?;
     let spec = &model.spec;
     let b = &spec.backbone;
     let depth = match (b.block, b.layers) {

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use pspnet_model::{LoadedModel, Normalization, Overrides};
+use pspnet_model::{LoadedModel, Normalization, Overrides, Precision};
 use serde_json::Value;
 
 /// One benchmark configuration.
@@ -51,14 +51,15 @@ fn time_forward(model: &LoadedModel, x: &pspnet_tensor::Tensor, threads: usize, 
     })
 }
 
-/// Peak RSS in MB of `pspnet segment` on one image, from `/usr/bin/time -v`.
-fn segment_rss(root: &Path, checkpoint: &Path, image: &Path, out: &Path) -> Result<f64> {
+/// Peak RSS in MiB of `pspnet segment` on one image, from `/usr/bin/time -v`.
+fn segment_rss(root: &Path, checkpoint: &Path, image: &Path, out: &Path, precision: Precision) -> Result<f64> {
     let binary = root.join("target/release/pspnet");
     let output = Command::new("/usr/bin/time")
         .arg("-v")
         .arg(&binary)
         .args(["segment", image.to_str().context("path")?, "--model", checkpoint.to_str().context("path")?])
         .args(["--out", out.to_str().context("path")?])
+        .args(["--precision", if precision == Precision::Bf16 { "bf16" } else { "f32" }])
         .env("RAYON_NUM_THREADS", "2")
         .output()
         .context("running /usr/bin/time (Debian package `time`)")?;
@@ -121,7 +122,7 @@ pub(crate) fn run(root: &Path, python: &str, args: &[String]) -> Result<()> {
             crate::crosscheck::reference(root, python, &args)
                 .context("the benchmark checkpoints are written by reference.py (pip install torch numpy)")?;
         }
-        let model = LoadedModel::load(&checkpoint, &Overrides::default())?;
+        let mut model = LoadedModel::load(&checkpoint, &Overrides::default())?;
         let (h, w) = case.size;
         let rgb: Vec<u8> = (0..h * w * 3).map(|i| ((i * 2_654_435_761) >> 13) as u8).collect();
         let image_path = dir.join("input.png");
@@ -137,8 +138,15 @@ pub(crate) fn run(root: &Path, python: &str, args: &[String]) -> Result<()> {
         );
         let two = time_forward(&model, &x, 2, runs)?;
         let one = time_forward(&model, &x, 1, runs.min(3))?;
-        let rss = segment_rss(root, &checkpoint, &image_path, &dir.join("out"))?;
-        let mut rows = vec![("pspnet-rs (fp32)".to_string(), two.median, two.min, two.max, Some(rss))];
+        let rss = segment_rss(root, &checkpoint, &image_path, &dir.join("out"), Precision::F32)?;
+        let (_, times) = model.net.profile(&x)?;
+        model.net.set_precision(Precision::Bf16);
+        let bf16 = time_forward(&model, &x, 2, runs)?;
+        let bf16_rss = segment_rss(root, &checkpoint, &image_path, &dir.join("out"), Precision::Bf16)?;
+        let mut rows = vec![
+            ("pspnet-rs (fp32)".to_string(), two.median, two.min, two.max, Some(rss)),
+            ("pspnet-rs (bf16)".to_string(), bf16.median, bf16.min, bf16.max, Some(bf16_rss)),
+        ];
         if peers {
             for (engine, label) in [("torch", "PyTorch eager (fp32)"), ("onnxruntime", "ONNX Runtime (CPU)")] {
                 match peer(root, python, engine, case, &checkpoint, runs) {
@@ -148,20 +156,20 @@ pub(crate) fn run(root: &Path, python: &str, args: &[String]) -> Result<()> {
             }
         }
         println!(
-            "| engine (2 threads) | median s | min-max s | our time / its time | GFLOP/s | % of FMA peak | peak RSS MB |"
+            "| engine (2 threads) | median s | min-max s | our fp32 time / its | our bf16 time / its | GFLOP/s | % of FMA peak | peak RSS MiB |"
         );
-        println!("|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|");
         for (label, median, min, max, rss) in &rows {
             let gflops = flops / median / 1e9;
             println!(
-                "| {label} | {median:.3} | {min:.3}-{max:.3} | {:.2}x | {gflops:.1} | {} | {} |",
+                "| {label} | {median:.3} | {min:.3}-{max:.3} | {:.2}x | {:.2}x | {gflops:.1} | {} | {} |",
                 two.median / median,
+                bf16.median / median,
                 peak.map_or("n/a".into(), |p| format!("{:.0}%", 100.0 * gflops / p)),
                 rss.map_or("n/a".into(), |r| format!("{r:.0}")),
             );
         }
-        println!("1 thread: {:.3} s median; 2 threads are {:.2}x faster", one.median, one.median / two.median);
-        let (_, times) = model.net.profile(&x)?;
+        println!("1 thread (fp32): {:.3} s median; 2 threads are {:.2}x faster", one.median, one.median / two.median);
         let total: Duration = times.iter().map(|(_, t)| *t).sum();
         let profile: Vec<String> = times
             .iter()
@@ -169,7 +177,7 @@ pub(crate) fn run(root: &Path, python: &str, args: &[String]) -> Result<()> {
                 format!("{s} {:.0} ms ({:.0}%)", t.as_secs_f64() * 1e3, 100.0 * t.as_secs_f64() / total.as_secs_f64())
             })
             .collect();
-        println!("profile (2 threads): {}", profile.join(", "));
+        println!("profile (fp32, 2 threads): {}", profile.join(", "));
     }
     Ok(())
 }

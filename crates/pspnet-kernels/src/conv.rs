@@ -2,7 +2,7 @@
 
 use pspnet_tensor::{Shape, Tensor};
 
-use crate::gemm::{self, ConvGeometry, Epilogue, PackedWeights};
+use crate::gemm::{self, ConvGeometry, Epilogue, Operands, PackedPairs, PackedWeights};
 use crate::{Isa, KernelError, winograd};
 
 /// Stride, zero padding and dilation of a convolution, per axis `[y, x]`,
@@ -56,6 +56,45 @@ pub enum ConvAlgorithm {
     Winograd,
 }
 
+/// The arithmetic of a convolution's multiply-adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Precision {
+    /// f32 operands and sums.
+    #[default]
+    F32,
+    /// Operands rounded to bfloat16 (8-bit mantissa), products summed in
+    /// f32: twice the multiply-adds per instruction where the CPU has
+    /// AVX512-BF16 (a portable kernel elsewhere), at about 3 significant
+    /// digits per operand. The pyramid bins' tiny 1x1 convolutions stay f32.
+    Bf16,
+}
+
+/// The environment variable that chooses the default [`Precision`]: `f32`
+/// (the default when unset) or `bf16`.
+pub const PRECISION_ENV: &str = "PSPNET_PRECISION";
+
+impl Precision {
+    /// The default for new layers: `PSPNET_PRECISION` if set, else f32.
+    pub fn from_env() -> Result<Precision, KernelError> {
+        match std::env::var(PRECISION_ENV) {
+            Ok(name) => name.parse(),
+            Err(_) => Ok(Precision::F32),
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = KernelError;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "" | "f32" | "fp32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            _ => Err(KernelError::UnknownPrecision(name.to_string())),
+        }
+    }
+}
+
 /// The environment variable that chooses the default [`ConvAlgorithm`]:
 /// `direct` or `auto` (the default when unset).
 pub const CONV_ENV: &str = "PSPNET_CONV";
@@ -88,6 +127,9 @@ pub struct Conv2d {
     isa: Isa,
     winograd: bool,
     packed: PackedWeights,
+    /// The weights in bf16 pairs, for a direct layer in bf16.
+    pairs: Option<PackedPairs>,
+    precision: Precision,
     scale: Option<Vec<f32>>,
     shift: Option<Vec<f32>>,
     relu: bool,
@@ -122,13 +164,25 @@ impl Conv2d {
         let dims = weight.shape().dims();
         let (rows, depth) = (dims[0], dims[1] * dims[2] * dims[3]);
         let packed = PackedWeights::new(weight.into_vec(), rows, depth, gemm::tile_dims(isa).0);
-        let conv = Conv2d { dims, spec, isa, winograd: false, packed, scale: None, shift: None, relu: false };
-        conv.with_algorithm(ConvAlgorithm::from_env()?)
+        let conv = Conv2d {
+            dims,
+            spec,
+            isa,
+            winograd: false,
+            packed,
+            pairs: None,
+            precision: Precision::F32,
+            scale: None,
+            shift: None,
+            relu: false,
+        };
+        Ok(conv.with_algorithm(ConvAlgorithm::from_env()?)?.with_precision(Precision::from_env()?))
     }
 
     /// Chooses how the sums are computed (by default
     /// [`ConvAlgorithm::from_env`]).
     pub fn with_algorithm(self, algorithm: ConvAlgorithm) -> Result<Self, KernelError> {
+        let self_precision = self.precision;
         let supported = winograd::supports([self.dims[2], self.dims[3]], self.spec.stride);
         let winograd = match algorithm {
             ConvAlgorithm::Auto => supported,
@@ -138,7 +192,24 @@ impl Conv2d {
                 return Err(KernelError::WinogradUnsupported { weight: self.dims, stride: self.spec.stride });
             }
         };
-        Ok(Conv2d { winograd, ..self })
+        Ok(Conv2d { winograd, ..self }.with_precision(self_precision))
+    }
+
+    /// Chooses the arithmetic (by default [`Precision::from_env`]).
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.set_precision(precision);
+        self
+    }
+
+    /// [`Conv2d::with_precision`] in place, for a model switching every layer.
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.pairs = (precision == Precision::Bf16 && !self.winograd).then(|| PackedPairs::new(self.isa, &self.packed));
+        self.precision = precision;
+    }
+
+    /// The arithmetic of this layer.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Whether this layer runs in the Winograd domain.
@@ -172,13 +243,14 @@ impl Conv2d {
             self.packed.unpack(),
         )?;
         let conv = Conv2d::with_isa(&weight, self.spec, isa)?;
-        Ok(Conv2d {
+        let conv = Conv2d {
             winograd: self.winograd,
             scale: self.scale.clone(),
             shift: self.shift.clone(),
             relu: self.relu,
             ..conv
-        })
+        };
+        Ok(conv.with_precision(self.precision))
     }
 
     /// The instruction set this layer runs on.
@@ -262,9 +334,14 @@ impl Conv2d {
                 relu: self.relu,
             };
             let image = input.image_slice(n)?;
+            let operands = match self.precision {
+                Precision::F32 => Operands::F32,
+                Precision::Bf16 => Operands::Bf16(self.pairs.as_ref()),
+            };
             gemm::conv_image(
                 self.isa,
                 self.winograd,
+                operands,
                 &self.packed,
                 &geometry,
                 image,

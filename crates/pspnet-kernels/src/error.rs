@@ -86,6 +86,9 @@ pub enum KernelError {
     /// An instruction set was requested that this CPU lacks.
     #[error("instruction set {0} is not available on this CPU (available: {avail})", avail = Isa::available().iter().map(|i| i.name()).collect::<Vec<_>>().join(", "))]
     IsaUnavailable(Isa),
+    /// A precision name (`PSPNET_PRECISION`, `--precision`) is unknown.
+    #[error("precision {0:?} is not one of f32, bf16")]
+    UnknownPrecision(String),
     /// `PSPNET_CONV` names no known algorithm.
     #[error("PSPNET_CONV={0:?} is not one of auto, direct")]
     UnknownConvAlgorithm(String),

@@ -18,4 +18,5 @@ pub use metrics::{ClassScore, ConfusionMatrix, Scores};
 pub use normalize::Normalization;
 pub use protocol::{Average, Protocol, Window, predict};
 pub use pspnet::{PspNet, PspNetConfig, StageTimes, Trace};
+pub use pspnet_kernels::Precision;
 pub use pspnet_weights::{Layout, ModelSpec, Overrides};

@@ -1,7 +1,7 @@
 use std::time::{Duration, Instant};
 
 use ndarray::Array3;
-use pspnet_kernels::{Conv2d, ConvSpec, resize_bilinear, resize_bilinear_argmax};
+use pspnet_kernels::{Conv2d, ConvSpec, Precision, resize_bilinear, resize_bilinear_argmax};
 use pspnet_ppm::{PyramidPooling, PyramidPoolingConfig};
 use pspnet_resnet::{Features, ResNet, ResNetConfig};
 use pspnet_tensor::{Params, Shape, Tensor};
@@ -123,6 +123,15 @@ impl PspNet {
         self.backbone.parameters()
             + self.ppm.parameters()
             + [&self.bottleneck, &self.classifier].iter().map(|c| c.parameters()).sum::<usize>()
+    }
+
+    /// Sets every convolution's arithmetic ([`Precision::Bf16`]: bf16
+    /// operands, f32 sums), whatever dtype the weights were stored in.
+    pub fn set_precision(&mut self, precision: Precision) {
+        let head = [&mut self.bottleneck, &mut self.classifier].into_iter().chain(self.aux.iter_mut().flatten());
+        for conv in self.backbone.convs_mut().chain(self.ppm.convs_mut()).chain(head) {
+            conv.set_precision(precision);
+        }
     }
 
     /// Logits at the input resolution for a normalised `N x 3 x H x W` batch.

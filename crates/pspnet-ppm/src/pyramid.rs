@@ -106,6 +106,11 @@ impl PyramidPooling {
         Ok(total)
     }
 
+    /// The reductions' convolutions (none for a reduction-free pyramid).
+    pub fn convs_mut(&mut self) -> impl Iterator<Item = &mut Conv2d> {
+        self.reductions.iter_mut().flatten()
+    }
+
     /// Parameters of the reductions (batch-norm statistics counted as in the checkpoint).
     pub fn parameters(&self) -> usize {
         self.reductions.iter().flatten().map(Conv2d::parameters).sum()

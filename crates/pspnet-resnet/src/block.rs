@@ -69,6 +69,11 @@ impl Block {
         Ok(Block { convs, downsample })
     }
 
+    /// Every convolution of the block, shortcut included.
+    pub fn convs_mut(&mut self) -> impl Iterator<Item = &mut Conv2d> {
+        self.convs.iter_mut().chain(self.downsample.as_mut().map(|d| &mut d.conv))
+    }
+
     /// Output channels.
     pub fn out_channels(&self) -> usize {
         self.convs.last().map_or(0, |c| c.weight_dims()[0])

@@ -1,3 +1,4 @@
+use pspnet_kernels::Conv2d;
 use pspnet_tensor::{Params, Shape, Tensor};
 
 use crate::block::BlockGeometry;
@@ -81,6 +82,11 @@ impl ResNet {
             shapes.push(shape);
         }
         Ok((total, shapes))
+    }
+
+    /// Every convolution of the backbone, stem first.
+    pub fn convs_mut(&mut self) -> impl Iterator<Item = &mut Conv2d> {
+        self.stem.convs_mut().chain(self.stages.iter_mut().flatten().flat_map(Block::convs_mut))
     }
 
     /// Parameters (batch-norm statistics counted as in the checkpoint).

@@ -46,6 +46,11 @@ impl Stem {
         Ok((total, PoolSpec::square(3, 2, 1).output_shape(shape)?))
     }
 
+    /// Every convolution of the stem.
+    pub fn convs_mut(&mut self) -> impl Iterator<Item = &mut Conv2d> {
+        self.convs.iter_mut()
+    }
+
     /// Parameters (batch-norm statistics counted as in the checkpoint).
     pub fn parameters(&self) -> usize {
         self.convs.iter().map(Conv2d::parameters).sum()

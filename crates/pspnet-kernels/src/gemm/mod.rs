@@ -11,6 +11,7 @@
 //! B panel (streamed from L2): micro-kernel` and, after the last slice, the
 //! fused epilogue on the tile while it is still in L1.
 
+pub(crate) mod bf16;
 mod gemv;
 mod pack;
 mod portable;
@@ -19,6 +20,7 @@ mod x86;
 
 use rayon::prelude::*;
 
+pub(crate) use bf16::PackedPairs;
 pub(crate) use pack::{ConvGeometry, PackedWeights};
 
 use crate::{Isa, winograd};
@@ -41,6 +43,14 @@ pub(crate) trait MicroKernel {
     /// readable and writable for its `MR` rows of `NR` values with no other
     /// live reference to them, and the CPU must support the kernel's ISA.
     unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, rs: usize, accumulate: bool);
+
+    /// [`MicroKernel::tile`] on bf16 operands in pairs (see [`bf16`]):
+    /// `kp` paired steps of `MR` (`A`) and `NR` (`B`) `u32`s each.
+    ///
+    /// # Safety
+    /// As [`MicroKernel::tile`], with `a` readable for `kp * MR` values and
+    /// `b` for `kp * NR`.
+    unsafe fn tile_bf16(kp: usize, a: *const u32, b: *const u32, c: *mut f32, rs: usize, accumulate: bool);
 }
 
 /// Register-tile sizes `(MR, NR)` of an instruction set's micro-kernel.
@@ -66,12 +76,22 @@ pub(crate) struct Epilogue<'a> {
     pub(crate) relu: bool,
 }
 
+/// How a convolution's GEMMs multiply: f32 operands, or bf16 operands (the
+/// direct path reads the weights' [`PackedPairs`]) summed in f32.
+#[derive(Clone, Copy)]
+pub(crate) enum Operands<'a> {
+    F32,
+    Bf16(Option<&'a PackedPairs>),
+}
+
 /// Convolves one image: `input` is `cin x h x w`, `out` is `M x oh x ow`.
 /// `weights` must have been packed for `isa`, which must be available;
 /// `winograd` runs a 3x3 stride-1 layer in the Winograd domain.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn conv_image(
     isa: Isa,
     winograd: bool,
+    operands: Operands<'_>,
     weights: &PackedWeights,
     geometry: &ConvGeometry,
     input: &[f32],
@@ -80,10 +100,11 @@ pub(crate) fn conv_image(
 ) {
     // Fewer pixels than a third of a register tile: a matrix-vector product
     // wastes less than the GEMM's padded columns.
+    // (The bins are so small that they stay in f32 in bf16 mode too.)
     if geometry.is_pointwise() && geometry.pixels() <= gemv::MAX_PIXELS.min(tile_dims(isa).1 / 3) {
         return gemv::pointwise(isa, weights, input, geometry.pixels(), epilogue, out);
     }
-    type Run = fn(&PackedWeights, &ConvGeometry, &[f32], Epilogue<'_>, &mut [f32]);
+    type Run = fn(Operands<'_>, &PackedWeights, &ConvGeometry, &[f32], Epilogue<'_>, &mut [f32]);
     let run: Run = match (isa, winograd) {
         (Isa::Portable, false) => drive::<portable::Portable>,
         (Isa::Portable, true) => winograd::conv_image::<portable::Portable>,
@@ -98,7 +119,7 @@ pub(crate) fn conv_image(
         #[cfg(not(target_arch = "x86_64"))]
         (Isa::Avx2 | Isa::Avx512, _) => unreachable!("x86 instruction sets are never available here"),
     };
-    run(weights, geometry, input, epilogue, out)
+    run(operands, weights, geometry, input, epilogue, out)
 }
 
 /// Depth of one packed slice of `K`: the `A` panel (`MR x KC`) stays in L1.
@@ -124,7 +145,8 @@ struct Plan {
 impl Plan {
     fn new<K: MicroKernel>(m: usize, n: usize, k: usize) -> Plan {
         let threads = rayon::current_num_threads().max(1);
-        let kc = k.div_ceil(k.div_ceil(KC));
+        // Every slice but the last holds whole bf16 pairs.
+        let kc = k.div_ceil(k.div_ceil(KC)).next_multiple_of(2).min(k);
         let n_panels = n.div_ceil(K::NR);
         let by_cache = (B_BLOCK_BYTES / (kc * K::NR * size_of::<f32>())).max(1);
         let mut n_blocks = n_panels.div_ceil(by_cache).max(2 * threads).min(n_panels);
@@ -158,6 +180,7 @@ impl Plan {
 }
 
 fn drive<K: MicroKernel>(
+    operands: Operands<'_>,
     weights: &PackedWeights,
     geometry: &ConvGeometry,
     input: &[f32],
@@ -176,13 +199,14 @@ fn drive<K: MicroKernel>(
             let (nb, mc) = (task / plan.m_chunks, task % plan.m_chunks);
             let cols = plan.cols(nb);
             let rows = mc * plan.m_chunk..((mc + 1) * plan.m_chunk).min(m);
-            run_task::<K>(weights, geometry, input, epilogue, &output, &plan, scratch, rows, cols);
+            run_task::<K>(operands, weights, geometry, input, epilogue, &output, &plan, scratch, rows, cols);
         },
     );
 }
 
 #[allow(clippy::too_many_arguments)]
 fn run_task<K: MicroKernel>(
+    operands: Operands<'_>,
     weights: &PackedWeights,
     geometry: &ConvGeometry,
     input: &[f32],
@@ -197,17 +221,41 @@ fn run_task<K: MicroKernel>(
     let mut k0 = 0;
     while k0 < k {
         let kc = plan.kc.min(k - k0);
-        let packed = scratch.pack::<K>(geometry, input, k0..k0 + kc, cols.clone());
+        let pairs = match operands {
+            Operands::F32 => None,
+            Operands::Bf16(pairs) => Some(pairs.expect("bf16 direct convolutions have paired weights")),
+        };
+        let (packed, paired) = scratch.pack::<K>(geometry, input, k0..k0 + kc, cols.clone(), pairs.is_some());
+        if pairs.is_some() {
+            for (p, out) in packed.chunks_exact(kc * K::NR).zip(paired.chunks_exact_mut(kc.div_ceil(2) * K::NR)) {
+                bf16::pair_rows(K::ISA, p, K::NR, out);
+            }
+        }
         let (first, last) = (k0 == 0, k0 + kc == k);
+        let kp = kc.div_ceil(2);
         for row0 in rows.clone().step_by(K::MR) {
-            let a = weights.panel(row0 / K::MR, k0, kc);
+            let panel = row0 / K::MR;
             let tile_rows = K::MR.min(rows.end - row0);
-            for (p, b) in packed.chunks_exact(kc * K::NR).enumerate() {
+            for p in 0..packed.len() / (kc * K::NR) {
                 let col0 = cols.start + p * K::NR;
                 let tile = TileRegion { row0, col0, rows: tile_rows, cols: K::NR.min(cols.end - col0) };
+                let run = |c: *mut f32, rs: usize| match pairs {
+                    None => {
+                        let (a, b) = (weights.panel(panel, k0, kc), &packed[p * kc * K::NR..][..kc * K::NR]);
+                        // SAFETY: the panels hold kc steps, the ISA was checked
+                        // by the caller, and `compute_tile` hands the kernel an
+                        // exclusive MR x NR tile.
+                        unsafe { K::tile(kc, a.as_ptr(), b.as_ptr(), c, rs, !first) }
+                    }
+                    Some(pairs) => {
+                        let (a, b) = (pairs.panel(panel, k0 / 2, kp), &paired[p * kp * K::NR..][..kp * K::NR]);
+                        // SAFETY: as above, with kp paired steps.
+                        unsafe { K::tile_bf16(kp, a.as_ptr(), b.as_ptr(), c, rs, !first) }
+                    }
+                };
                 // SAFETY: tasks own disjoint (rows x cols) rectangles of the
                 // output, and this tile lies inside this task's rectangle.
-                unsafe { compute_tile::<K>(output, tile, kc, a, b, !first) };
+                unsafe { compute_tile::<K>(output, tile, run) };
                 if last {
                     // SAFETY: as above; the kernel call has returned.
                     unsafe { apply_epilogue(output, tile, epilogue) };
@@ -227,26 +275,15 @@ struct TileRegion {
     cols: usize,
 }
 
-/// Runs the micro-kernel on one tile; a partial tile goes through a
-/// full-size scratch tile so the kernel never writes out of bounds.
+/// Runs a micro-kernel call (`run(c, row_stride)`) on one tile; a partial
+/// tile goes through a full-size scratch tile so the kernel never writes out
+/// of bounds.
 ///
 /// # Safety
-/// `tile` must lie inside the output, no other thread may touch it, `a` must
-/// hold `kc * K::MR` values and `b` `kc * K::NR`, and the CPU must support `K`.
-unsafe fn compute_tile<K: MicroKernel>(
-    output: &SharedOutput,
-    tile: TileRegion,
-    kc: usize,
-    a: &[f32],
-    b: &[f32],
-    accumulate: bool,
-) {
-    debug_assert!(a.len() >= kc * K::MR && b.len() >= kc * K::NR);
+/// `tile` must lie inside the output and no other thread may touch it.
+unsafe fn compute_tile<K: MicroKernel>(output: &SharedOutput, tile: TileRegion, run: impl Fn(*mut f32, usize)) {
     if tile.rows == K::MR && tile.cols == K::NR {
-        let c = output.ptr_at(tile.row0, tile.col0);
-        // SAFETY: the tile is whole and exclusively ours (caller), the panels
-        // hold kc steps (checked above), the ISA is supported (caller).
-        unsafe { K::tile(kc, a.as_ptr(), b.as_ptr(), c, output.row_stride, accumulate) };
+        run(output.ptr_at(tile.row0, tile.col0), output.row_stride);
         return;
     }
     let mut local = [0.0f32; 512];
@@ -256,8 +293,7 @@ unsafe fn compute_tile<K: MicroKernel>(
         let row = unsafe { output.row_mut(tile.row0 + r, tile.col0, tile.cols) };
         local[r * K::NR..r * K::NR + tile.cols].copy_from_slice(row);
     }
-    // SAFETY: `local` is a private MR x NR buffer; panels and ISA as above.
-    unsafe { K::tile(kc, a.as_ptr(), b.as_ptr(), local.as_mut_ptr(), K::NR, accumulate) };
+    run(local.as_mut_ptr(), K::NR);
     for r in 0..tile.rows {
         // SAFETY: as above.
         let row = unsafe { output.row_mut(tile.row0 + r, tile.col0, tile.cols) };

@@ -112,6 +112,7 @@ struct Tap {
 /// and the taps of the current `K` slice.
 pub(crate) struct Scratch {
     buffer: Vec<f32>,
+    paired: Vec<u32>,
     taps: Vec<Tap>,
 }
 
@@ -119,19 +120,22 @@ const ALIGN_FLOATS: usize = 16;
 
 impl Scratch {
     pub(crate) fn new(kc: usize, nc: usize) -> Self {
-        Scratch { buffer: vec![0.0; kc * nc + ALIGN_FLOATS], taps: Vec::with_capacity(kc) }
+        Scratch { buffer: vec![0.0; kc * nc + ALIGN_FLOATS], paired: Vec::new(), taps: Vec::with_capacity(kc) }
     }
 
     /// Gathers `B[ks][cols]` into `NR`-column panels: panel `p` holds, for
     /// each `k` of the slice, output pixels `cols.start + p*NR ..` (+NR),
-    /// zero where a tap falls in the padding or past the last pixel.
+    /// zero where a tap falls in the padding or past the last pixel. Also
+    /// returns a buffer for the block in bf16 pairs if `paired` (for the
+    /// caller to fill when it multiplies in bf16; else empty).
     pub(crate) fn pack<K: MicroKernel>(
         &mut self,
         g: &ConvGeometry,
         input: &[f32],
         ks: std::ops::Range<usize>,
         cols: std::ops::Range<usize>,
-    ) -> &[f32] {
+        paired: bool,
+    ) -> (&[f32], &mut [u32]) {
         let taps_per_channel = g.kh * g.kw;
         self.taps.clear();
         self.taps.extend(ks.clone().map(|k| {
@@ -160,7 +164,11 @@ impl Scratch {
                 panel.chunks_exact_mut(K::NR).for_each(|dst| dst[count..].fill(0.0));
             }
         }
-        packed
+        let paired_len = if paired { panels * kc.div_ceil(2) * K::NR } else { 0 };
+        if self.paired.len() < paired_len {
+            self.paired.resize(paired_len, 0);
+        }
+        (packed, &mut self.paired[..paired_len])
     }
 }
 

@@ -13,12 +13,16 @@ use std::arch::x86_64::*;
 use super::MicroKernel;
 use crate::Isa;
 
+/// A native bf16 micro-kernel (see [`MicroKernel::tile_bf16`]).
+type BF16Kernel = unsafe fn(usize, *const u32, *const u32, *mut f32, usize, bool);
+
 /// Defines a micro-kernel type from its register tile and vector intrinsics.
 macro_rules! simd_micro_kernel {
     (
         $(#[$doc:meta])*
         $name:ident, $isa:ident, $features:literal, mr = $mr:literal, vectors = $nv:literal, lanes = $lanes:literal,
-        $vec:ty, $zero:ident, $load:ident, $store:ident, $splat:ident, $fmadd:ident, $add:ident
+        $vec:ty, $zero:ident, $load:ident, $store:ident, $splat:ident, $fmadd:ident, $add:ident,
+        bf16 = $bf16:expr
     ) => {
         $(#[$doc])*
         pub(crate) struct $name;
@@ -33,6 +37,28 @@ macro_rules! simd_micro_kernel {
                 // including support for the target features.
                 unsafe { kernel(kc, a, b, c, rs, accumulate) }
             }
+
+            unsafe fn tile_bf16(kp: usize, a: *const u32, b: *const u32, c: *mut f32, rs: usize, accumulate: bool) {
+                let native: Option<BF16Kernel> = $bf16;
+                // SAFETY: as above; a native kernel is only offered when the
+                // CPU has its features.
+                unsafe {
+                    match native {
+                        Some(native) => native(kp, a, b, c, rs, accumulate),
+                        None => kernel_bf16(kp, a, b, c, rs, accumulate),
+                    }
+                }
+            }
+        }
+
+        /// The generic bf16 kernel, compiled for this instruction set.
+        ///
+        /// # Safety
+        /// As [`MicroKernel::tile_bf16`].
+        #[target_feature(enable = $features)]
+        unsafe fn kernel_bf16(kp: usize, a: *const u32, b: *const u32, c: *mut f32, rs: usize, accumulate: bool) {
+            // SAFETY: the caller's contract is the generic kernel's.
+            unsafe { super::super::bf16::tile_generic::<$mr, { $nv * $lanes }>(kp, a, b, c, rs, accumulate) }
         }
 
         /// # Safety
@@ -78,8 +104,50 @@ mod avx512 {
     simd_micro_kernel!(
         /// The AVX-512F kernel (8 x 48).
         Avx512, Avx512, "avx512f", mr = 8, vectors = 3, lanes = 16,
-        __m512, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps
+        __m512, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps,
+        bf16 = is_x86_feature_detected!("avx512bf16").then_some(dot_bf16 as BF16Kernel)
     );
+
+    /// The AVX512-BF16 kernel (8 x 48): per paired step, 3 vectors of 16
+    /// pixel pairs, 8 broadcast weight pairs, 24 `vdpbf16ps` (48 multiply-adds
+    /// per f32 lane pair where the f32 kernel does 24).
+    ///
+    /// # Safety
+    /// As [`MicroKernel::tile_bf16`]; the CPU must support AVX512-BF16.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn dot_bf16(kp: usize, a: *const u32, b: *const u32, c: *mut f32, rs: usize, accumulate: bool) {
+        let mut acc = [[_mm512_setzero_ps(); 3]; 8];
+        for p in 0..kp {
+            // SAFETY: paired step p of each panel is in bounds (caller: a
+            // holds kp*8 values, b kp*48); a __m512i and a __m512bh are the
+            // same 64 bytes.
+            let (ap, bv) = unsafe {
+                let bp = b.add(p * 48);
+                let bv: [__m512bh; 3] = std::array::from_fn(|v| {
+                    std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(bp.add(v * 16).cast()))
+                });
+                (a.add(p * 8), bv)
+            };
+            for (i, row) in acc.iter_mut().enumerate() {
+                // SAFETY: as above.
+                let ai = unsafe { std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(*ap.add(i) as i32)) };
+                for (v, bj) in row.iter_mut().zip(&bv) {
+                    *v = _mm512_dpbf16_ps(*v, ai, *bj);
+                }
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            for (v, value) in row.iter().enumerate() {
+                // SAFETY: C has 8 rows of 48 values, rs apart, readable,
+                // writable and exclusively ours (caller).
+                unsafe {
+                    let dst = c.add(i * rs + v * 16);
+                    let sum = if accumulate { _mm512_add_ps(_mm512_loadu_ps(dst), *value) } else { *value };
+                    _mm512_storeu_ps(dst, sum);
+                }
+            }
+        }
+    }
 }
 
 mod avx2 {
@@ -88,7 +156,8 @@ mod avx2 {
     simd_micro_kernel!(
         /// The AVX2+FMA kernel (4 x 24).
         Avx2, Avx2, "avx2,fma", mr = 4, vectors = 3, lanes = 8,
-        __m256, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps
+        __m256, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps,
+        bf16 = None
     );
 }
 

@@ -34,7 +34,7 @@ use rayon::prelude::*;
 
 use self::transform::{IN, Lanes, OUT, POINTS};
 use crate::Isa;
-use crate::gemm::{ConvGeometry, Epilogue, MicroKernel, PackedWeights};
+use crate::gemm::{ConvGeometry, Epilogue, MicroKernel, Operands, PackedWeights, bf16};
 use crate::isa::multiversion;
 
 /// Budget in floats of `U`, the transformed weights of one chunk (16 MiB).
@@ -82,6 +82,8 @@ fn tiles(g: &ConvGeometry) -> Vec<Tile> {
 thread_local! {
     /// `U`, `V` and `M`, kept between layers so a forward pass allocates them once.
     static WORKSPACE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// `U` and `V` in bf16 pairs, when multiplying in bf16.
+    static PAIRS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// How one layer is cut: bands of tiles (one `M` each), chunks of input
@@ -128,6 +130,7 @@ impl Plan {
 /// Convolves one image (`input` is `cin x h x w`, `out` is `rows x oh x ow`)
 /// with weights packed for `K`, which the CPU must support.
 pub(crate) fn conv_image<K: MicroKernel>(
+    operands: Operands<'_>,
     weights: &PackedWeights,
     g: &ConvGeometry,
     input: &[f32],
@@ -142,21 +145,49 @@ pub(crate) fn conv_image<K: MicroKernel>(
     workspace.resize(plan.u_len() + plan.v_len() + plan.m_len(), 0.0);
     let (u, rest) = workspace.split_at_mut(plan.u_len());
     let (v, m) = rest.split_at_mut(plan.v_len());
+    let bf16 = matches!(operands, Operands::Bf16(_));
+    let mut pairs = if bf16 { PAIRS.take() } else { Vec::new() };
+    let u_pairs_len = plan.row_panels * POINTS * plan.chunk.div_ceil(2) * K::MR;
+    pairs.resize(if bf16 { u_pairs_len + POINTS * plan.chunk.div_ceil(2) * plan.band } else { 0 }, 0);
+    let (u_pairs, v_pairs) = pairs.split_at_mut(if bf16 { u_pairs_len } else { 0 });
     let chunks: Vec<_> = (0..g.cin).step_by(plan.chunk).map(|c0| c0..(c0 + plan.chunk).min(g.cin)).collect();
     for (b, band) in plan.tiles.chunks(plan.band).enumerate() {
         for (i, channels) in chunks.iter().enumerate() {
             // One chunk: its `U` serves every band.
             if chunks.len() > 1 || b == 0 {
                 transform_weights(plan.isa, weights, channels.clone(), plan.chunk, u);
+                if bf16 {
+                    pair_panels(plan.isa, u, plan.chunk, channels.len(), K::MR, u_pairs);
+                }
             }
             transform_input(&plan, g, input, band, channels.clone(), v);
-            multiply::<K>(&plan, band.len(), channels.len(), u, v, m, i == 0);
+            let kc = channels.len();
+            if bf16 {
+                pair_panels(plan.isa, &v[..band.len().div_ceil(K::NR) * POINTS * kc * K::NR], kc, kc, K::NR, v_pairs);
+                multiply_bf16::<K>(&plan, band.len(), kc, u_pairs, v_pairs, m, i == 0);
+            } else {
+                multiply::<K>(&plan, band.len(), kc, u, v, m, i == 0);
+            }
         }
         transform_output(&plan, g, band, m, out);
     }
     let plane = g.oh * g.ow;
     out.par_chunks_mut(plane).enumerate().for_each(|(channel, row)| epilogue.apply(row, channel, channel * plane));
     WORKSPACE.set(workspace);
+    if bf16 {
+        PAIRS.set(pairs);
+    }
+}
+
+/// Converts `U` or `V` (panels of `POINTS` x `stride` steps of `width`
+/// values, of which the first `steps` are used) into bf16 pairs: panels of
+/// `POINTS` x `stride.div_ceil(2)` paired steps.
+fn pair_panels(isa: Isa, values: &[f32], stride: usize, steps: usize, width: usize, out: &mut [u32]) {
+    let paired = stride.div_ceil(2);
+    let points = values.len() / (stride * width);
+    out[..points * paired * width].par_chunks_mut(paired * width).enumerate().for_each(|(i, out)| {
+        bf16::pair_rows(isa, &values[i * stride * width..][..steps * width], width, out);
+    });
 }
 
 /// `U` for input channels `channels`: per output-channel panel, per point,
@@ -325,6 +356,44 @@ fn gather_patches(g: &ConvGeometry, plane: &[f32], tiles: &[Tile], patch: &mut [
 /// panel (a point's `U` for `MR` output channels) stays in L1 while the
 /// `B` panels of a group of tile panels stream past it from L2.
 fn multiply<K: MicroKernel>(plan: &Plan, tiles: usize, kc: usize, u: &[f32], v: &[f32], m: &mut [f32], first: bool) {
+    multiply_with::<K>(plan, tiles, kc, m, |row_panel, panel, point, c, rs| {
+        let a = &u[(row_panel * POINTS + point) * plan.chunk * K::MR..][..kc * K::MR];
+        let b = &v[(panel * POINTS + point) * kc * K::NR..][..kc * K::NR];
+        // SAFETY: `a` and `b` hold kc steps; `multiply_with` hands out an
+        // exclusive tile inside M; the caller checked the ISA.
+        unsafe { K::tile(kc, a.as_ptr(), b.as_ptr(), c, rs, !first) };
+    });
+}
+
+/// [`multiply`] on `U` and `V` in bf16 pairs.
+fn multiply_bf16<K: MicroKernel>(
+    plan: &Plan,
+    tiles: usize,
+    kc: usize,
+    u: &[u32],
+    v: &[u32],
+    m: &mut [f32],
+    first: bool,
+) {
+    let (kp, chunk_pairs) = (kc.div_ceil(2), plan.chunk.div_ceil(2));
+    multiply_with::<K>(plan, tiles, kc, m, |row_panel, panel, point, c, rs| {
+        let a = &u[(row_panel * POINTS + point) * chunk_pairs * K::MR..][..kp * K::MR];
+        let b = &v[(panel * POINTS + point) * kp * K::NR..][..kp * K::NR];
+        // SAFETY: as in `multiply`, with kp paired steps.
+        unsafe { K::tile_bf16(kp, a.as_ptr(), b.as_ptr(), c, rs, !first) };
+    });
+}
+
+/// The task grid of [`multiply`]: calls `tile(row_panel, tile_panel,
+/// point, c, row_stride)` for every `MR x NR` tile of `M`, each tile
+/// exclusively owned by the calling task.
+fn multiply_with<K: MicroKernel>(
+    plan: &Plan,
+    tiles: usize,
+    kc: usize,
+    m: &mut [f32],
+    tile: impl Fn(usize, usize, usize, *mut f32, usize) + Sync,
+) {
     let tile_panels = tiles.div_ceil(K::NR);
     let group = (B_GROUP_BYTES / (kc * K::NR * size_of::<f32>())).clamp(1, tile_panels);
     let groups = tile_panels.div_ceil(group);
@@ -338,16 +407,11 @@ fn multiply<K: MicroKernel>(plan: &Plan, tiles: usize, kc: usize, u: &[f32], v: 
         let panels = g * group..((g + 1) * group).min(tile_panels);
         for point in 0..POINTS {
             for row_panel in r * per_chunk..((r + 1) * per_chunk).min(plan.row_panels) {
-                let a = &u[(row_panel * POINTS + point) * plan.chunk * K::MR..][..kc * K::MR];
                 for panel in panels.clone() {
-                    let b = &v[(panel * POINTS + point) * kc * K::NR..][..kc * K::NR];
                     let c_start = (row_panel * K::MR * POINTS + point) * plan.band + panel * K::NR;
-                    let c = m.piece(c_start, K::MR, K::NR, row_stride);
-                    // SAFETY: the MR x NR tile is inside M (checked by `piece`)
-                    // and belongs to this task alone (its row panels x its tile
-                    // panels); `a` and `b` hold kc steps; the caller checked
-                    // the ISA.
-                    unsafe { K::tile(kc, a.as_ptr(), b.as_ptr(), c, row_stride, !first) };
+                    // The tile is inside M (checked by `piece`) and belongs to
+                    // this task alone (its row panels x its tile panels).
+                    tile(row_panel, panel, point, m.piece(c_start, K::MR, K::NR, row_stride), row_stride);
                 }
             }
         }
