@@ -210,6 +210,12 @@ fn simd_paths_agree_with_portable() {
     }
 }
 
+/// `|got - want| / |want|` in the L2 norm.
+fn relative_l2(got: &[f32], want: &[f64]) -> f64 {
+    let (err, norm) = got.iter().zip(want).fold((0.0, 0.0), |(e, n), (&g, &w)| (e + (g as f64 - w).powi(2), n + w * w));
+    (err / norm).sqrt()
+}
+
 /// Relative L2 error against the f64 oracle on the layer shapes Winograd
 /// runs in PSPNet (plain, dilation 2 and 4, odd sizes that leave partial
 /// tiles, several channel chunks): about 2e-6 on these uniform random
@@ -226,13 +232,7 @@ fn winograd_is_accurate_on_pspnet_layers() {
         for isa in Isa::available() {
             let conv = Conv2d::with_isa(&weight, spec, isa).unwrap();
             assert!(conv.is_winograd());
-            let got = conv.forward(&input).unwrap();
-            let (err, norm) = got
-                .as_slice()
-                .iter()
-                .zip(&want)
-                .fold((0.0, 0.0), |(e, n), (&g, &w)| (e + (g as f64 - w).powi(2), n + w * w));
-            let relative = (err / norm).sqrt();
+            let relative = relative_l2(conv.forward(&input).unwrap().as_slice(), &want);
             assert!(relative < 4e-6, "{isa} cin {cin} d {dilation}: relative L2 {relative:e}");
         }
     }
@@ -342,13 +342,7 @@ fn bf16_convolution_stays_within_bf16_error() {
                     .with_algorithm(algorithm)
                     .unwrap()
                     .with_precision(Precision::Bf16);
-                let got = conv.forward(&input).unwrap();
-                let (err, norm) = got
-                    .as_slice()
-                    .iter()
-                    .zip(&want)
-                    .fold((0.0, 0.0), |(e, n), (&g, &w)| (e + (g as f64 - w).powi(2), n + w * w));
-                let relative = (err / norm).sqrt();
+                let relative = relative_l2(conv.forward(&input).unwrap().as_slice(), &want);
                 let bound = if algorithm == ConvAlgorithm::Direct { 1e-2 } else { 4e-2 };
                 assert!(relative < bound, "{isa} {algorithm:?}: relative L2 {relative:e}");
                 assert!(relative > 1e-5, "{isa} {algorithm:?}: {relative:e} is too exact for bf16 operands");

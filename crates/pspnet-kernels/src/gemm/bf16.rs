@@ -104,16 +104,8 @@ pub(crate) unsafe fn tile_generic<const MR: usize, const NR: usize>(
             }
         }
     }
-    for (i, row) in acc.iter().enumerate() {
-        // SAFETY: row i of C is readable and writable for NR values and not
-        // aliased (caller).
-        let dst = unsafe { std::slice::from_raw_parts_mut(c.add(i * rs), NR) };
-        if accumulate {
-            dst.iter_mut().zip(row).for_each(|(d, v)| *d += v);
-        } else {
-            dst.copy_from_slice(row);
-        }
-    }
+    // SAFETY: C's MR rows of NR values are ours (caller).
+    unsafe { super::store_tile(&acc, c, rs, accumulate) }
 }
 
 #[cfg(test)]

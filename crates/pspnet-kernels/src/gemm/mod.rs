@@ -53,6 +53,31 @@ pub(crate) trait MicroKernel {
     unsafe fn tile_bf16(kp: usize, a: *const u32, b: *const u32, c: *mut f32, rs: usize, accumulate: bool);
 }
 
+/// Writes (or, if `accumulate`, adds) a portable kernel's finished
+/// accumulators to `C`.
+///
+/// # Safety
+/// `c` must be readable and writable for `MR` rows of `NR` values, `rs`
+/// apart, with no other live reference to them.
+#[inline(always)]
+unsafe fn store_tile<const MR: usize, const NR: usize>(
+    acc: &[[f32; NR]; MR],
+    c: *mut f32,
+    rs: usize,
+    accumulate: bool,
+) {
+    for (i, row) in acc.iter().enumerate() {
+        // SAFETY: row i of C is readable and writable for NR values and not
+        // aliased (caller).
+        let dst = unsafe { std::slice::from_raw_parts_mut(c.add(i * rs), NR) };
+        if accumulate {
+            dst.iter_mut().zip(row).for_each(|(d, v)| *d += v);
+        } else {
+            dst.copy_from_slice(row);
+        }
+    }
+}
+
 /// Register-tile sizes `(MR, NR)` of an instruction set's micro-kernel.
 pub(crate) fn tile_dims(isa: Isa) -> (usize, usize) {
     match isa {
