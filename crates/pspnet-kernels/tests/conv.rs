@@ -63,39 +63,64 @@ fn spec(c: &Case) -> ConvSpec {
     ConvSpec { stride: c.stride, padding: c.padding, dilation: c.dilation }
 }
 
+/// How much looser than the direct sum's bound a Winograd layer may round.
+/// Its transforms mix a whole 6x6 patch before the sum and a whole tile
+/// after it (scaling by up to 8), so an output's error follows the largest
+/// magnitude in its channel rather than its own taps' (an output whose taps
+/// all fall in the padding is exactly 0 directly, not in the Winograd
+/// domain). Applied to the channel's largest magnitude, 4 is twice the
+/// worst ratio seen in 20,000 random cases (between 1 and 2).
+const WINOGRAD_SLACK: f64 = 4.0;
+
 fn check_case(c: &Case, x: &[f32], w: &[f32], extras: &[f32]) {
     let input = tensor([c.n, c.cin, c.h, c.w], x);
     let weight = tensor([c.cout, c.cin, c.kernel[0], c.kernel[1]], w);
     for isa in Isa::available() {
-        let conv = Conv2d::with_isa(&weight, spec(c), isa).unwrap();
-        if !fits(c) {
-            assert!(matches!(conv.forward(&input), Err(KernelError::WindowLargerThanInput { .. })), "{c:?}");
-            continue;
+        for algorithm in [ConvAlgorithm::Direct, ConvAlgorithm::Auto] {
+            let conv = Conv2d::with_isa(&weight, spec(c), isa).unwrap().with_algorithm(algorithm).unwrap();
+            if algorithm == ConvAlgorithm::Auto && !conv.is_winograd() {
+                continue;
+            }
+            let slack = if conv.is_winograd() { WINOGRAD_SLACK } else { 1.0 };
+            check_algorithm(c, &conv, &format!("{isa} {algorithm:?}"), &input, &weight, extras, slack);
         }
-        let (want, mag, dims) = conv2d_f64(&input, &weight, c.stride, c.padding, c.dilation);
-        let k = c.cin * c.kernel[0] * c.kernel[1];
-        let got = conv.forward(&input).unwrap();
-        assert_eq!(got.shape().dims(), dims, "{isa}: {c:?}");
-        assert_close(got.as_slice(), &want, |i| conv_tolerance(k, mag[i]), &format!("{isa} plain {c:?}"));
-
-        // The fused epilogue: relu(conv * scale + shift + residual).
-        let scale: Vec<f32> = (0..c.cout).map(|i| extras[i % extras.len()] * 2.0).collect();
-        let shift: Vec<f32> = (0..c.cout).map(|i| extras[(i + 1) % extras.len()]).collect();
-        let residual = tensor(dims, &extras[2..]);
-        let fused = conv.clone().with_scale_shift(&scale, &shift).unwrap().with_relu(true);
-        let got = fused.forward_with_residual(&input, &residual).unwrap();
-        let plane = dims[2] * dims[3];
-        let want: Vec<f64> = want
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                let ch = (i / plane) % c.cout;
-                (v * scale[ch] as f64 + shift[ch] as f64 + residual.as_slice()[i] as f64).max(0.0)
-            })
-            .collect();
-        let tol = |i: usize| conv_tolerance(k, mag[i]) * 2.0 * scale[(i / plane) % c.cout].abs() as f64 + 1e-6;
-        assert_close(got.as_slice(), &want, tol, &format!("{isa} fused {c:?}"));
     }
+}
+
+fn check_algorithm(c: &Case, conv: &Conv2d, what: &str, input: &Tensor, weight: &Tensor, extras: &[f32], slack: f64) {
+    if !fits(c) {
+        assert!(matches!(conv.forward(input), Err(KernelError::WindowLargerThanInput { .. })), "{c:?}");
+        return;
+    }
+    let (want, mut mag, dims) = conv2d_f64(input, weight, c.stride, c.padding, c.dilation);
+    let k = c.cin * c.kernel[0] * c.kernel[1];
+    if slack > 1.0 {
+        for plane in mag.chunks_mut(dims[2] * dims[3]) {
+            let largest = plane.iter().copied().fold(0.0, f64::max);
+            plane.fill(largest);
+        }
+    }
+    let got = conv.forward(input).unwrap();
+    assert_eq!(got.shape().dims(), dims, "{what}: {c:?}");
+    assert_close(got.as_slice(), &want, |i| slack * conv_tolerance(k, mag[i]), &format!("{what} plain {c:?}"));
+
+    // The fused epilogue: relu(conv * scale + shift + residual).
+    let scale: Vec<f32> = (0..c.cout).map(|i| extras[i % extras.len()] * 2.0).collect();
+    let shift: Vec<f32> = (0..c.cout).map(|i| extras[(i + 1) % extras.len()]).collect();
+    let residual = tensor(dims, &extras[2..]);
+    let fused = conv.clone().with_scale_shift(&scale, &shift).unwrap().with_relu(true);
+    let got = fused.forward_with_residual(input, &residual).unwrap();
+    let plane = dims[2] * dims[3];
+    let want: Vec<f64> = want
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let ch = (i / plane) % c.cout;
+            (v * scale[ch] as f64 + shift[ch] as f64 + residual.as_slice()[i] as f64).max(0.0)
+        })
+        .collect();
+    let tol = |i: usize| slack * conv_tolerance(k, mag[i]) * 2.0 * scale[(i / plane) % c.cout].abs() as f64 + 1e-6;
+    assert_close(got.as_slice(), &want, tol, &format!("{what} fused {c:?}"));
 }
 
 proptest! {
