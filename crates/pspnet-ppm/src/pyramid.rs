@@ -116,27 +116,26 @@ impl PyramidPooling {
         self.reductions.iter().flatten().map(Conv2d::parameters).sum()
     }
 
-    /// Widens a feature map with its pyramid of context.
+    /// Widens a feature map with its pyramid of context. Each level is
+    /// upsampled straight into its slot of the output, one at a time.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, PpmError> {
         let size = [x.shape().h(), x.shape().w()];
-        let levels = self
-            .config
-            .bins
-            .iter()
-            .enumerate()
-            .map(|(i, &bin)| {
-                let pooled = match self.config.pooling {
-                    Pooling::Average => adaptive_avg_pool2d(x, [bin, bin])?,
-                    Pooling::Max => adaptive_max_pool2d(x, [bin, bin])?,
-                };
-                let reduced = match &self.reductions {
-                    Some(convs) => convs[i].forward(&pooled)?,
-                    None => pooled,
-                };
-                Ok(resize_bilinear(&reduced, size, self.config.align_corners)?)
-            })
-            .collect::<Result<Vec<Tensor>, PpmError>>()?;
-        let parts: Vec<&Tensor> = std::iter::once(x).chain(&levels).collect();
-        Ok(Tensor::concat_channels(&parts)?)
+        let mut out = Tensor::zeros(x.shape().with_c(self.out_channels(x.shape().c()))?);
+        out.write_channels(0, x)?;
+        let mut channel0 = x.shape().c();
+        for (i, &bin) in self.config.bins.iter().enumerate() {
+            let pooled = match self.config.pooling {
+                Pooling::Average => adaptive_avg_pool2d(x, [bin, bin])?,
+                Pooling::Max => adaptive_max_pool2d(x, [bin, bin])?,
+            };
+            let reduced = match &self.reductions {
+                Some(convs) => convs[i].forward(&pooled)?,
+                None => pooled,
+            };
+            let level = resize_bilinear(&reduced, size, self.config.align_corners)?;
+            out.write_channels(channel0, &level)?;
+            channel0 += level.shape().c();
+        }
+        Ok(out)
     }
 }

@@ -53,6 +53,16 @@ pub enum TensorError {
         /// The shape it has.
         got: Vec<usize>,
     },
+    /// A tensor written into a channel range does not fit there.
+    #[error("cannot write {part} into channels {channel0}.. of {target}")]
+    ChannelRange {
+        /// The tensor written into.
+        target: Shape,
+        /// The first channel written.
+        channel0: usize,
+        /// The tensor written.
+        part: Shape,
+    },
     /// Tensors to concatenate differ in batch or spatial size.
     #[error("cannot concatenate {other} onto {first}: batch and spatial sizes differ")]
     ConcatMismatch {

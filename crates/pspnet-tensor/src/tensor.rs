@@ -139,14 +139,28 @@ impl Tensor {
                 .checked_add(s.c())
                 .ok_or(TensorError::TooLarge { dims: [first.n(), usize::MAX, first.h(), first.w()] })?;
         }
-        let shape = first.with_c(channels)?;
-        let mut data = Vec::with_capacity(shape.len());
-        for n in 0..shape.n() {
-            for part in parts {
-                data.extend_from_slice(part.image_slice(n)?);
-            }
+        let mut out = Tensor::zeros(first.with_c(channels)?);
+        let mut channel0 = 0;
+        for part in parts {
+            out.write_channels(channel0, part)?;
+            channel0 += part.shape().c();
         }
-        Tensor::from_vec(shape, data)
+        Ok(out)
+    }
+
+    /// Copies `part` into channels `channel0 ..` of every image (same
+    /// batch size, height and width): concatenation one piece at a time, so
+    /// the pieces need not all exist at once.
+    pub fn write_channels(&mut self, channel0: usize, part: &Tensor) -> Result<(), TensorError> {
+        let (s, p) = (self.shape, part.shape());
+        if (s.n(), s.h(), s.w()) != (p.n(), p.h(), p.w()) || channel0.checked_add(p.c()).is_none_or(|end| end > s.c()) {
+            return Err(TensorError::ChannelRange { target: s, channel0, part: p });
+        }
+        let plane = s.plane_len();
+        for n in 0..s.n() {
+            self.image_slice_mut(n)?[channel0 * plane..][..p.c() * plane].copy_from_slice(part.image_slice(n)?);
+        }
+        Ok(())
     }
 
     fn check_image(&self, n: usize) -> Result<(), TensorError> {
@@ -187,6 +201,10 @@ mod tests {
         let d = Tensor::zeros(shape(2, 1, 2, 1));
         assert!(matches!(Tensor::concat_channels(&[&a, &d]), Err(TensorError::ConcatMismatch { .. })));
         assert!(Tensor::concat_channels(&[]).is_err());
+        let mut e = Tensor::zeros(shape(2, 3, 1, 2));
+        assert!(matches!(e.write_channels(2, &b), Err(TensorError::ChannelRange { channel0: 2, .. })));
+        e.write_channels(1, &b).unwrap();
+        assert_eq!(e.as_slice(), &[0.0, 0.0, 5.0, 6.0, 7.0, 8.0, 0.0, 0.0, 9.0, 10.0, 11.0, 12.0]);
     }
 
     #[test]

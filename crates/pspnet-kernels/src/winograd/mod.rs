@@ -37,10 +37,10 @@ use crate::Isa;
 use crate::gemm::{ConvGeometry, Epilogue, MicroKernel, Operands, PackedWeights, bf16};
 use crate::isa::multiversion;
 
-/// Budget in floats of `U`, the transformed weights of one chunk (16 MiB).
-const U_BUDGET: usize = 4 << 20;
-/// Budget in floats of `V`, the transformed input tiles of one chunk (12 MiB).
-const V_BUDGET: usize = 3 << 20;
+/// Budget in floats of `U`, the transformed weights of one chunk (32 MiB).
+const U_BUDGET: usize = 8 << 20;
+/// Budget in floats of `V`, the transformed input tiles of one chunk (16 MiB).
+const V_BUDGET: usize = 4 << 20;
 /// Budget in floats of `M`, the products of one band of tiles (24 MiB).
 const M_BUDGET: usize = 6 << 20;
 /// Budget in bytes of the `B` panels one task multiplies per point, sized
