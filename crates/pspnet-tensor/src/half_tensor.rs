@@ -4,7 +4,7 @@ use crate::{Shape, Tensor, TensorError};
 
 /// A 16-bit floating-point element type a tensor can be stored in.
 ///
-/// Implemented for [`f16`] (IEEE half: 10-bit mantissa, narrow range) and
+/// Implemented for [`f16`](struct@f16) (IEEE half: 10-bit mantissa, narrow range) and
 /// [`bf16`] (brain float: f32's range, 7-bit mantissa). Conversions round to
 /// nearest, ties to even, as PyTorch's `.half()` and `.bfloat16()` do.
 pub trait HalfFloat: Copy + Send + Sync + 'static + private::Sealed {
