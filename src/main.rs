@@ -11,7 +11,7 @@ fn main() -> ExitCode {
     match cli.run() {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", cli::report(&err));
             ExitCode::FAILURE
         }
     }

@@ -104,7 +104,7 @@ pub(crate) fn run(args: EvaluateArgs) -> Result<ExitCode> {
         match scored {
             Ok((labels, predictions)) => matrix.add(&labels, &predictions, IGNORE),
             Err(err) => {
-                progress.suspend(|| eprintln!("error: {err:#}"));
+                progress.suspend(|| eprintln!("error: {}", super::report(&err)));
                 failures.push(sample.image.display().to_string());
             }
         }

@@ -195,3 +195,34 @@ impl ProtocolArgs {
         Ok(p)
     }
 }
+
+/// An error and its causes on one line, `error: what: why: ...`. The
+/// library errors already quote their cause in their own message, so a
+/// cause whose text the line holds already is not repeated.
+pub(crate) fn report(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let quoted = anyhow::Error::new(io).context("model.pth: no such file");
+        assert_eq!(report(&quoted), "model.pth: no such file");
+        let plain = anyhow::anyhow!("bad byte").context("model.pth").context("cannot load");
+        assert_eq!(report(&plain), "cannot load: model.pth: bad byte");
+    }
+}

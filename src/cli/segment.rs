@@ -180,7 +180,7 @@ pub(crate) fn run(args: SegmentArgs) -> Result<ExitCode> {
         match segment_one(&model, &protocol, &palette, &names, file, &args) {
             Ok(s) => println!("{}: {}x{} in {:.0} ms", file.display(), s.size.0, s.size.1, s.forward_ms),
             Err(err) => {
-                eprintln!("error: {err:#}");
+                eprintln!("error: {}", super::report(&err));
                 failures.push(file.display().to_string());
             }
         }

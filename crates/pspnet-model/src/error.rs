@@ -7,12 +7,12 @@ use pspnet_weights::WeightsError;
 /// Why a PSPNet could not be built or run.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    /// The backbone failed (its error is in the message, not repeated as a source).
+    /// The backbone failed.
     #[error("backbone: {0}")]
-    Backbone(ResNetError),
-    /// The pyramid pooling module failed (likewise).
+    Backbone(#[from] ResNetError),
+    /// The pyramid pooling module failed.
     #[error("pyramid pooling: {0}")]
-    Ppm(PpmError),
+    Ppm(#[from] PpmError),
     /// A head layer failed.
     #[error(transparent)]
     Kernel(#[from] KernelError),
@@ -25,16 +25,4 @@ pub enum ModelError {
     /// An input image the model cannot take.
     #[error("{0}")]
     Input(String),
-}
-
-impl From<ResNetError> for ModelError {
-    fn from(e: ResNetError) -> Self {
-        ModelError::Backbone(e)
-    }
-}
-
-impl From<PpmError> for ModelError {
-    fn from(e: PpmError) -> Self {
-        ModelError::Ppm(e)
-    }
 }
