@@ -76,10 +76,7 @@ pub const PRECISION_ENV: &str = "PSPNET_PRECISION";
 impl Precision {
     /// The default for new layers: `PSPNET_PRECISION` if set, else f32.
     pub fn from_env() -> Result<Precision, KernelError> {
-        match std::env::var(PRECISION_ENV) {
-            Ok(name) => name.parse(),
-            Err(_) => Ok(Precision::F32),
-        }
+        from_env(PRECISION_ENV)
     }
 }
 
@@ -103,15 +100,25 @@ impl ConvAlgorithm {
     /// The default for new layers: `PSPNET_CONV` if set, else
     /// [`ConvAlgorithm::Auto`].
     pub fn from_env() -> Result<ConvAlgorithm, KernelError> {
-        match std::env::var(CONV_ENV) {
-            Ok(name) => match name.trim().to_ascii_lowercase().as_str() {
-                "" | "auto" => Ok(ConvAlgorithm::Auto),
-                "direct" => Ok(ConvAlgorithm::Direct),
-                _ => Err(KernelError::UnknownConvAlgorithm(name)),
-            },
-            Err(_) => Ok(ConvAlgorithm::Auto),
+        from_env(CONV_ENV)
+    }
+}
+
+impl std::str::FromStr for ConvAlgorithm {
+    type Err = KernelError;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "" | "auto" => Ok(ConvAlgorithm::Auto),
+            "direct" => Ok(ConvAlgorithm::Direct),
+            _ => Err(KernelError::UnknownConvAlgorithm(name.to_string())),
         }
     }
+}
+
+/// The value an environment variable names, or the default when it is unset.
+fn from_env<T: std::str::FromStr<Err = KernelError> + Default>(variable: &str) -> Result<T, KernelError> {
+    std::env::var(variable).map_or(Ok(T::default()), |name| name.parse())
 }
 
 /// A convolution layer ready to run: weights packed for the chosen
@@ -182,7 +189,7 @@ impl Conv2d {
     /// Chooses how the sums are computed (by default
     /// [`ConvAlgorithm::from_env`]).
     pub fn with_algorithm(self, algorithm: ConvAlgorithm) -> Result<Self, KernelError> {
-        let self_precision = self.precision;
+        let precision = self.precision;
         let supported = winograd::supports([self.dims[2], self.dims[3]], self.spec.stride);
         let winograd = match algorithm {
             ConvAlgorithm::Auto => supported,
@@ -192,7 +199,8 @@ impl Conv2d {
                 return Err(KernelError::WinogradUnsupported { weight: self.dims, stride: self.spec.stride });
             }
         };
-        Ok(Conv2d { winograd, ..self }.with_precision(self_precision))
+        // Direct layers multiply bf16 from paired weights; Winograd layers do not.
+        Ok(Conv2d { winograd, ..self }.with_precision(precision))
     }
 
     /// Chooses the arithmetic (by default [`Precision::from_env`]).
@@ -326,6 +334,10 @@ impl Conv2d {
                 _ => {}
             }
         }
+        let operands = match self.precision {
+            Precision::F32 => Operands::F32,
+            Precision::Bf16 => Operands::Bf16(self.pairs.as_ref()),
+        };
         for n in 0..shape.n() {
             let epilogue = Epilogue {
                 scale: self.scale.as_deref(),
@@ -334,10 +346,6 @@ impl Conv2d {
                 relu: self.relu,
             };
             let image = input.image_slice(n)?;
-            let operands = match self.precision {
-                Precision::F32 => Operands::F32,
-                Precision::Bf16 => Operands::Bf16(self.pairs.as_ref()),
-            };
             gemm::conv_image(
                 self.isa,
                 self.winograd,

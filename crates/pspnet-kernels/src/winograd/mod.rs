@@ -151,53 +151,71 @@ pub(crate) fn conv_image<K: MicroKernel>(
     pairs.resize(if bf16 { u_pairs_len + POINTS * plan.chunk.div_ceil(2) * plan.band } else { 0 }, 0);
     let (u_pairs, v_pairs) = pairs.split_at_mut(if bf16 { u_pairs_len } else { 0 });
     let chunks: Vec<_> = (0..g.cin).step_by(plan.chunk).map(|c0| c0..(c0 + plan.chunk).min(g.cin)).collect();
+    let bands = plan.tiles.len().div_ceil(plan.band);
     for (b, band) in plan.tiles.chunks(plan.band).enumerate() {
         for (i, channels) in chunks.iter().enumerate() {
             // One chunk: its `U` serves every band.
             if chunks.len() > 1 || b == 0 {
-                transform_weights(plan.isa, weights, channels.clone(), plan.chunk, u);
-                if bf16 {
-                    pair_panels(plan.isa, u, plan.chunk, channels.len(), K::MR, u_pairs);
-                }
+                let u_pairs = bf16.then_some(&mut *u_pairs);
+                transform_weights(plan.isa, weights, channels.clone(), plan.chunk, u, u_pairs);
             }
             transform_input(&plan, g, input, band, channels.clone(), v);
             let kc = channels.len();
             if bf16 {
-                pair_panels(plan.isa, &v[..band.len().div_ceil(K::NR) * POINTS * kc * K::NR], kc, kc, K::NR, v_pairs);
+                let panels = band.len().div_ceil(K::NR);
+                let (v, pair_len) = (&v[..panels * POINTS * kc * K::NR], POINTS * kc.div_ceil(2) * K::NR);
+                v.par_chunks(POINTS * kc * K::NR)
+                    .zip(v_pairs[..panels * pair_len].par_chunks_mut(pair_len))
+                    .for_each(|(v, pairs)| pair_panel(plan.isa, v, kc, kc, K::NR, pairs));
                 multiply_bf16::<K>(&plan, band.len(), kc, u_pairs, v_pairs, m, i == 0);
             } else {
                 multiply::<K>(&plan, band.len(), kc, u, v, m, i == 0);
             }
         }
-        transform_output(&plan, g, band, m, out);
+        // The last band completes every channel: the epilogue follows its tiles.
+        transform_output(&plan, g, band, m, out, (b + 1 == bands).then_some(epilogue));
     }
-    let plane = g.oh * g.ow;
-    out.par_chunks_mut(plane).enumerate().for_each(|(channel, row)| epilogue.apply(row, channel, channel * plane));
     WORKSPACE.set(workspace);
     if bf16 {
         PAIRS.set(pairs);
     }
 }
 
-/// Converts `U` or `V` (panels of `POINTS` x `stride` steps of `width`
-/// values, of which the first `steps` are used) into bf16 pairs: panels of
-/// `POINTS` x `stride.div_ceil(2)` paired steps.
-fn pair_panels(isa: Isa, values: &[f32], stride: usize, steps: usize, width: usize, out: &mut [u32]) {
+/// Converts one panel of `U` or `V` (`POINTS` x `stride` steps of `width`
+/// values, of which the first `steps` are used) into bf16 pairs: `POINTS` x
+/// `stride.div_ceil(2)` paired steps.
+fn pair_panel(isa: Isa, values: &[f32], stride: usize, steps: usize, width: usize, out: &mut [u32]) {
     let paired = stride.div_ceil(2);
-    let points = values.len() / (stride * width);
-    out[..points * paired * width].par_chunks_mut(paired * width).enumerate().for_each(|(i, out)| {
-        bf16::pair_rows(isa, &values[i * stride * width..][..steps * width], width, out);
-    });
+    for (point, out) in out[..POINTS * paired * width].chunks_exact_mut(paired * width).enumerate() {
+        bf16::pair_rows(isa, &values[point * stride * width..][..steps * width], width, out);
+    }
 }
 
 /// `U` for input channels `channels`: per output-channel panel, per point,
-/// per channel, the panel's `MR` transformed values (a micro-kernel `A` panel).
-fn transform_weights(isa: Isa, weights: &PackedWeights, channels: std::ops::Range<usize>, chunk: usize, u: &mut [f32]) {
+/// per channel, the panel's `MR` transformed values (a micro-kernel `A`
+/// panel); with `pairs`, also in bf16 pairs, each panel paired while hot.
+fn transform_weights(
+    isa: Isa,
+    weights: &PackedWeights,
+    channels: std::ops::Range<usize>,
+    chunk: usize,
+    u: &mut [f32],
+    pairs: Option<&mut [u32]>,
+) {
     let mr = weights.mr();
     let rows = weights.rows().div_ceil(mr);
-    u[..rows * POINTS * chunk * mr].par_chunks_mut(POINTS * chunk * mr).enumerate().for_each(|(panel, u)| {
+    let (panel_len, pair_len) = (POINTS * chunk * mr, POINTS * chunk.div_ceil(2) * mr);
+    let transform = |panel: usize, u: &mut [f32]| {
         weight_panel(isa, weights.panel(panel, channels.start * 9, channels.len() * 9), mr, chunk, u);
-    });
+    };
+    let u = u[..rows * panel_len].par_chunks_mut(panel_len).enumerate();
+    match pairs {
+        None => u.for_each(|(panel, u)| transform(panel, u)),
+        Some(pairs) => u.zip(pairs[..rows * pair_len].par_chunks_mut(pair_len)).for_each(|((panel, u), pairs)| {
+            transform(panel, u);
+            pair_panel(isa, u, chunk, channels.len(), mr, pairs);
+        }),
+    }
 }
 
 multiversion! {
@@ -419,11 +437,22 @@ fn multiply_with<K: MicroKernel>(
 }
 
 /// Writes the band's output tiles, `Aᵀ M A` per tile and output channel,
-/// before the epilogue.
-fn transform_output(plan: &Plan, g: &ConvGeometry, band: &[Tile], m: &[f32], out: &mut [f32]) {
-    let products = m.chunks_exact(POINTS * plan.band);
-    out.par_chunks_mut(g.oh * g.ow).zip(products.collect::<Vec<_>>()).for_each(|(plane, m)| {
+/// then, if given, the epilogue on each whole channel.
+fn transform_output(
+    plan: &Plan,
+    g: &ConvGeometry,
+    band: &[Tile],
+    m: &[f32],
+    out: &mut [f32],
+    epilogue: Option<Epilogue<'_>>,
+) {
+    let plane_len = g.oh * g.ow;
+    let products = m.par_chunks_exact(POINTS * plan.band);
+    out.par_chunks_mut(plane_len).zip(products).enumerate().for_each(|(channel, (plane, m))| {
         output_plane(plan.isa, g, band, m, plan.band, plane);
+        if let Some(epilogue) = epilogue {
+            epilogue.apply(plane, channel, channel * plane_len);
+        }
     });
 }
 

@@ -59,28 +59,38 @@ fn output_1d([m0, m1, m2, m3, m4, m5]: [f32; IN]) -> [f32; OUT] {
     [m0 + sum + m3 + m4, diff + 0.5 * m3 - 2.0 * m4, sum + 0.25 * m3 + 4.0 * m4, diff + 0.125 * m3 - 8.0 * m4 + m5]
 }
 
-/// `Bᵀ d B` of one row-major 6x6 patch per lane, into `v`, row-major over
-/// the 36 points. Unlike the other two maps its lane loop is innermost:
-/// 36 live inputs per lane would not fit the registers.
+/// Applies a 1-D map of 6 values to `R` values to the columns, then to the
+/// rows, of one row-major 6x6 block per lane; `y` gets `R x R` values, row
+/// major. The lane loop is innermost: 36 live inputs per lane would not fit
+/// the registers.
 #[inline(always)]
-pub(crate) fn input<const L: usize>(d: &[Lanes<L>; POINTS], v: &mut [Lanes<L>; POINTS]) {
-    let mut columns = [[0.0; L]; POINTS];
+fn separable<const L: usize, const R: usize>(
+    x: &[Lanes<L>; POINTS],
+    map: impl Fn([f32; IN]) -> [f32; R],
+    y: &mut [Lanes<L>],
+) {
+    let mut columns = [[[0.0; L]; IN]; R];
     for c in 0..IN {
         for l in 0..L {
-            let t = input_1d(std::array::from_fn(|r| d[r * IN + c][l]));
-            for (r, t) in t.into_iter().enumerate() {
-                columns[r * IN + c][l] = t;
+            for (r, t) in map(std::array::from_fn(|r| x[r * IN + c][l])).into_iter().enumerate() {
+                columns[r][c][l] = t;
             }
         }
     }
-    for r in 0..IN {
+    for (r, row) in columns.iter().enumerate() {
         for l in 0..L {
-            let row = input_1d(std::array::from_fn(|c| columns[r * IN + c][l]));
-            for (j, value) in row.into_iter().enumerate() {
-                v[r * IN + j][l] = value;
+            for (j, value) in map(std::array::from_fn(|c| row[c][l])).into_iter().enumerate() {
+                y[r * R + j][l] = value;
             }
         }
     }
+}
+
+/// `Bᵀ d B` of one row-major 6x6 patch per lane, into `v`, row-major over
+/// the 36 points.
+#[inline(always)]
+pub(crate) fn input<const L: usize>(d: &[Lanes<L>; POINTS], v: &mut [Lanes<L>; POINTS]) {
+    separable(d, input_1d, v);
 }
 
 /// `G g Gᵀ` of one row-major 3x3 filter per lane, into `u`. With only 9
@@ -98,26 +108,10 @@ pub(crate) fn weight<const L: usize>(g: &[Lanes<L>; 9], u: &mut [Lanes<L>; POINT
 }
 
 /// `Aᵀ m A` of the 36 transform-domain products per lane, into `y`, a
-/// row-major 4x4 tile (lane loop innermost, as for [`input`]).
+/// row-major 4x4 tile.
 #[inline(always)]
 pub(crate) fn output<const L: usize>(m: &[Lanes<L>; POINTS], y: &mut [Lanes<L>; OUT * OUT]) {
-    let mut columns = [[0.0; L]; OUT * IN];
-    for c in 0..IN {
-        for l in 0..L {
-            let t = output_1d(std::array::from_fn(|r| m[r * IN + c][l]));
-            for (r, t) in t.into_iter().enumerate() {
-                columns[r * IN + c][l] = t;
-            }
-        }
-    }
-    for r in 0..OUT {
-        for l in 0..L {
-            let row = output_1d(std::array::from_fn(|c| columns[r * IN + c][l]));
-            for (j, value) in row.into_iter().enumerate() {
-                y[r * OUT + j][l] = value;
-            }
-        }
-    }
+    separable(m, output_1d, y);
 }
 
 #[cfg(test)]
