@@ -1,7 +1,9 @@
 //! Every distinct convolution of PSPNet-50 (semseg layout) at 473x473, run
 //! by our implicit-GEMM `Conv2d` and by the im2col + `matrixmultiply` sgemm
 //! baseline, on 1 and 2 threads; plus the FMA peak of this core and the
-//! streaming-read bandwidth, the two ceilings the table is judged against.
+//! streaming-read bandwidth, the two ceilings the table is judged against;
+//! and the final upsampling of PSPNet-50's 150 class maps from 60x60 to
+//! 473x473, to logits and fused with the argmax to labels.
 //!
 //! Run: `cargo bench --bench conv`, then `cargo xtask kernel-report` for the
 //! markdown table. Throughput is in FLOP (2 per multiply-add) for
@@ -12,7 +14,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use pspnet::kernels::{Conv2d, ConvSpec, Isa};
+use pspnet::kernels::{Conv2d, ConvSpec, Isa, resize_bilinear, resize_bilinear_argmax};
 use pspnet::tensor::{Shape, Tensor};
 use rayon::prelude::*;
 
@@ -325,5 +327,23 @@ fn read_bandwidth(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, fma_peak, read_bandwidth, convolutions);
+/// The head's last step: 150 class maps at 60x60 to 473x473, as logits
+/// (`forward`) and straight to labels (`labels`).
+fn upsample(c: &mut Criterion) {
+    let low = filled([1, 150, 60, 60], 7);
+    let mut group = c.benchmark_group("upsample");
+    group.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2));
+    for threads in [1, 2] {
+        let pool = pool(threads);
+        group.bench_function(BenchmarkId::new("logits", format!("{threads}t")), |b| {
+            b.iter(|| pool.install(|| black_box(resize_bilinear(&low, [473, 473], false).expect("valid size"))))
+        });
+        group.bench_function(BenchmarkId::new("labels", format!("{threads}t")), |b| {
+            b.iter(|| pool.install(|| black_box(resize_bilinear_argmax(&low, [473, 473], false).expect("valid size"))))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, fma_peak, read_bandwidth, convolutions, upsample);
 criterion_main!(benches);

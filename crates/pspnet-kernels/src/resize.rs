@@ -6,10 +6,12 @@ use ndarray::Array3;
 use pspnet_tensor::{Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::channels::beats;
+use std::ops::Range;
 
-use crate::KernelError;
+use crate::channels::beats;
+use crate::isa::multiversion;
 use crate::planes::map_planes;
+use crate::{Isa, KernelError};
 
 /// The two source indices and weights of one output coordinate.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -61,22 +63,50 @@ impl Resize {
 /// Resizes every channel plane to `out_hw = [height, width]`.
 pub fn resize_bilinear(input: &Tensor, out_hw: [usize; 2], align_corners: bool) -> Result<Tensor, KernelError> {
     let Resize { out, ys, xs } = Resize::new(input.shape(), out_hw, align_corners)?;
-    let shape = input.shape();
-    let w = shape.w();
+    let (w, isa) = (input.shape().w(), Isa::detect()?);
     Ok(map_planes(input, out, |src, dst| {
-        for (row, y) in dst.chunks_exact_mut(out.w()).zip(&ys) {
-            let (r0, r1) = (&src[y.i0 * w..][..w], &src[y.i1 * w..][..w]);
-            for (d, x) in row.iter_mut().zip(&xs) {
-                *d = lerp(y, x, r0, r1);
+        let (mut top, mut bottom) = (vec![0.0; out.w()], vec![0.0; out.w()]);
+        for rows in bands(&ys) {
+            let y = &ys[rows.start];
+            resize_row(&src[y.i0 * w..][..w], &xs, &mut top);
+            resize_row(&src[y.i1 * w..][..w], &xs, &mut bottom);
+            for (row, y) in dst[rows.start * out.w()..rows.end * out.w()].chunks_exact_mut(out.w()).zip(&ys[rows]) {
+                blend_rows(isa, y, &top, &bottom, row);
             }
         }
     }))
 }
 
-/// The bilinear sample at taps `y`, `x` between rows `r0` and `r1`.
-#[inline(always)]
-fn lerp(y: &Taps, x: &Taps, r0: &[f32], r1: &[f32]) -> f32 {
-    y.w0 * (x.w0 * r0[x.i0] + x.w1 * r0[x.i1]) + y.w1 * (x.w0 * r1[x.i0] + x.w1 * r1[x.i1])
+/// The runs of consecutive output rows that share their two source rows:
+/// each source row is resized horizontally once per run, not once per
+/// output pixel.
+fn bands(ys: &[Taps]) -> Vec<Range<usize>> {
+    let mut bands: Vec<Range<usize>> = Vec::new();
+    for (row, y) in ys.iter().enumerate() {
+        match bands.last_mut() {
+            Some(rows) if (ys[rows.start].i0, ys[rows.start].i1) == (y.i0, y.i1) => rows.end = row + 1,
+            _ => bands.push(row..row + 1),
+        }
+    }
+    bands
+}
+
+/// One source row resized to the output width: `x.w0 * src[x.i0] + x.w1 * src[x.i1]`.
+fn resize_row(src: &[f32], xs: &[Taps], out: &mut [f32]) {
+    for (o, x) in out.iter_mut().zip(xs) {
+        *o = x.w0 * src[x.i0] + x.w1 * src[x.i1];
+    }
+}
+
+multiversion! {
+    /// The output row between two horizontally resized source rows: the
+    /// same products and sums, in the same order, as PyTorch's bilinear
+    /// kernel, so the result does not depend on the instruction set.
+    fn blend_rows(y: &Taps, top: &[f32], bottom: &[f32], out: &mut [f32]) {
+        for ((o, &t), &b) in out.iter_mut().zip(top).zip(bottom) {
+            *o = y.w0 * t + y.w1 * b;
+        }
+    }
 }
 
 /// `argmax_channels(resize_bilinear(input, out_hw, align_corners))`, row by
@@ -90,24 +120,51 @@ pub fn resize_bilinear_argmax(
 ) -> Result<Array3<u32>, KernelError> {
     let Resize { out, ys, xs } = Resize::new(input.shape(), out_hw, align_corners)?;
     let shape = input.shape();
-    let (w, plane) = (shape.w(), shape.plane_len());
-    let mut labels = Array3::<u32>::zeros((out.n(), out.h(), out.w()));
-    let rows = labels.as_slice_mut().expect("fresh arrays are contiguous").par_chunks_mut(out.w());
-    rows.enumerate().for_each(|(row, labels)| {
-        let (n, y) = (row / out.h(), &ys[row % out.h()]);
+    let (w, plane, ow, isa) = (shape.w(), shape.plane_len(), out.w(), Isa::detect()?);
+    let mut labels = Array3::<u32>::zeros((out.n(), out.h(), ow));
+    // Work items: one run of rows sharing source rows, in one image.
+    let mut items = Vec::new();
+    let mut rest = labels.as_slice_mut().expect("fresh arrays are contiguous");
+    for n in 0..out.n() {
+        for rows in bands(&ys) {
+            let (band, tail) = rest.split_at_mut(rows.len() * ow);
+            items.push((n, rows, band));
+            rest = tail;
+        }
+    }
+    items.into_par_iter().for_each(|(n, rows, band)| {
+        let y = &ys[rows.start];
         let image = &input.as_slice()[n * shape.image_len()..(n + 1) * shape.image_len()];
-        let mut best = vec![f32::NEG_INFINITY; out.w()];
-        for (c, src) in image.chunks_exact(plane).enumerate() {
-            let (r0, r1) = (&src[y.i0 * w..][..w], &src[y.i1 * w..][..w]);
-            for ((label, b), x) in labels.iter_mut().zip(best.iter_mut()).zip(&xs) {
-                let v = lerp(y, x, r0, r1);
-                if c == 0 || beats(v, *b) {
-                    (*b, *label) = (v, c as u32);
-                }
+        let (mut top, mut bottom) = (vec![0.0; shape.c() * ow], vec![0.0; shape.c() * ow]);
+        for ((src, top), bottom) in
+            image.chunks_exact(plane).zip(top.chunks_exact_mut(ow)).zip(bottom.chunks_exact_mut(ow))
+        {
+            resize_row(&src[y.i0 * w..][..w], &xs, top);
+            resize_row(&src[y.i1 * w..][..w], &xs, bottom);
+        }
+        let mut best = vec![0.0; ow];
+        for (labels, y) in band.chunks_exact_mut(ow).zip(&ys[rows]) {
+            blend_rows(isa, y, &top[..ow], &bottom[..ow], &mut best);
+            labels.fill(0);
+            for (c, (top, bottom)) in top.chunks_exact(ow).zip(bottom.chunks_exact(ow)).enumerate().skip(1) {
+                argmax_step(isa, y, top, bottom, c as u32, &mut best, labels);
             }
         }
     });
     Ok(labels)
+}
+
+multiversion! {
+    /// Folds class `class`'s blended row into the running maximum and its
+    /// label, with [`beats`]'s rule (ties keep the earlier class, NaN wins).
+    fn argmax_step(y: &Taps, top: &[f32], bottom: &[f32], class: u32, best: &mut [f32], labels: &mut [u32]) {
+        for (((&t, &b), best), label) in top.iter().zip(bottom).zip(best.iter_mut()).zip(labels.iter_mut()) {
+            let v = y.w0 * t + y.w1 * b;
+            let wins = beats(v, *best);
+            *best = if wins { v } else { *best };
+            *label = if wins { class } else { *label };
+        }
+    }
 }
 
 #[cfg(test)]
@@ -121,6 +178,31 @@ mod tests {
         assert_eq!((t[2].i0, t[2].w1), (1, 0.0));
         assert_eq!((t[4].i0, t[4].i1, t[4].w1), (2, 2, 0.0));
         assert_eq!((t[1].i0, t[1].i1, t[1].w1), (0, 1, 0.5));
+    }
+
+    #[test]
+    fn every_instruction_set_blends_and_picks_like_the_portable_path() {
+        let y = Taps { i0: 0, i1: 1, w0: 0.375, w1: 0.625 };
+        let top: Vec<f32> = (0..37).map(|i| ((i * 7919) % 23) as f32 * 0.5 - 5.0).collect();
+        let mut bottom: Vec<f32> = (0..37).map(|i| ((i * 104_729) % 19) as f32 * 0.25 - 2.0).collect();
+        bottom[3] = f32::NAN;
+        let run = |isa: Isa| {
+            let mut blended = vec![0.0; 37];
+            blend_rows(isa, &y, &top, &bottom, &mut blended);
+            let (mut best, mut labels) = (vec![0.0; 37], vec![0; 37]);
+            argmax_step(isa, &y, &bottom, &top, 1, &mut best, &mut labels);
+            argmax_step(isa, &y, &top, &bottom, 2, &mut best, &mut labels);
+            (
+                blended.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                best.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                labels,
+            )
+        };
+        let portable = run(Isa::Portable);
+        assert_eq!(portable.2[3], 1, "NaN beats a number");
+        for isa in Isa::available() {
+            assert_eq!(run(isa), portable, "{isa}");
+        }
     }
 
     #[test]
