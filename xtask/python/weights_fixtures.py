@@ -104,6 +104,15 @@ def state_dict():
     sd["module.sliced"] = grid[1:, ::2]
     sd["module.shared_a"] = shared[:6].view(2, 3)
     sd["module.shared_b"] = shared[4:]
+    # A tensor spanning its whole storage, read again by a later view; and
+    # one tensor saved under two keys: the loader may move a storage into
+    # its last reader only.
+    whole = torch.arange(8, dtype=torch.float32) * 1.5 - 3.0
+    tied = torch.tensor([[0.5, -1.0], [2.0, 4.0]], dtype=torch.float32)
+    sd["module.whole"] = whole
+    sd["module.whole_tail"] = whole[5:]
+    sd["module.tied_a"] = tied
+    sd["module.tied_b"] = tied
     assert not sd["module.transposed"].is_contiguous()
     assert not sd["module.sliced"].is_contiguous()
     assert sd["module.sliced"].storage_offset() == 5

@@ -947,6 +947,53 @@ impl Machine<'_> {
 }
 
 /// What conversion to [`Value`] may still produce.
+/// The raw bytes of the storages that tensors read, by key.
+pub(crate) enum Storages<'a> {
+    /// Slices of a file held whole in memory: every tensor copies its elements.
+    Borrowed(HashMap<String, &'a [u8]>),
+    /// Storages read one by one from an archive. The last tensor to read a
+    /// storage takes its bytes without a copy when it spans all of them, and
+    /// each storage is freed after its last tensor: loading peaks near one
+    /// copy of the weights, not two.
+    Owned(HashMap<String, Vec<u8>>),
+}
+
+/// Where [`Unpickled::materialize`] finds tensor bytes.
+enum Source<'a, 'r> {
+    /// A dry run that only counts the tensors reading each storage.
+    Count(&'r mut HashMap<String, usize>),
+    Borrowed(HashMap<String, &'a [u8]>),
+    /// Owned storages and how many tensors are still to read each.
+    Owned {
+        bytes: HashMap<String, Vec<u8>>,
+        readers: HashMap<String, usize>,
+    },
+}
+
+impl Source<'_, '_> {
+    fn bytes(&self, key: &str) -> Option<&[u8]> {
+        match self {
+            Source::Count(_) => None,
+            Source::Borrowed(map) => map.get(key).copied(),
+            Source::Owned { bytes, .. } => bytes.get(key).map(Vec::as_slice),
+        }
+    }
+
+    /// Whether the tensor being built is the last to read storage `key`.
+    fn is_last_reader(&self, key: &str) -> bool {
+        matches!(self, Source::Owned { readers, .. } if readers.get(key) == Some(&1))
+    }
+
+    /// Marks one read of storage `key` done; after the last one, hands the
+    /// owned bytes back so they are reused or freed.
+    fn release(&mut self, key: &str) -> Option<Vec<u8>> {
+        let Source::Owned { bytes, readers } = self else { return None };
+        let left = readers.get_mut(key)?;
+        *left -= 1;
+        if *left == 0 { bytes.remove(key) } else { None }
+    }
+}
+
 struct Budget {
     nodes: u64,
     bytes: u64,
@@ -970,12 +1017,20 @@ impl Unpickled {
     }
 
     /// Converts the pickled object to a [`Value`], reading tensor data from
-    /// `storages` (raw bytes by key). At most `max_bytes` of strings and
-    /// tensor data are produced.
-    pub(crate) fn to_value(&self, storages: &HashMap<String, &[u8]>, max_bytes: u64) -> Result<Value, WeightsError> {
+    /// `storages`. At most `max_bytes` of strings and tensor data are
+    /// produced.
+    pub(crate) fn to_value(&self, storages: Storages<'_>, max_bytes: u64) -> Result<Value, WeightsError> {
         let max_nodes = 16 * self.end as u64 + 1024;
-        let mut budget = Budget { nodes: max_nodes, bytes: max_bytes, max_nodes, max_bytes };
-        self.convert(&self.root, 0, storages, &mut budget)
+        let budget = || Budget { nodes: max_nodes, bytes: max_bytes, max_nodes, max_bytes };
+        let mut source = match storages {
+            Storages::Borrowed(map) => Source::Borrowed(map),
+            Storages::Owned(bytes) => {
+                let mut readers = HashMap::new();
+                self.convert(&self.root, 0, &mut Source::Count(&mut readers), &mut budget())?;
+                Source::Owned { bytes, readers }
+            }
+        };
+        self.convert(&self.root, 0, &mut source, &mut budget())
     }
 
     fn limit(&self, what: &'static str, limit: u64) -> WeightsError {
@@ -992,15 +1047,15 @@ impl Unpickled {
         &self,
         obj: &Obj,
         depth: usize,
-        storages: &HashMap<String, &[u8]>,
+        storages: &mut Source<'_, '_>,
         budget: &mut Budget,
     ) -> Result<Value, WeightsError> {
         if depth > MAX_DEPTH {
             return Err(self.limit("container nesting depth", MAX_DEPTH as u64));
         }
         budget.nodes = budget.nodes.checked_sub(1).ok_or_else(|| self.limit("number of values", budget.max_nodes))?;
-        let list = |items: &[Obj], budget: &mut Budget| -> Result<Vec<Value>, WeightsError> {
-            items.iter().map(|o| self.convert(o, depth + 1, storages, budget)).collect()
+        let list = |items: &[Obj], storages: &mut Source<'_, '_>, budget: &mut Budget| {
+            items.iter().map(|o| self.convert(o, depth + 1, storages, budget)).collect::<Result<Vec<_>, _>>()
         };
         Ok(match obj {
             Obj::None => Value::None,
@@ -1016,9 +1071,9 @@ impl Unpickled {
                 self.spend_bytes(budget, b.len())?;
                 Value::Bytes(b.to_vec())
             }
-            Obj::Tuple(t) => Value::Tuple(list(&t.items, budget)?),
+            Obj::Tuple(t) => Value::Tuple(list(&t.items, storages, budget)?),
             Obj::Ref(id) => match &self.arena[*id] {
-                Container::List(items) => Value::List(list(items, budget)?),
+                Container::List(items) => Value::List(list(items, storages, budget)?),
                 Container::Dict(entries) => {
                     let mut out = Vec::with_capacity(entries.len());
                     for (k, v) in entries {
@@ -1040,14 +1095,19 @@ impl Unpickled {
     fn materialize(
         &self,
         spec: &TensorSpec,
-        storages: &HashMap<String, &[u8]>,
+        storages: &mut Source<'_, '_>,
         budget: &mut Budget,
     ) -> Result<TensorData, WeightsError> {
         let st = &spec.storage;
+        if let Source::Count(readers) = storages {
+            *readers.entry(st.key.clone()).or_default() += 1;
+            return Ok(TensorData { dtype: st.dtype, shape: spec.shape.clone(), bytes: Vec::new() });
+        }
         let es = st.dtype.size();
         let storage_error =
             |reason: String| WeightsError::Storage { path: self.path.clone(), storage: st.key.clone(), reason };
-        let raw = storages.get(&st.key).ok_or_else(|| storage_error("its data is missing from the file".to_owned()))?;
+        let raw =
+            storages.bytes(&st.key).ok_or_else(|| storage_error("its data is missing from the file".to_owned()))?;
         let window_end = st.start.checked_add(st.len).and_then(|e| e.checked_mul(es));
         let window = match window_end {
             Some(end) if end <= raw.len() => &raw[st.start * es..end],
@@ -1062,24 +1122,32 @@ impl Unpickled {
         };
         let nbytes = spec.numel * es;
         self.spend_bytes(budget, nbytes)?;
-        let mut bytes = Vec::with_capacity(nbytes);
-        if spec.numel > 0 {
-            let contiguous = {
-                let mut expect = 1usize;
-                let mut ok = true;
-                for (&d, &s) in spec.shape.iter().zip(&spec.stride).rev() {
-                    if d != 1 && s != expect {
-                        ok = false;
-                    }
-                    expect *= d;
+        let contiguous = {
+            let mut expect = 1usize;
+            let mut ok = true;
+            for (&d, &s) in spec.shape.iter().zip(&spec.stride).rev() {
+                if d != 1 && s != expect {
+                    ok = false;
                 }
-                ok
-            };
+                expect *= d;
+            }
+            ok
+        };
+        let spans_storage = contiguous && st.start == 0 && spec.offset == 0 && nbytes == raw.len();
+        let take = spans_storage && storages.is_last_reader(&st.key);
+        let mut bytes = Vec::new();
+        if !take && spec.numel > 0 {
+            bytes.reserve_exact(nbytes);
             if contiguous {
                 bytes.extend_from_slice(&window[spec.offset * es..(spec.offset + spec.numel) * es]);
             } else {
                 gather(window, es, spec, &mut bytes);
             }
+        }
+        if let Some(storage) = storages.release(&st.key)
+            && take
+        {
+            bytes = storage;
         }
         Ok(TensorData { dtype: st.dtype, shape: spec.shape.clone(), bytes })
     }

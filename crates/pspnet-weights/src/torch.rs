@@ -10,7 +10,7 @@ use std::path::Path;
 use zip::ZipArchive;
 use zip::result::ZipError;
 
-use crate::pickle::{StorageDecl, Unpickled, unpickle};
+use crate::pickle::{StorageDecl, Storages, Unpickled, unpickle};
 use crate::{Checkpoint, Format, StateDict, Value, WeightsError};
 
 /// First bytes of a zip archive (a local file header).
@@ -129,8 +129,7 @@ fn load_zip<R: Read + Seek>(path: &Path, reader: R, file_len: usize) -> Result<C
     }
     let budget = max_materialised(file_len);
     drop(archive);
-    let storages = owned.iter().map(|(k, v)| (k.clone(), v.as_slice())).collect();
-    let top = unpickled.to_value(&storages, budget)?;
+    let top = unpickled.to_value(Storages::Owned(owned), budget)?;
     into_checkpoint(path, top, Format::TorchZip)
 }
 
@@ -150,7 +149,7 @@ fn next_pickle(path: &Path, data: &[u8], pos: &mut usize) -> Result<Unpickled, W
 }
 
 fn small_value(unpickled: &Unpickled) -> Result<Value, WeightsError> {
-    unpickled.to_value(&HashMap::new(), 1 << 20)
+    unpickled.to_value(Storages::Borrowed(HashMap::new()), 1 << 20)
 }
 
 fn load_legacy(path: &Path, data: &[u8]) -> Result<Checkpoint, WeightsError> {
@@ -207,7 +206,7 @@ fn load_legacy(path: &Path, data: &[u8]) -> Result<Checkpoint, WeightsError> {
         storages.insert(key, &data[pos..pos + n]);
         pos += n;
     }
-    let top = object.to_value(&storages, max_materialised(data.len()))?;
+    let top = object.to_value(Storages::Borrowed(storages), max_materialised(data.len()))?;
     into_checkpoint(path, top, Format::TorchLegacy)
 }
 

@@ -57,6 +57,19 @@ fn views_are_gathered_from_their_storage() {
 }
 
 #[test]
+fn a_storage_read_by_several_tensors_serves_each_of_them() {
+    // The zip loader moves a storage into the last tensor that reads it.
+    let ckpt = load(&fixture("checkpoint_zip.pth")).unwrap();
+    let sd = &ckpt.state_dict;
+    let whole: Vec<f32> = (0..8).map(|i| i as f32 * 1.5 - 3.0).collect();
+    assert_eq!(sd.f32("whole").unwrap().1, whole);
+    assert_eq!(sd.f32("whole_tail").unwrap().1, whole[5..]);
+    for key in ["tied_a", "tied_b"] {
+        assert_eq!(sd.f32(key).unwrap(), (vec![2, 2], vec![0.5, -1.0, 2.0, 4.0]), "{key}");
+    }
+}
+
+#[test]
 fn scalar_and_integer_tensors() {
     let ckpt = load(&fixture("checkpoint_legacy.pth")).unwrap();
     let n = ckpt.state_dict.get("bn.num_batches_tracked").unwrap();
