@@ -355,7 +355,7 @@ fn bf16_direct_convolution_matches_f64_on_bf16_operands() {
 /// match fp32 PyTorch; tests/cli.rs).
 #[test]
 fn bf16_convolution_stays_within_bf16_error() {
-    for (i, &(cin, cout, dilation)) in [(96, 40, 2), (64, 64, 1)].iter().enumerate() {
+    for (i, &(cin, cout, dilation)) in [(96, 40, 2), (64, 64, 1), (37, 24, 1)].iter().enumerate() {
         let input = random_tensor([1, cin, 21, 26], 80 + i as u64);
         let weight = random_tensor([cout, cin, 3, 3], 90 + i as u64);
         let spec = ConvSpec::default().padding(dilation).dilation(dilation);
