@@ -2,8 +2,9 @@
 //! by our implicit-GEMM `Conv2d` and by the im2col + `matrixmultiply` sgemm
 //! baseline, on 1 and 2 threads; plus the FMA peak of this core and the
 //! streaming-read bandwidth, the two ceilings the table is judged against;
-//! and the final upsampling of PSPNet-50's 150 class maps from 60x60 to
-//! 473x473, to logits and fused with the argmax to labels.
+//! the stem's 3x3 stride-2 max pooling; and the final upsampling of
+//! PSPNet-50's 150 class maps from 60x60 to 473x473, to logits and fused
+//! with the argmax to labels.
 //!
 //! Run: `cargo bench --bench conv`, then `cargo xtask kernel-report` for the
 //! markdown table. Throughput is in FLOP (2 per multiply-add) for
@@ -14,7 +15,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use pspnet::kernels::{Conv2d, ConvSpec, Isa, resize_bilinear, resize_bilinear_argmax};
+use pspnet::kernels::{Conv2d, ConvSpec, Isa, PoolSpec, max_pool2d, resize_bilinear, resize_bilinear_argmax};
 use pspnet::tensor::{Shape, Tensor};
 use rayon::prelude::*;
 
@@ -327,6 +328,21 @@ fn read_bandwidth(c: &mut Criterion) {
     group.finish();
 }
 
+/// The stem's max pooling: 128 maps of 237x237, 3x3 windows, stride 2.
+fn stem_pool(c: &mut Criterion) {
+    let stem = filled([1, 128, 237, 237], 5);
+    let spec = PoolSpec::square(3, 2, 1);
+    let mut group = c.benchmark_group("pool");
+    group.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2));
+    for threads in [1, 2] {
+        let pool = pool(threads);
+        group.bench_function(BenchmarkId::new("stem-max-3x3s2", format!("{threads}t")), |b| {
+            b.iter(|| pool.install(|| black_box(max_pool2d(&stem, &spec).expect("valid pooling"))))
+        });
+    }
+    group.finish();
+}
+
 /// The head's last step: 150 class maps at 60x60 to 473x473, as logits
 /// (`forward`) and straight to labels (`labels`).
 fn upsample(c: &mut Criterion) {
@@ -345,5 +361,5 @@ fn upsample(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, fma_peak, read_bandwidth, convolutions, upsample);
+criterion_group!(benches, fma_peak, read_bandwidth, convolutions, stem_pool, upsample);
 criterion_main!(benches);

@@ -3,8 +3,9 @@
 
 use pspnet_tensor::{Shape, Tensor};
 
-use crate::KernelError;
+use crate::isa::multiversion;
 use crate::planes::map_planes;
+use crate::{Isa, KernelError};
 
 /// Window size, stride, zero padding and rounding of a pooling, per axis `[y, x]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -73,21 +74,43 @@ impl PoolSpec {
 }
 
 /// Max pooling; padding never wins (it counts as -inf) and NaN propagates.
+/// Separable: each output row first takes the maximum of its window's input
+/// rows, column by column, then each output the maximum of its window's
+/// columns. The values are PyTorch's; only between equal maxima of opposite
+/// zero sign may the sign picked differ.
 pub fn max_pool2d(input: &Tensor, spec: &PoolSpec) -> Result<Tensor, KernelError> {
     let out = spec.output_shape(input.shape())?;
-    let (h, w) = (input.shape().h(), input.shape().w());
+    let (h, w, isa) = (input.shape().h(), input.shape().w(), Isa::detect()?);
     Ok(map_planes(input, out, |src, dst| {
+        let mut columns = vec![f32::NEG_INFINITY; w];
         for (oy, dst_row) in dst.chunks_exact_mut(out.w()).enumerate() {
             let (_, _, ys) = spec.window(0, oy, h);
+            columns.fill(f32::NEG_INFINITY);
+            for y in ys {
+                max_into(isa, &src[y * w..][..w], &mut columns);
+            }
             for (ox, d) in dst_row.iter_mut().enumerate() {
                 let (_, _, xs) = spec.window(1, ox, w);
-                *d = ys
-                    .clone()
-                    .flat_map(|y| &src[y * w + xs.start..y * w + xs.end])
-                    .fold(f32::NEG_INFINITY, |m, &v| if v > m || v.is_nan() { v } else { m });
+                *d = columns[xs].iter().fold(f32::NEG_INFINITY, |m, &v| max_nan(m, v));
             }
         }
     }))
+}
+
+/// The larger of the running maximum `m` and `v`; a NaN `v` wins, as in
+/// PyTorch's kernel.
+#[inline(always)]
+fn max_nan(m: f32, v: f32) -> f32 {
+    if v > m || v.is_nan() { v } else { m }
+}
+
+multiversion! {
+    /// `maxima[x] = max_nan(maxima[x], row[x])`, vectorised.
+    fn max_into(row: &[f32], maxima: &mut [f32]) {
+        for (m, &v) in maxima.iter_mut().zip(row) {
+            *m = max_nan(*m, v);
+        }
+    }
 }
 
 /// Average pooling. With `count_include_pad` (PyTorch's default) the
@@ -110,4 +133,27 @@ pub fn avg_pool2d(input: &Tensor, spec: &PoolSpec, count_include_pad: bool) -> R
             }
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_instruction_set_takes_the_maxima_of_the_portable_path() {
+        let row: Vec<f32> = (0..45).map(|i| if i == 7 { f32::NAN } else { ((i * 7919) % 31) as f32 - 15.0 }).collect();
+        let start: Vec<f32> = (0..45).map(|i| ((i * 104_729) % 29) as f32 - 14.0).collect();
+        let run = |isa: Isa| {
+            let mut maxima = start.clone();
+            max_into(isa, &row, &mut maxima);
+            maxima.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        let portable = run(Isa::Portable);
+        let want: Vec<u32> = start.iter().zip(&row).map(|(&m, &v)| max_nan(m, v).to_bits()).collect();
+        assert_eq!(portable, want);
+        assert!(f32::from_bits(portable[7]).is_nan(), "NaN propagates");
+        for isa in Isa::available() {
+            assert_eq!(run(isa), portable, "{isa}");
+        }
+    }
 }
