@@ -66,10 +66,17 @@ pub fn resize_bilinear(input: &Tensor, out_hw: [usize; 2], align_corners: bool) 
     let (w, isa) = (input.shape().w(), Isa::detect()?);
     Ok(map_planes(input, out, |src, dst| {
         let (mut top, mut bottom) = (vec![0.0; out.w()], vec![0.0; out.w()]);
+        // The source row `bottom` holds: when upsampling, the next run's top.
+        let mut held = None;
         for rows in bands(&ys) {
             let y = &ys[rows.start];
-            resize_row(&src[y.i0 * w..][..w], &xs, &mut top);
+            if held == Some(y.i0) {
+                std::mem::swap(&mut top, &mut bottom);
+            } else {
+                resize_row(&src[y.i0 * w..][..w], &xs, &mut top);
+            }
             resize_row(&src[y.i1 * w..][..w], &xs, &mut bottom);
+            held = Some(y.i1);
             for (row, y) in dst[rows.start * out.w()..rows.end * out.w()].chunks_exact_mut(out.w()).zip(&ys[rows]) {
                 blend_rows(isa, y, &top, &bottom, row);
             }
@@ -78,8 +85,8 @@ pub fn resize_bilinear(input: &Tensor, out_hw: [usize; 2], align_corners: bool) 
 }
 
 /// The runs of consecutive output rows that share their two source rows:
-/// each source row is resized horizontally once per run, not once per
-/// output pixel.
+/// a source row is resized horizontally once per run that reads it (once
+/// in all for [`resize_bilinear`]), not once per output pixel.
 fn bands(ys: &[Taps]) -> Vec<Range<usize>> {
     let mut bands: Vec<Range<usize>> = Vec::new();
     for (row, y) in ys.iter().enumerate() {
@@ -144,8 +151,8 @@ pub fn resize_bilinear_argmax(
         }
         let mut best = vec![0.0; ow];
         for (labels, y) in band.chunks_exact_mut(ow).zip(&ys[rows]) {
+            // Class 0 starts the maximum; `labels` are still its zeros.
             blend_rows(isa, y, &top[..ow], &bottom[..ow], &mut best);
-            labels.fill(0);
             for (c, (top, bottom)) in top.chunks_exact(ow).zip(bottom.chunks_exact(ow)).enumerate().skip(1) {
                 argmax_step(isa, y, top, bottom, c as u32, &mut best, labels);
             }
