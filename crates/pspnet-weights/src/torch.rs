@@ -75,6 +75,8 @@ fn zip_error(path: &Path, source: ZipError) -> WeightsError {
 }
 
 /// Reads at most `limit` bytes of the entry `name`; `None` if it is absent.
+/// An entry that fits is read to its end, where the zip reader checks its
+/// CRC-32: a damaged byte is an error, not a silently different weight.
 fn read_entry<R: Read + Seek>(
     path: &Path,
     archive: &mut ZipArchive<R>,
@@ -89,7 +91,8 @@ fn read_entry<R: Read + Seek>(
     };
     let capacity = usize::try_from(entry.size().min(limit)).unwrap_or(usize::MAX).min(capacity);
     let mut buf = Vec::with_capacity(capacity);
-    entry.take(limit).read_to_end(&mut buf).map_err(|e| zip_error(path, ZipError::Io(e)))?;
+    entry.take(limit.saturating_add(1)).read_to_end(&mut buf).map_err(|e| zip_error(path, ZipError::Io(e)))?;
+    buf.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     Ok(Some(buf))
 }
 

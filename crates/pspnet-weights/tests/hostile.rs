@@ -183,3 +183,18 @@ fn unknown_format_and_missing_file() {
     let err = load(&dir.path().join("absent.pth")).unwrap_err();
     assert!(matches!(err, WeightsError::Io { .. }), "{err:?}");
 }
+
+#[test]
+fn corrupted_storage_bytes_fail_the_zip_checksum() {
+    // Flip one byte of the `whole` tensor's data (arange(8) * 1.5 - 3 as
+    // little-endian f32: -3.0, -1.5, ...) inside the stored zip entry.
+    let mut bytes = std::fs::read(fixture("checkpoint_zip.pth")).unwrap();
+    let pattern: Vec<u8> = [-3.0f32, -1.5].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let at = bytes.windows(pattern.len()).position(|w| w == pattern).expect("the tensor's bytes are stored");
+    bytes[at + 2] ^= 0x01;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_temp(dir.path(), "flipped.pth", &bytes);
+    let err = load(&path).unwrap_err();
+    assert!(matches!(err, WeightsError::Zip { .. }), "{err:?}");
+    assert!(err.to_string().contains("flipped.pth") && err.to_string().contains("checksum"), "{err}");
+}
