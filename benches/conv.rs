@@ -244,6 +244,38 @@ mod peak {
         }
     }
 
+    /// The bf16 dot-product peak: `vdpbf16ps` does two multiply-adds per f32
+    /// lane (4 FLOP).
+    pub(crate) const FLOPS_BF16: u64 = ITERS * 16 * 16 * 4;
+
+    /// # Safety
+    /// The CPU must support AVX512-BF16.
+    pub(crate) unsafe fn avx512_bf16() {
+        // SAFETY: register-only dot products on clobbered zmm registers (caller: AVX512-BF16).
+        unsafe {
+            asm!(
+                "vxorps xmm30, xmm30, xmm30",
+                "vxorps xmm31, xmm31, xmm31",
+                "2:",
+                "vdpbf16ps zmm0, zmm30, zmm31", "vdpbf16ps zmm1, zmm30, zmm31",
+                "vdpbf16ps zmm2, zmm30, zmm31", "vdpbf16ps zmm3, zmm30, zmm31",
+                "vdpbf16ps zmm4, zmm30, zmm31", "vdpbf16ps zmm5, zmm30, zmm31",
+                "vdpbf16ps zmm6, zmm30, zmm31", "vdpbf16ps zmm7, zmm30, zmm31",
+                "vdpbf16ps zmm8, zmm30, zmm31", "vdpbf16ps zmm9, zmm30, zmm31",
+                "vdpbf16ps zmm10, zmm30, zmm31", "vdpbf16ps zmm11, zmm30, zmm31",
+                "vdpbf16ps zmm12, zmm30, zmm31", "vdpbf16ps zmm13, zmm30, zmm31",
+                "vdpbf16ps zmm14, zmm30, zmm31", "vdpbf16ps zmm15, zmm30, zmm31",
+                "dec {n}",
+                "jnz 2b",
+                n = inout(reg) ITERS => _,
+                out("zmm0") _, out("zmm1") _, out("zmm2") _, out("zmm3") _, out("zmm4") _, out("zmm5") _,
+                out("zmm6") _, out("zmm7") _, out("zmm8") _, out("zmm9") _, out("zmm10") _, out("zmm11") _,
+                out("zmm12") _, out("zmm13") _, out("zmm14") _, out("zmm15") _, out("zmm30") _, out("zmm31") _,
+                options(nomem, nostack),
+            );
+        }
+    }
+
     /// # Safety
     /// The CPU must support AVX2 and FMA.
     pub(crate) unsafe fn avx2() {
@@ -285,6 +317,12 @@ fn fma_peak(c: &mut Criterion) {
             group.throughput(Throughput::Elements(peak::FLOPS_AVX512 * threads as u64));
             group.bench_function(BenchmarkId::new("fma-avx512", format!("{threads}t")), |b| {
                 b.iter(|| run(peak::avx512))
+            });
+        }
+        if is_x86_feature_detected!("avx512bf16") {
+            group.throughput(Throughput::Elements(peak::FLOPS_BF16 * threads as u64));
+            group.bench_function(BenchmarkId::new("dpbf16-avx512", format!("{threads}t")), |b| {
+                b.iter(|| run(peak::avx512_bf16))
             });
         }
         if Isa::Avx2.is_available() {
