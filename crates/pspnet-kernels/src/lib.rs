@@ -37,7 +37,7 @@ mod winograd;
 pub use adaptive::{adaptive_avg_pool2d, adaptive_max_pool2d};
 pub use batch_norm::{BN_EPS, BatchNorm};
 pub use channels::{argmax_channels, softmax_channels};
-pub use conv::{CONV_ENV, Conv2d, ConvAlgorithm, ConvSpec, PRECISION_ENV, Precision};
+pub use conv::{BF16_WINOGRAD_MIN_CHANNELS, CONV_ENV, Conv2d, ConvAlgorithm, ConvSpec, PRECISION_ENV, Precision};
 pub use error::KernelError;
 pub use isa::{ISA_ENV, Isa};
 pub use pool::{PoolSpec, avg_pool2d, max_pool2d};

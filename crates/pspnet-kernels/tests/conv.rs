@@ -4,7 +4,9 @@ mod common;
 
 use common::{assert_close, conv2d_f64, random_tensor, tensor, values};
 use proptest::prelude::*;
-use pspnet_kernels::{Conv2d, ConvAlgorithm, ConvSpec, Isa, KernelError, Precision, Shape, Tensor};
+use pspnet_kernels::{
+    BF16_WINOGRAD_MIN_CHANNELS, Conv2d, ConvAlgorithm, ConvSpec, Isa, KernelError, Precision, Shape, Tensor,
+};
 
 /// f32 rounding bound for a sum of `k` products whose magnitudes add to
 /// `mag`: each addition loses at most one unit roundoff (2^-24) of the
@@ -372,6 +374,39 @@ fn bf16_convolution_stays_within_bf16_error() {
                 assert!(relative < bound, "{isa} {algorithm:?}: relative L2 {relative:e}");
                 assert!(relative > 1e-5, "{isa} {algorithm:?}: {relative:e} is too exact for bf16 operands");
             }
+        }
+    }
+}
+
+/// `Auto` runs a 3x3 stride-1 layer in the Winograd domain in f32 at any
+/// width, in bf16 only from `BF16_WINOGRAD_MIN_CHANNELS` input channels on;
+/// switching precision re-decides, and an explicit choice is kept.
+#[test]
+fn auto_picks_winograd_by_precision_and_width() {
+    let narrow = random_tensor([8, 64, 3, 3], 1);
+    let wide = random_tensor([8, BF16_WINOGRAD_MIN_CHANNELS, 3, 3], 2);
+    let strided = random_tensor([8, BF16_WINOGRAD_MIN_CHANNELS, 3, 3], 3);
+    let cases = [
+        (&narrow, 1, ConvAlgorithm::Auto, Precision::F32, true),
+        (&narrow, 1, ConvAlgorithm::Auto, Precision::Bf16, false),
+        (&wide, 1, ConvAlgorithm::Auto, Precision::Bf16, true),
+        (&strided, 2, ConvAlgorithm::Auto, Precision::F32, false),
+        (&narrow, 1, ConvAlgorithm::Winograd, Precision::Bf16, true),
+        (&wide, 1, ConvAlgorithm::Direct, Precision::F32, false),
+    ];
+    for (weight, stride, algorithm, precision, want) in cases {
+        let spec = ConvSpec::default().padding(1).stride(stride);
+        let conv = Conv2d::new(weight, spec).unwrap().with_algorithm(algorithm).unwrap();
+        let mut switched = conv.clone().with_precision(Precision::Bf16);
+        switched.set_precision(precision);
+        for conv in [conv.with_precision(precision), switched] {
+            let what = format!("{} in, stride {stride}, {algorithm:?}, {precision:?}", weight.shape().c());
+            assert_eq!(conv.is_winograd(), want, "{what}");
+            let input = random_tensor([1, weight.shape().c(), 9, 10], 4);
+            let got = conv.forward(&input).unwrap();
+            let (exact, _, _) = conv2d_f64(&input, weight, [stride; 2], [1, 1], [1, 1]);
+            let bound = if precision == Precision::F32 { 1e-5 } else { 4e-2 };
+            assert!(relative_l2(got.as_slice(), &exact) < bound, "{what}");
         }
     }
 }
