@@ -9,6 +9,7 @@
 
 mod error;
 mod half_tensor;
+mod huge_pages;
 mod params;
 mod shape;
 mod tensor;

@@ -1,6 +1,6 @@
 use ndarray::{Array4, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut3, ArrayViewMut4, Axis};
 
-use crate::{Shape, TensorError};
+use crate::{Shape, TensorError, huge_pages};
 
 /// An owned NCHW `f32` tensor in standard (C-contiguous) layout.
 ///
@@ -18,10 +18,16 @@ impl Tensor {
         Self::filled(shape, 0.0)
     }
 
-    /// A tensor with every element set to `value`.
+    /// A tensor with every element set to `value`. A large one is backed by
+    /// transparent huge pages where the OS offers them: a forward pass
+    /// allocates hundreds of megabytes of activations, and fresh memory is
+    /// mapped in several times faster in 2 MiB pages than in 4 KiB ones.
     pub fn filled(shape: Shape, value: f32) -> Self {
+        let mut data = vec![value; shape.len()];
+        huge_pages::advise(&mut data);
         let [n, c, h, w] = shape.dims();
-        Tensor { shape, data: Array4::from_elem((n, c, h, w), value) }
+        let data = Array4::from_shape_vec((n, c, h, w), data).expect("a checked shape holds its element count");
+        Tensor { shape, data }
     }
 
     /// Wraps a flat NCHW buffer; its length must equal the shape's.
