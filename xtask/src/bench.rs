@@ -110,6 +110,7 @@ pub(crate) fn run(root: &Path, python: &str, args: &[String]) -> Result<()> {
         bail!("cargo build --release failed");
     }
     let peak = crate::kernel_report::fma_peak(root, "2t").ok();
+    let bf16_peak = crate::kernel_report::bf16_peak(root, "2t");
     for case in &CASES {
         let dir: PathBuf = root.join("target/bench").join(case.name);
         let checkpoint = dir.join("checkpoint.pth");
@@ -144,28 +145,30 @@ pub(crate) fn run(root: &Path, python: &str, args: &[String]) -> Result<()> {
         let bf16 = time_forward(&model, &x, 2, runs)?;
         let bf16_rss = segment_rss(root, &checkpoint, &image_path, &dir.join("out"), Precision::Bf16)?;
         let mut rows = vec![
-            ("pspnet-rs (fp32)".to_string(), two.median, two.min, two.max, Some(rss)),
-            ("pspnet-rs (bf16)".to_string(), bf16.median, bf16.min, bf16.max, Some(bf16_rss)),
+            ("pspnet-rs (fp32)".to_string(), two.median, two.min, two.max, Some(rss), peak),
+            ("pspnet-rs (bf16)".to_string(), bf16.median, bf16.min, bf16.max, Some(bf16_rss), bf16_peak),
         ];
         if peers {
             for (engine, label) in [("torch", "PyTorch eager (fp32)"), ("onnxruntime", "ONNX Runtime (CPU)")] {
                 match peer(root, python, engine, case, &checkpoint, runs) {
-                    Ok((t, rss)) => rows.push((label.to_string(), t.median, t.min, t.max, Some(rss))),
+                    Ok((t, rss)) => rows.push((label.to_string(), t.median, t.min, t.max, Some(rss), peak)),
                     Err(e) => println!("skipped {label}: {e:#}"),
                 }
             }
         }
         println!(
-            "| engine (2 threads) | median s | min-max s | our fp32 time / its | our bf16 time / its | GFLOP/s | % of FMA peak | peak RSS MiB |"
+            "| engine (2 threads) | median s | min-max s | our fp32 time / its | our bf16 time / its | GFLOP/s | % of FMA peak | % of its arithmetic's peak | peak RSS MiB |"
         );
-        println!("|---|---|---|---|---|---|---|---|");
-        for (label, median, min, max, rss) in &rows {
+        println!("|---|---|---|---|---|---|---|---|---|");
+        let percent = |gflops: f64, peak: Option<f64>| peak.map_or("n/a".into(), |p| format!("{:.0}%", 100.0 * gflops / p));
+        for (label, median, min, max, rss, own_peak) in &rows {
             let gflops = flops / median / 1e9;
             println!(
-                "| {label} | {median:.3} | {min:.3}-{max:.3} | {:.2}x | {:.2}x | {gflops:.1} | {} | {} |",
+                "| {label} | {median:.3} | {min:.3}-{max:.3} | {:.2}x | {:.2}x | {gflops:.1} | {} | {} | {} |",
                 two.median / median,
                 bf16.median / median,
-                peak.map_or("n/a".into(), |p| format!("{:.0}%", 100.0 * gflops / p)),
+                percent(gflops, peak),
+                percent(gflops, *own_peak),
                 rss.map_or("n/a".into(), |r| format!("{r:.0}")),
             );
         }

@@ -69,6 +69,12 @@ pub(crate) fn fma_peak(root: &Path, threads: &str) -> Result<f64> {
         .context("no FMA peak measurement: run `cargo bench --bench conv -- peak`")
 }
 
+/// The AVX512-BF16 dot-product peak in GFLOP/s on `threads` threads, if
+/// this CPU has one and the last `cargo bench --bench conv` measured it.
+pub(crate) fn bf16_peak(root: &Path, threads: &str) -> Option<f64> {
+    results(root).ok()?.get("peak")?.get(&format!("dpbf16-avx512/{threads}")).map(Measurement::rate)
+}
+
 pub(crate) fn run(root: &Path) -> Result<()> {
     let results = results(root)?;
     let peak = results.get("peak").context("no `peak` group: run the whole conv bench")?;
