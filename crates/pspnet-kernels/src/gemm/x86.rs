@@ -13,6 +13,14 @@ use std::arch::x86_64::*;
 use super::MicroKernel;
 use crate::Isa;
 
+/// How far ahead, in `A` values, the kernels prefetch their `A` panel. A
+/// task streams each panel once from memory (a Winograd `U` chunk or a large
+/// layer's weights outgrow the caches), and the hardware prefetchers stop at
+/// every 4 KiB page: asking for the data a page ahead made the Winograd
+/// layers about 3% faster in interleaved A/B runs (bf16 head 111.7 -> 108.5
+/// ms, stage 3 6.01 -> 5.80 ms; f32 gains were larger but noisier).
+const PREFETCH_A: usize = 1024;
+
 /// A native bf16 micro-kernel (see [`MicroKernel::tile_bf16`]).
 type BF16Kernel = unsafe fn(usize, *const u32, *const u32, *mut f32, usize, bool);
 
@@ -70,6 +78,7 @@ macro_rules! simd_micro_kernel {
                 // SAFETY: step p of each panel is in bounds (caller: a holds
                 // kc*MR values, b holds kc*NR).
                 let (ap, bp) = unsafe { (a.add(p * $mr), b.add(p * $nv * $lanes)) };
+                _mm_prefetch::<_MM_HINT_T0>(ap.wrapping_add(PREFETCH_A).cast());
                 let mut bv: [$vec; $nv] = [$zero(); $nv];
                 for (v, bj) in bv.iter_mut().enumerate() {
                     // SAFETY: as above.
@@ -128,6 +137,7 @@ mod avx512 {
                 });
                 (a.add(p * 8), bv)
             };
+            _mm_prefetch::<_MM_HINT_T0>(ap.wrapping_add(PREFETCH_A).cast());
             for (i, row) in acc.iter_mut().enumerate() {
                 // SAFETY: as above.
                 let ai = unsafe { std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(*ap.add(i) as i32)) };
