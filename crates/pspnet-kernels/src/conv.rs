@@ -60,9 +60,10 @@ pub enum ConvAlgorithm {
 }
 
 /// The fewest input channels for which [`ConvAlgorithm::Auto`] picks
-/// Winograd in bf16. Measured on PSPNet-50's 3x3 layers (2 threads, Zen 5):
-/// 512 channels 18.8 ms Winograd against 24 ms direct; 256 channels (d = 2) a
-/// tie at 5.8 ms; 64 and 128 channels 1.1-1.6x faster direct.
+/// Winograd in bf16. Measured on PSPNet-50's 3x3 layers (2 threads, Zen 5,
+/// interleaved runs): 512 channels 18.8 ms Winograd against 24 ms direct;
+/// 64 channels 1.0-1.4x faster direct; 128 and 256 channels within 5% either
+/// way, where the direct sum wins for being about 5x more exact in bf16.
 pub const BF16_WINOGRAD_MIN_CHANNELS: usize = 512;
 
 /// The arithmetic of a convolution's multiply-adds.
