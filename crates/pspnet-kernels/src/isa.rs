@@ -101,9 +101,9 @@ impl FromStr for Isa {
 /// full width, for the loops around the micro-kernels (transforms, gemv).
 /// `isa` must be available on this CPU, as every [`Isa`] in use is.
 macro_rules! multiversion {
-    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$doc])*
-        fn $name(isa: $crate::Isa, $($arg: $ty),*) {
+        $vis fn $name(isa: $crate::Isa, $($arg: $ty),*) {
             #[inline(always)]
             fn generic($($arg: $ty),*) $body
             /// # Safety

@@ -31,7 +31,7 @@ pub(crate) fn pair(lo: f32, hi: f32) -> u32 {
 
 multiversion! {
     /// `out[j] = pair(lo[j], hi[j])`, with `hi` absent meaning zeros.
-    fn pairs(lo: &[f32], hi: Option<&[f32]>, out: &mut [u32]) {
+    pub(crate) fn pairs(lo: &[f32], hi: Option<&[f32]>, out: &mut [u32]) {
         match hi {
             Some(hi) => out.iter_mut().zip(lo).zip(hi).for_each(|((o, &l), &h)| *o = pair(l, h)),
             None => out.iter_mut().zip(lo).for_each(|(o, &l)| *o = pair(l, 0.0)),

@@ -261,7 +261,7 @@ fn run_task<K: MicroKernel>(
         for row0 in rows.clone().step_by(K::MR) {
             let panel = row0 / K::MR;
             let tile_rows = K::MR.min(rows.end - row0);
-            for p in 0..packed.len() / (kc * K::NR) {
+            for p in 0..cols.len().div_ceil(K::NR) {
                 let col0 = cols.start + p * K::NR;
                 let tile = TileRegion { row0, col0, rows: tile_rows, cols: K::NR.min(cols.end - col0) };
                 let run = |c: *mut f32, rs: usize| match pairs {

@@ -1,7 +1,7 @@
 //! Packing: laying the GEMM operands out in the order the micro-kernel reads
 //! them, so that its inner loop walks memory strictly forward.
 
-use super::MicroKernel;
+use super::{MicroKernel, bf16};
 
 /// The shape of one image's convolution, validated by [`crate::Conv2d`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,8 +126,10 @@ impl Scratch {
     /// Gathers `B[ks][cols]` into `NR`-column panels: panel `p` holds, for
     /// each `k` of the slice, output pixels `cols.start + p*NR ..` (+NR),
     /// zero where a tap falls in the padding or past the last pixel. Also
-    /// returns a buffer for the block in bf16 pairs if `paired` (for the
-    /// caller to fill when it multiplies in bf16; else empty).
+    /// returns a buffer for the block in bf16 pairs if `paired` (else
+    /// empty), for the caller to fill from the f32 block; a pointwise
+    /// convolution's pairs are instead read straight from the input, and its
+    /// f32 block is left empty.
     pub(crate) fn pack<K: MicroKernel>(
         &mut self,
         g: &ConvGeometry,
@@ -148,6 +150,24 @@ impl Scratch {
         }));
         let kc = ks.len();
         let panels = cols.len().div_ceil(K::NR);
+        let paired_len = if paired { panels * kc.div_ceil(2) * K::NR } else { 0 };
+        if self.paired.len() < paired_len {
+            self.paired.resize(paired_len, 0);
+        }
+        if paired && g.is_pointwise() {
+            // B's rows are the input's rows: pair them straight from there.
+            let paired = &mut self.paired[..paired_len];
+            for (p, panel) in paired.chunks_exact_mut(kc.div_ceil(2) * K::NR).enumerate() {
+                let pix0 = cols.start + p * K::NR;
+                let count = K::NR.min(cols.end - pix0);
+                let row = |tap: &Tap| &input[tap.channel_offset + pix0..][..count];
+                for (dst, taps) in panel.chunks_exact_mut(K::NR).zip(self.taps.chunks(2)) {
+                    bf16::pairs(K::ISA, row(&taps[0]), taps.get(1).map(row), &mut dst[..count]);
+                    dst[count..].fill(0);
+                }
+            }
+            return (&[], paired);
+        }
         let offset = self.buffer.as_ptr().align_offset(64).min(ALIGN_FLOATS);
         let packed = &mut self.buffer[offset..offset + panels * kc * K::NR];
         for (p, panel) in packed.chunks_exact_mut(kc * K::NR).enumerate() {
@@ -163,10 +183,6 @@ impl Scratch {
             if count < K::NR {
                 panel.chunks_exact_mut(K::NR).for_each(|dst| dst[count..].fill(0.0));
             }
-        }
-        let paired_len = if paired { panels * kc.div_ceil(2) * K::NR } else { 0 };
-        if self.paired.len() < paired_len {
-            self.paired.resize(paired_len, 0);
         }
         (packed, &mut self.paired[..paired_len])
     }
