@@ -160,7 +160,8 @@ pub(crate) fn run(root: &Path, python: &str, args: &[String]) -> Result<()> {
             "| engine (2 threads) | median s | min-max s | our fp32 time / its | our bf16 time / its | GFLOP/s | % of FMA peak | % of its arithmetic's peak | peak RSS MiB |"
         );
         println!("|---|---|---|---|---|---|---|---|---|");
-        let percent = |gflops: f64, peak: Option<f64>| peak.map_or("n/a".into(), |p| format!("{:.0}%", 100.0 * gflops / p));
+        let percent =
+            |gflops: f64, peak: Option<f64>| peak.map_or("n/a".into(), |p| format!("{:.0}%", 100.0 * gflops / p));
         for (label, median, min, max, rss, own_peak) in &rows {
             let gflops = flops / median / 1e9;
             println!(
