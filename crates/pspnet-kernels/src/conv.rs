@@ -60,11 +60,13 @@ pub enum ConvAlgorithm {
 }
 
 /// The fewest input channels for which [`ConvAlgorithm::Auto`] picks
-/// Winograd in bf16. Measured on PSPNet-50's 3x3 layers (2 threads, Zen 5,
+/// Winograd in bf16. Measured on PSPNet's 3x3 layers (2 threads, Zen 5,
 /// interleaved runs): 512 channels 18.8 ms Winograd against 24 ms direct;
-/// 64 channels 1.0-1.4x faster direct; 128 and 256 channels within 5% either
-/// way, where the direct sum wins for being about 5x more exact in bf16.
-pub const BF16_WINOGRAD_MIN_CHANNELS: usize = 512;
+/// 256 channels (d = 2) a tie at 473x473 but stage 3 of PSPNet-101 at
+/// 713x713 13% faster in Winograd; 64 channels 1.0-1.4x faster direct, and
+/// 128 within 5% either way, where the direct sum wins for being about 5x
+/// more exact in bf16.
+pub const BF16_WINOGRAD_MIN_CHANNELS: usize = 256;
 
 /// The arithmetic of a convolution's multiply-adds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
