@@ -216,65 +216,55 @@ mod peak {
     pub(crate) const FLOPS_AVX512: u64 = ITERS * 16 * 16 * 2;
     pub(crate) const FLOPS_AVX2: u64 = ITERS * 12 * 8 * 2;
 
-    /// # Safety
-    /// The CPU must support AVX-512F.
-    pub(crate) unsafe fn avx512() {
-        // SAFETY: register-only FMAs on clobbered zmm registers (caller: AVX-512F).
-        unsafe {
-            asm!(
-                "vxorps xmm30, xmm30, xmm30",
-                "vxorps xmm31, xmm31, xmm31",
-                "2:",
-                "vfmadd231ps zmm0, zmm30, zmm31", "vfmadd231ps zmm1, zmm30, zmm31",
-                "vfmadd231ps zmm2, zmm30, zmm31", "vfmadd231ps zmm3, zmm30, zmm31",
-                "vfmadd231ps zmm4, zmm30, zmm31", "vfmadd231ps zmm5, zmm30, zmm31",
-                "vfmadd231ps zmm6, zmm30, zmm31", "vfmadd231ps zmm7, zmm30, zmm31",
-                "vfmadd231ps zmm8, zmm30, zmm31", "vfmadd231ps zmm9, zmm30, zmm31",
-                "vfmadd231ps zmm10, zmm30, zmm31", "vfmadd231ps zmm11, zmm30, zmm31",
-                "vfmadd231ps zmm12, zmm30, zmm31", "vfmadd231ps zmm13, zmm30, zmm31",
-                "vfmadd231ps zmm14, zmm30, zmm31", "vfmadd231ps zmm15, zmm30, zmm31",
-                "dec {n}",
-                "jnz 2b",
-                n = inout(reg) ITERS => _,
-                out("zmm0") _, out("zmm1") _, out("zmm2") _, out("zmm3") _, out("zmm4") _, out("zmm5") _,
-                out("zmm6") _, out("zmm7") _, out("zmm8") _, out("zmm9") _, out("zmm10") _, out("zmm11") _,
-                out("zmm12") _, out("zmm13") _, out("zmm14") _, out("zmm15") _, out("zmm30") _, out("zmm31") _,
-                options(nomem, nostack),
-            );
-        }
+    /// Defines `$name`, a loop of 16 independent `$op zmmI, zmm30, zmm31`
+    /// per iteration.
+    macro_rules! zmm_peak_loop {
+        ($(#[$doc:meta])* $name:ident, $op:literal) => {
+            $(#[$doc])*
+            pub(crate) unsafe fn $name() {
+                // SAFETY: register-only arithmetic on clobbered zmm registers
+                // (caller: the CPU has the instruction).
+                unsafe {
+                    asm!(
+                        "vxorps xmm30, xmm30, xmm30",
+                        "vxorps xmm31, xmm31, xmm31",
+                        "2:",
+                        concat!($op, " zmm0, zmm30, zmm31"), concat!($op, " zmm1, zmm30, zmm31"),
+                        concat!($op, " zmm2, zmm30, zmm31"), concat!($op, " zmm3, zmm30, zmm31"),
+                        concat!($op, " zmm4, zmm30, zmm31"), concat!($op, " zmm5, zmm30, zmm31"),
+                        concat!($op, " zmm6, zmm30, zmm31"), concat!($op, " zmm7, zmm30, zmm31"),
+                        concat!($op, " zmm8, zmm30, zmm31"), concat!($op, " zmm9, zmm30, zmm31"),
+                        concat!($op, " zmm10, zmm30, zmm31"), concat!($op, " zmm11, zmm30, zmm31"),
+                        concat!($op, " zmm12, zmm30, zmm31"), concat!($op, " zmm13, zmm30, zmm31"),
+                        concat!($op, " zmm14, zmm30, zmm31"), concat!($op, " zmm15, zmm30, zmm31"),
+                        "dec {n}",
+                        "jnz 2b",
+                        n = inout(reg) ITERS => _,
+                        out("zmm0") _, out("zmm1") _, out("zmm2") _, out("zmm3") _, out("zmm4") _, out("zmm5") _,
+                        out("zmm6") _, out("zmm7") _, out("zmm8") _, out("zmm9") _, out("zmm10") _, out("zmm11") _,
+                        out("zmm12") _, out("zmm13") _, out("zmm14") _, out("zmm15") _, out("zmm30") _, out("zmm31") _,
+                        options(nomem, nostack),
+                    );
+                }
+            }
+        };
     }
+
+    zmm_peak_loop!(
+        /// # Safety
+        /// The CPU must support AVX-512F.
+        avx512, "vfmadd231ps"
+    );
 
     /// The bf16 dot-product peak: `vdpbf16ps` does two multiply-adds per f32
     /// lane (4 FLOP).
     pub(crate) const FLOPS_BF16: u64 = ITERS * 16 * 16 * 4;
 
-    /// # Safety
-    /// The CPU must support AVX512-BF16.
-    pub(crate) unsafe fn avx512_bf16() {
-        // SAFETY: register-only dot products on clobbered zmm registers (caller: AVX512-BF16).
-        unsafe {
-            asm!(
-                "vxorps xmm30, xmm30, xmm30",
-                "vxorps xmm31, xmm31, xmm31",
-                "2:",
-                "vdpbf16ps zmm0, zmm30, zmm31", "vdpbf16ps zmm1, zmm30, zmm31",
-                "vdpbf16ps zmm2, zmm30, zmm31", "vdpbf16ps zmm3, zmm30, zmm31",
-                "vdpbf16ps zmm4, zmm30, zmm31", "vdpbf16ps zmm5, zmm30, zmm31",
-                "vdpbf16ps zmm6, zmm30, zmm31", "vdpbf16ps zmm7, zmm30, zmm31",
-                "vdpbf16ps zmm8, zmm30, zmm31", "vdpbf16ps zmm9, zmm30, zmm31",
-                "vdpbf16ps zmm10, zmm30, zmm31", "vdpbf16ps zmm11, zmm30, zmm31",
-                "vdpbf16ps zmm12, zmm30, zmm31", "vdpbf16ps zmm13, zmm30, zmm31",
-                "vdpbf16ps zmm14, zmm30, zmm31", "vdpbf16ps zmm15, zmm30, zmm31",
-                "dec {n}",
-                "jnz 2b",
-                n = inout(reg) ITERS => _,
-                out("zmm0") _, out("zmm1") _, out("zmm2") _, out("zmm3") _, out("zmm4") _, out("zmm5") _,
-                out("zmm6") _, out("zmm7") _, out("zmm8") _, out("zmm9") _, out("zmm10") _, out("zmm11") _,
-                out("zmm12") _, out("zmm13") _, out("zmm14") _, out("zmm15") _, out("zmm30") _, out("zmm31") _,
-                options(nomem, nostack),
-            );
-        }
-    }
+    zmm_peak_loop!(
+        /// # Safety
+        /// The CPU must support AVX512-BF16.
+        avx512_bf16, "vdpbf16ps"
+    );
 
     /// # Safety
     /// The CPU must support AVX2 and FMA.
