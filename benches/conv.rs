@@ -205,9 +205,10 @@ fn convolutions(c: &mut Criterion) {
     }
 }
 
-/// FMA-only loops in assembly (so no compiler spill can hide the peak):
-/// 16 independent register accumulators, no memory traffic. Their
-/// throughput is this core's FMA peak (each FMA counts 2 FLOP per lane).
+/// Arithmetic-only loops in assembly (so no compiler spill can hide the
+/// peak): 16 independent register accumulators, no memory traffic. Their
+/// throughput is this core's FMA peak (each FMA counts 2 FLOP per lane) and
+/// bf16 dot-product peak (`vdpbf16ps`: 4 FLOP per lane).
 #[cfg(target_arch = "x86_64")]
 mod peak {
     use std::arch::asm;
