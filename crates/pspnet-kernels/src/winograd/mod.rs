@@ -145,10 +145,13 @@ pub(crate) fn conv_image<K: MicroKernel>(
     // Taken out of the thread-local (not borrowed), so a nested call on this
     // thread simply allocates its own.
     let mut workspace = WORKSPACE.take();
-    workspace.resize(plan.u_len() + plan.v_len() + plan.m_len(), 0.0);
-    let (u, rest) = workspace.split_at_mut(plan.u_len());
-    let (v, m) = rest.split_at_mut(plan.v_len());
     let bf16 = matches!(operands, Operands::Bf16(_));
+    // In bf16, `U` only ever exists in pairs: each panel is transformed into
+    // a scratch of its own (see `transform_weights`).
+    let u_len = if bf16 { 0 } else { plan.u_len() };
+    workspace.resize(u_len + plan.v_len() + plan.m_len(), 0.0);
+    let (u, rest) = workspace.split_at_mut(u_len);
+    let (v, m) = rest.split_at_mut(plan.v_len());
     let mut pairs = if bf16 { PAIRS.take() } else { Vec::new() };
     let u_pairs_len = plan.row_panels * POINTS * plan.chunk.div_ceil(2) * K::MR;
     pairs.resize(if bf16 { u_pairs_len + POINTS * plan.chunk.div_ceil(2) * plan.band } else { 0 }, 0);
@@ -196,7 +199,8 @@ fn pair_panel(isa: Isa, values: &[f32], stride: usize, steps: usize, width: usiz
 
 /// `U` for input channels `channels`: per output-channel panel, per point,
 /// per channel, the panel's `MR` transformed values (a micro-kernel `A`
-/// panel); with `pairs`, also in bf16 pairs, each panel paired while hot.
+/// panel); with `pairs`, in bf16 pairs instead, each panel transformed into
+/// a scratch that stays in cache and paired from there (`u` is then unused).
 fn transform_weights(
     isa: Isa,
     weights: &PackedWeights,
@@ -211,13 +215,15 @@ fn transform_weights(
     let transform = |panel: usize, u: &mut [f32]| {
         weight_panel(isa, weights.panel(panel, channels.start * 9, channels.len() * 9), mr, chunk, u);
     };
-    let u = u[..rows * panel_len].par_chunks_mut(panel_len).enumerate();
     match pairs {
-        None => u.for_each(|(panel, u)| transform(panel, u)),
-        Some(pairs) => u.zip(pairs[..rows * pair_len].par_chunks_mut(pair_len)).for_each(|((panel, u), pairs)| {
-            transform(panel, u);
-            pair_panel(isa, u, chunk, channels.len(), mr, pairs);
-        }),
+        None => u[..rows * panel_len].par_chunks_mut(panel_len).enumerate().for_each(|(panel, u)| transform(panel, u)),
+        Some(pairs) => pairs[..rows * pair_len].par_chunks_mut(pair_len).enumerate().for_each_init(
+            || vec![0.0; panel_len],
+            |u, (panel, pairs)| {
+                transform(panel, u);
+                pair_panel(isa, u, chunk, channels.len(), mr, pairs);
+            },
+        ),
     }
 }
 
