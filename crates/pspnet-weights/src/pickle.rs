@@ -946,7 +946,6 @@ impl Machine<'_> {
     }
 }
 
-/// What conversion to [`Value`] may still produce.
 /// The raw bytes of the storages that tensors read, by key.
 pub(crate) enum Storages<'a> {
     /// Slices of a file held whole in memory: every tensor copies its elements.
@@ -994,6 +993,7 @@ impl Source<'_, '_> {
     }
 }
 
+/// What conversion to [`Value`] may still produce.
 struct Budget {
     nodes: u64,
     bytes: u64,
