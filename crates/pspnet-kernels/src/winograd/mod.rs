@@ -87,6 +87,8 @@ thread_local! {
     static WORKSPACE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// `U` and `V` in bf16 pairs, when multiplying in bf16.
     static PAIRS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+    /// One panel of `U` in f32 on its way to bf16 pairs, per worker thread.
+    static U_PANEL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// How one layer is cut: bands of tiles (one `M` each), chunks of input
@@ -217,13 +219,13 @@ fn transform_weights(
     };
     match pairs {
         None => u[..rows * panel_len].par_chunks_mut(panel_len).enumerate().for_each(|(panel, u)| transform(panel, u)),
-        Some(pairs) => pairs[..rows * pair_len].par_chunks_mut(pair_len).enumerate().for_each_init(
-            || vec![0.0; panel_len],
-            |u, (panel, pairs)| {
+        Some(pairs) => pairs[..rows * pair_len].par_chunks_mut(pair_len).enumerate().for_each(|(panel, pairs)| {
+            U_PANEL.with_borrow_mut(|u| {
+                u.resize(panel_len, 0.0);
                 transform(panel, u);
                 pair_panel(isa, u, chunk, channels.len(), mr, pairs);
-            },
-        ),
+            })
+        }),
     }
 }
 
