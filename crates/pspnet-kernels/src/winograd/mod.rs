@@ -51,6 +51,8 @@ const M_BUDGET: usize = 6 << 20;
 const B_GROUP_BYTES: usize = 768 * 1024;
 /// Tiles (or output channels) each transform handles as one vector.
 const LANES: usize = 8;
+/// The widest `B` panel of any micro-kernel (AVX-512's `NR`).
+const MAX_NR: usize = 48;
 
 /// Whether a convolution of this shape can run in the Winograd domain.
 pub(crate) fn supports(kernel: [usize; 2], stride: [usize; 2]) -> bool {
@@ -109,6 +111,7 @@ struct Plan {
 impl Plan {
     fn new<K: MicroKernel>(g: &ConvGeometry, rows: usize) -> Plan {
         debug_assert!(K::NR % LANES == 0 && K::MR % 4 == 0, "transforms work on whole lane groups");
+        debug_assert!(K::NR <= MAX_NR, "the input transform assembles whole B panel rows");
         let tiles = tiles(g);
         let row_panels = rows.div_ceil(K::MR);
         let padded_rows = row_panels * K::MR;
@@ -314,7 +317,10 @@ fn transform_input(
 
 multiversion! {
     /// Transforms input channels `channels.start + mine` of one panel of
-    /// tiles into `V`.
+    /// tiles into `V`. Each point's row of `NR` tiles is assembled in a
+    /// local buffer and stored at once, as whole cache lines: storing each
+    /// group of `LANES` tiles into its 36 rows as it came made the 3x3
+    /// layers of PSPNet-50 3-5% slower inside the network.
     #[allow(clippy::too_many_arguments)]
     fn input_panel(
         g: &ConvGeometry,
@@ -328,19 +334,23 @@ multiversion! {
         v: &Shared,
     ) {
         let (mut patch, mut transformed) = ([[0.0f32; LANES]; POINTS], [[0.0f32; LANES]; POINTS]);
+        let mut rows = [[0.0f32; MAX_NR]; POINTS];
         for c in mine {
             let plane = &input[(first_channel + c) * g.h * g.w..][..g.h * g.w];
             for lane0 in (0..nr).step_by(LANES) {
                 let group = tiles.get(lane0..).unwrap_or_default();
                 gather_patches(g, plane, &group[..group.len().min(LANES)], &mut patch);
                 transform::input(&patch, &mut transformed);
-                for (point, values) in transformed.iter().enumerate() {
-                    let start = ((panel * POINTS + point) * kc + c) * nr + lane0;
-                    // SAFETY: each (panel, channel) row of V is written by the
-                    // one task owning that panel and channel slice; `piece`
-                    // checked the bounds.
-                    unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), v.piece(start, 1, LANES, 0), LANES) };
+                for (row, values) in rows.iter_mut().zip(&transformed) {
+                    row[lane0..lane0 + LANES].copy_from_slice(values);
                 }
+            }
+            for (point, row) in rows.iter().enumerate() {
+                let start = ((panel * POINTS + point) * kc + c) * nr;
+                // SAFETY: each (panel, channel) row of V is written by the
+                // one task owning that panel and channel slice; `piece`
+                // checked the bounds.
+                unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), v.piece(start, 1, nr, 0), nr) };
             }
         }
     }
