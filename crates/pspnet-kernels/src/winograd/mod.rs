@@ -24,7 +24,8 @@
 //! After the last chunk, the output transform writes the 4x4 tiles and the
 //! epilogue finishes each channel. `U`, `V` and `M` live in one buffer reused
 //! from layer to layer; a layer too large for their budgets is split into
-//! bands of tiles.
+//! bands of tiles. When multiplying in bf16, both transforms write their
+//! results straight as bf16 pairs: `U` and `V` never exist in f32 whole.
 
 mod transform;
 
@@ -154,9 +155,11 @@ pub(crate) fn conv_image<K: MicroKernel>(
     // In bf16, `U` only ever exists in pairs: each panel is transformed into
     // a scratch of its own (see `transform_weights`).
     let u_len = if bf16 { 0 } else { plan.u_len() };
-    workspace.resize(u_len + plan.v_len() + plan.m_len(), 0.0);
+    // Likewise `V`, which the input transform then writes in pairs.
+    let v_len = if bf16 { 0 } else { plan.v_len() };
+    workspace.resize(u_len + v_len + plan.m_len(), 0.0);
     let (u, rest) = workspace.split_at_mut(u_len);
-    let (v, m) = rest.split_at_mut(plan.v_len());
+    let (v, m) = rest.split_at_mut(v_len);
     let mut pairs = if bf16 { PAIRS.take() } else { Vec::new() };
     let u_pairs_len = plan.row_panels * POINTS * plan.chunk.div_ceil(2) * K::MR;
     pairs.resize(if bf16 { u_pairs_len + POINTS * plan.chunk.div_ceil(2) * plan.band } else { 0 }, 0);
@@ -170,16 +173,12 @@ pub(crate) fn conv_image<K: MicroKernel>(
                 let u_pairs = bf16.then_some(&mut *u_pairs);
                 transform_weights(plan.isa, weights, channels.clone(), plan.chunk, u, u_pairs);
             }
-            transform_input(&plan, g, input, band, channels.clone(), v);
             let kc = channels.len();
             if bf16 {
-                let panels = band.len().div_ceil(K::NR);
-                let (v, pair_len) = (&v[..panels * POINTS * kc * K::NR], POINTS * kc.div_ceil(2) * K::NR);
-                v.par_chunks(POINTS * kc * K::NR)
-                    .zip(v_pairs[..panels * pair_len].par_chunks_mut(pair_len))
-                    .for_each(|(v, pairs)| pair_panel(plan.isa, v, kc, kc, K::NR, pairs));
+                transform_input(&plan, g, input, band, channels.clone(), VOut::Pairs(v_pairs));
                 multiply_bf16::<K>(&plan, band.len(), kc, u_pairs, v_pairs, m, i == 0);
             } else {
+                transform_input(&plan, g, input, band, channels.clone(), VOut::F32(v));
                 multiply::<K>(&plan, band.len(), kc, u, v, m, i == 0);
             }
         }
@@ -269,44 +268,68 @@ fn weight_panel_lanes<const L: usize>(taps: &[f32], chunk: usize, u: &mut [f32])
 }
 
 /// A raw view of a buffer that parallel tasks write in disjoint pieces.
-struct Shared {
-    ptr: *mut f32,
+struct Shared<T> {
+    ptr: *mut T,
     len: usize,
 }
 
-// SAFETY: built from a `&mut [f32]` that outlives the parallel loop using it,
+// SAFETY: built from a `&mut [T]` that outlives the parallel loop using it,
 // and each task writes only its own pieces (see the callers).
-unsafe impl Sync for Shared {}
+unsafe impl<T: Send> Sync for Shared<T> {}
 
-impl Shared {
-    fn new(buffer: &mut [f32]) -> Self {
+impl<T> Shared<T> {
+    fn new(buffer: &mut [T]) -> Self {
         Shared { ptr: buffer.as_mut_ptr(), len: buffer.len() }
     }
 
     /// Where a piece of `rows` rows of `cols` values, `row_stride` apart, begins.
-    fn piece(&self, start: usize, rows: usize, cols: usize, row_stride: usize) -> *mut f32 {
+    fn piece(&self, start: usize, rows: usize, cols: usize, row_stride: usize) -> *mut T {
         assert!(rows > 0 && start + (rows - 1) * row_stride + cols <= self.len, "piece outside the buffer");
         self.ptr.wrapping_add(start)
     }
+
+    /// The `len` values from `start`.
+    ///
+    /// # Safety
+    /// No other live reference may overlap them.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn run_mut(&self, start: usize, len: usize) -> &mut [T] {
+        // SAFETY: `piece` checked the bounds; exclusive (caller); the buffer
+        // outlives `self`.
+        unsafe { std::slice::from_raw_parts_mut(self.piece(start, 1, len, 0), len) }
+    }
 }
 
-/// `V` for one band and chunk: per tile panel, per point, per channel, the
-/// panel's `NR` transformed tiles (a micro-kernel `B` panel; zero past the
-/// band's last tile). Tasks are (tile panel, slice of channels).
+/// Where the input transform writes `V`: in f32, or in bf16 pairs of
+/// consecutive channels (so `V` never exists in f32 when multiplying in bf16).
+enum VOut<'a> {
+    F32(&'a mut [f32]),
+    Pairs(&'a mut [u32]),
+}
+
+/// `V` for one band and chunk: per tile panel, per point, per channel (or
+/// pair of channels), the panel's `NR` transformed tiles (a micro-kernel
+/// `B` panel; zero past the band's last tile). Tasks are (tile panel,
+/// slice of channels).
 fn transform_input(
     plan: &Plan,
     g: &ConvGeometry,
     input: &[f32],
     band: &[Tile],
     channels: std::ops::Range<usize>,
-    v: &mut [f32],
+    v: VOut<'_>,
 ) {
     let (kc, nr) = (channels.len(), plan.nr);
     let panels = band.len().div_ceil(nr);
     let threads = rayon::current_num_threads().max(1);
     let slices = (4 * threads).div_ceil(panels).min(kc);
-    let per_slice = kc.div_ceil(slices);
-    let v = Shared::new(&mut v[..panels * POINTS * kc * nr]);
+    // A pair of channels is never split between tasks.
+    let per_slice = kc.div_ceil(slices).next_multiple_of(2);
+    let slices = kc.div_ceil(per_slice);
+    let v = match v {
+        VOut::F32(v) => Target::F32(Shared::new(&mut v[..panels * POINTS * kc * nr])),
+        VOut::Pairs(v) => Target::Pairs(Shared::new(&mut v[..panels * POINTS * kc.div_ceil(2) * nr])),
+    };
     (0..panels * slices).into_par_iter().for_each(|task| {
         let (panel, slice) = (task / slices, task % slices);
         let tiles = &band[panel * nr..((panel + 1) * nr).min(band.len())];
@@ -315,12 +338,19 @@ fn transform_input(
     });
 }
 
+/// [`VOut`] as the tasks of [`transform_input`] share it.
+enum Target {
+    F32(Shared<f32>),
+    Pairs(Shared<u32>),
+}
+
 multiversion! {
     /// Transforms input channels `channels.start + mine` of one panel of
     /// tiles into `V`. Each point's row of `NR` tiles is assembled in a
     /// local buffer and stored at once, as whole cache lines: storing each
     /// group of `LANES` tiles into its 36 rows as it came made the 3x3
-    /// layers of PSPNet-50 3-5% slower inside the network.
+    /// layers of PSPNet-50 3-5% slower inside the network. In pairs, two
+    /// channels' rows are stored as one row of pairs.
     #[allow(clippy::too_many_arguments)]
     fn input_panel(
         g: &ConvGeometry,
@@ -331,26 +361,42 @@ multiversion! {
         kc: usize,
         nr: usize,
         panel: usize,
-        v: &Shared,
+        v: &Target,
     ) {
         let (mut patch, mut transformed) = ([[0.0f32; LANES]; POINTS], [[0.0f32; LANES]; POINTS]);
-        let mut rows = [[0.0f32; MAX_NR]; POINTS];
-        for c in mine {
-            let plane = &input[(first_channel + c) * g.h * g.w..][..g.h * g.w];
-            for lane0 in (0..nr).step_by(LANES) {
-                let group = tiles.get(lane0..).unwrap_or_default();
-                gather_patches(g, plane, &group[..group.len().min(LANES)], &mut patch);
-                transform::input(&patch, &mut transformed);
-                for (row, values) in rows.iter_mut().zip(&transformed) {
-                    row[lane0..lane0 + LANES].copy_from_slice(values);
+        let mut rows = [[0.0f32; 2 * MAX_NR]; POINTS];
+        let step = if matches!(v, Target::Pairs(_)) { 2 } else { 1 };
+        for c0 in mine.clone().step_by(step) {
+            let count = step.min(mine.end - c0);
+            for i in 0..count {
+                let plane = &input[(first_channel + c0 + i) * g.h * g.w..][..g.h * g.w];
+                for lane0 in (0..nr).step_by(LANES) {
+                    let group = tiles.get(lane0..).unwrap_or_default();
+                    gather_patches(g, plane, &group[..group.len().min(LANES)], &mut patch);
+                    transform::input(&patch, &mut transformed);
+                    for (row, values) in rows.iter_mut().zip(&transformed) {
+                        row[i * nr + lane0..][..LANES].copy_from_slice(values);
+                    }
                 }
             }
             for (point, row) in rows.iter().enumerate() {
-                let start = ((panel * POINTS + point) * kc + c) * nr;
-                // SAFETY: each (panel, channel) row of V is written by the
-                // one task owning that panel and channel slice; `piece`
-                // checked the bounds.
-                unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), v.piece(start, 1, nr, 0), nr) };
+                match v {
+                    Target::F32(v) => {
+                        // SAFETY: each (panel, channel) row of V is written
+                        // by the one task owning that panel and channel slice.
+                        let dst = unsafe { v.run_mut(((panel * POINTS + point) * kc + c0) * nr, nr) };
+                        dst.copy_from_slice(&row[..nr]);
+                    }
+                    Target::Pairs(v) => {
+                        // SAFETY: likewise per pair of channels, and pairs
+                        // never straddle two tasks' slices.
+                        let dst = unsafe { v.run_mut(((panel * POINTS + point) * kc.div_ceil(2) + c0 / 2) * nr, nr) };
+                        let (lo, hi) = row.split_at(nr);
+                        for ((d, &l), &h) in dst.iter_mut().zip(lo).zip(&hi[..nr]) {
+                            *d = bf16::pair(l, if count == 2 { h } else { 0.0 });
+                        }
+                    }
+                }
             }
         }
     }
