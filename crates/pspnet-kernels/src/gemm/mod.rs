@@ -341,19 +341,24 @@ unsafe fn apply_epilogue(output: &SharedOutput, tile: TileRegion, epilogue: Epil
 
 impl Epilogue<'_> {
     /// Finishes `row`, the values of output channel `channel` that start at
-    /// flat index `start` of the image's output.
+    /// flat index `start` of the image's output, in one pass.
     pub(crate) fn apply(&self, row: &mut [f32], channel: usize, start: usize) {
-        if self.scale.is_some() || self.shift.is_some() {
-            let scale = self.scale.map_or(1.0, |s| s[channel]);
-            let shift = self.shift.map_or(0.0, |s| s[channel]);
-            row.iter_mut().for_each(|v| *v = *v * scale + shift);
+        if self.scale.is_none() && self.shift.is_none() && self.residual.is_none() && !self.relu {
+            return;
         }
-        if let Some(residual) = self.residual {
-            let len = row.len();
-            row.iter_mut().zip(&residual[start..start + len]).for_each(|(v, r)| *v += r);
-        }
-        if self.relu {
-            row.iter_mut().for_each(|v| *v = v.max(0.0));
+        let scale = self.scale.map_or(1.0, |s| s[channel]);
+        let shift = self.shift.map_or(0.0, |s| s[channel]);
+        let relu = self.relu;
+        let finish = |v: f32, r: f32| {
+            let y = v * scale + shift + r;
+            if relu { y.max(0.0) } else { y }
+        };
+        match self.residual {
+            Some(residual) => {
+                let len = row.len();
+                row.iter_mut().zip(&residual[start..start + len]).for_each(|(v, &r)| *v = finish(*v, r));
+            }
+            None => row.iter_mut().for_each(|v| *v = finish(*v, 0.0)),
         }
     }
 }
