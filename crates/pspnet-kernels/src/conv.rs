@@ -45,9 +45,9 @@ impl ConvSpec {
 pub enum ConvAlgorithm {
     /// Winograd F(4x4, 3x3) for 3x3 stride-1 layers (dilated or not), the
     /// direct implicit GEMM for every other shape. In bf16, whose GEMMs cost
-    /// half as much while the transforms do not get cheaper, Winograd only
-    /// pays from [`BF16_WINOGRAD_MIN_CHANNELS`] input channels on: narrower
-    /// 3x3 layers run direct there (faster, and 5x more exact).
+    /// half as much while the transforms do not get cheaper, Winograd is
+    /// taken from [`BF16_WINOGRAD_MIN_CHANNELS`] input channels on: narrower
+    /// 3x3 layers run direct there (5x more exact).
     #[default]
     Auto,
     /// The direct implicit GEMM: each output is a plain sum of
@@ -60,13 +60,14 @@ pub enum ConvAlgorithm {
 }
 
 /// The fewest input channels for which [`ConvAlgorithm::Auto`] picks
-/// Winograd in bf16. Measured on PSPNet's 3x3 layers (2 threads, Zen 5,
-/// interleaved runs): 512 channels 18.8 ms Winograd against 24 ms direct;
-/// 256 channels (d = 2) a tie at 473x473 but stage 3 of PSPNet-101 at
-/// 713x713 13% faster in Winograd; 64 channels 1.0-1.4x faster direct, and
-/// 128 within 5% either way, where the direct sum wins for being about 5x
-/// more exact in bf16.
-pub const BF16_WINOGRAD_MIN_CHANNELS: usize = 256;
+/// Winograd in bf16. Measured on PSPNet-50's 3x3 layers at 473x473 (2
+/// threads, Zen 5, interleaved runs), with the input transform writing bf16
+/// pairs: the stem's 64 -> 64 (237x237) 10.3-11.0 ms direct against 8.0-8.4
+/// Winograd, its 64 -> 128 15.6-15.9 against 13.4-13.7, stage 2's 128 ->
+/// 128 1.62-1.63 against 1.24-1.25; only stage 1's 64 -> 64 (119x119) is 5%
+/// faster direct. Inside the network the stem takes 33 ms instead of 45.
+/// Narrower layers keep the direct sum, about 5x more exact in bf16.
+pub const BF16_WINOGRAD_MIN_CHANNELS: usize = 64;
 
 /// The arithmetic of a convolution's multiply-adds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

@@ -389,7 +389,7 @@ fn bf16_convolution_stays_within_bf16_error() {
 /// switching precision re-decides, and an explicit choice is kept.
 #[test]
 fn auto_picks_winograd_by_precision_and_width() {
-    let narrow = random_tensor([8, 64, 3, 3], 1);
+    let narrow = random_tensor([8, BF16_WINOGRAD_MIN_CHANNELS / 2, 3, 3], 1);
     let wide = random_tensor([8, BF16_WINOGRAD_MIN_CHANNELS, 3, 3], 2);
     let strided = random_tensor([8, BF16_WINOGRAD_MIN_CHANNELS, 3, 3], 3);
     let cases = [
