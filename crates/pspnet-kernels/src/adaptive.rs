@@ -4,8 +4,9 @@
 
 use pspnet_tensor::Tensor;
 
+use rayon::prelude::*;
+
 use crate::KernelError;
-use crate::planes::map_planes;
 
 /// Bin `i` of `bins` over a length `len`: `[floor(i*len/bins), ceil((i+1)*len/bins))`.
 /// Bins overlap when `bins` does not divide `len`, and repeat pixels when
@@ -14,37 +15,108 @@ fn bin(i: usize, bins: usize, len: usize) -> std::ops::Range<usize> {
     (i * len) / bins..((i + 1) * len).div_ceil(bins)
 }
 
+/// How one pooling reduces a bin: a fold from `init` with `step` over the
+/// bin's pixels in row-major order (PyTorch's order), then `finish(acc,
+/// pixel count)`.
+struct Reduction<S, F> {
+    init: f32,
+    step: S,
+    finish: F,
+}
+
+/// Pools every channel plane to each of `sizes` (`[height, width]` bins) in
+/// one pass over the plane: a bin's fold is a chain of dependent additions,
+/// and walking the plane once, row by row, advances the chains of every bin
+/// of every size that reads the row side by side, where pooling one size
+/// at a time left the single bin of a 1x1 pooling to run alone.
 fn adaptive(
     input: &Tensor,
-    out_hw: [usize; 2],
-    reduce: impl Fn(&mut dyn Iterator<Item = f32>, usize) -> f32 + Sync,
-) -> Result<Tensor, KernelError> {
-    if out_hw.contains(&0) {
-        return Err(KernelError::InvalidParameter { what: "adaptive pooling output size", value: out_hw });
-    }
+    sizes: &[[usize; 2]],
+    reduction: Reduction<impl Fn(f32, f32) -> f32 + Sync, impl Fn(f32, usize) -> f32 + Sync>,
+) -> Result<Vec<Tensor>, KernelError> {
     let shape = input.shape();
-    let out = shape.with_hw(out_hw[0], out_hw[1])?;
-    let (h, w) = (shape.h(), shape.w());
-    Ok(map_planes(input, out, |src, dst| {
-        for (oy, dst_row) in dst.chunks_exact_mut(out.w()).enumerate() {
-            let ys = bin(oy, out.h(), h);
-            for (ox, d) in dst_row.iter_mut().enumerate() {
-                let xs = bin(ox, out.w(), w);
-                let count = ys.len() * xs.len();
-                *d = reduce(&mut ys.clone().flat_map(|y| src[y * w + xs.start..y * w + xs.end].iter().copied()), count);
+    let outs = sizes
+        .iter()
+        .map(|&out_hw| {
+            if out_hw.contains(&0) {
+                return Err(KernelError::InvalidParameter { what: "adaptive pooling output size", value: out_hw });
             }
-        }
-    }))
+            Ok(shape.with_hw(out_hw[0], out_hw[1])?)
+        })
+        .collect::<Result<Vec<_>, KernelError>>()?;
+    let (h, w) = (shape.h(), shape.w());
+    // Per size: the bin rows each input row belongs to (two where bins overlap).
+    let rows_of: Vec<Vec<Vec<usize>>> =
+        outs.iter().map(|o| (0..h).map(|y| (0..o.h()).filter(|&oy| bin(oy, o.h(), h).contains(&y)).collect()).collect()).collect();
+    let total: usize = outs.iter().map(|o| o.plane_len()).sum();
+    let Reduction { init, step, finish } = reduction;
+    let pooled: Vec<Vec<f32>> = input
+        .as_slice()
+        .par_chunks(shape.plane_len())
+        .map(|src| {
+            let mut acc = vec![init; total];
+            for y in 0..h {
+                let row = &src[y * w..][..w];
+                let mut base = 0;
+                for (o, rows) in outs.iter().zip(&rows_of) {
+                    for &oy in &rows[y] {
+                        for ox in 0..o.w() {
+                            let a = &mut acc[base + oy * o.w() + ox];
+                            *a = row[bin(ox, o.w(), w)].iter().fold(*a, |a, &v| step(a, v));
+                        }
+                    }
+                    base += o.plane_len();
+                }
+            }
+            let mut base = 0;
+            for o in &outs {
+                for (i, a) in acc[base..base + o.plane_len()].iter_mut().enumerate() {
+                    let (oy, ox) = (i / o.w(), i % o.w());
+                    *a = finish(*a, bin(oy, o.h(), h).len() * bin(ox, o.w(), w).len());
+                }
+                base += o.plane_len();
+            }
+            acc
+        })
+        .collect();
+    let mut base = 0;
+    Ok(outs
+        .iter()
+        .map(|&o| {
+            let data = pooled.iter().flat_map(|p| &p[base..base + o.plane_len()]).copied().collect();
+            base += o.plane_len();
+            Tensor::from_vec(o, data).expect("one pooled plane per input plane")
+        })
+        .collect())
+}
+
+fn average() -> Reduction<impl Fn(f32, f32) -> f32 + Sync, impl Fn(f32, usize) -> f32 + Sync> {
+    Reduction { init: 0.0, step: |a, v| a + v, finish: |sum, count| sum / count as f32 }
+}
+
+fn maximum() -> Reduction<impl Fn(f32, f32) -> f32 + Sync, impl Fn(f32, usize) -> f32 + Sync> {
+    Reduction { init: f32::NEG_INFINITY, step: |m, v: f32| if v > m || v.is_nan() { v } else { m }, finish: |m, _| m }
 }
 
 /// Adaptive average pooling to `out_hw = [height, width]` bins.
 pub fn adaptive_avg_pool2d(input: &Tensor, out_hw: [usize; 2]) -> Result<Tensor, KernelError> {
-    adaptive(input, out_hw, |values, count| values.sum::<f32>() / count as f32)
+    Ok(adaptive(input, &[out_hw], average())?.remove(0))
 }
 
 /// Adaptive max pooling to `out_hw = [height, width]` bins; NaN propagates.
 pub fn adaptive_max_pool2d(input: &Tensor, out_hw: [usize; 2]) -> Result<Tensor, KernelError> {
-    adaptive(input, out_hw, |values, _| values.fold(f32::NEG_INFINITY, |m, v| if v > m || v.is_nan() { v } else { m }))
+    Ok(adaptive(input, &[out_hw], maximum())?.remove(0))
+}
+
+/// [`adaptive_avg_pool2d`] to several grids at once (a pyramid's levels),
+/// reading the input once: the same values as one call per grid.
+pub fn adaptive_avg_pool2d_levels(input: &Tensor, sizes: &[[usize; 2]]) -> Result<Vec<Tensor>, KernelError> {
+    adaptive(input, sizes, average())
+}
+
+/// [`adaptive_max_pool2d`] to several grids at once, reading the input once.
+pub fn adaptive_max_pool2d_levels(input: &Tensor, sizes: &[[usize; 2]]) -> Result<Vec<Tensor>, KernelError> {
+    adaptive(input, sizes, maximum())
 }
 
 #[cfg(test)]

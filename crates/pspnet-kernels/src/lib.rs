@@ -34,7 +34,7 @@ mod pool;
 mod resize;
 mod winograd;
 
-pub use adaptive::{adaptive_avg_pool2d, adaptive_max_pool2d};
+pub use adaptive::{adaptive_avg_pool2d, adaptive_avg_pool2d_levels, adaptive_max_pool2d, adaptive_max_pool2d_levels};
 pub use batch_norm::{BN_EPS, BatchNorm};
 pub use channels::{argmax_channels, softmax_channels};
 pub use conv::{BF16_WINOGRAD_MIN_CHANNELS, CONV_ENV, Conv2d, ConvAlgorithm, ConvSpec, PRECISION_ENV, Precision};
@@ -42,4 +42,4 @@ pub use error::KernelError;
 pub use isa::{ISA_ENV, Isa};
 pub use pool::{PoolSpec, avg_pool2d, max_pool2d};
 pub use pspnet_tensor::{Params, Shape, Tensor, TensorError, bf16};
-pub use resize::{resize_bilinear, resize_bilinear_argmax};
+pub use resize::{resize_bilinear, resize_bilinear_argmax, resize_bilinear_into};

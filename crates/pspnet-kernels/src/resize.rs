@@ -3,14 +3,13 @@
 //! (no antialiasing), up or down.
 
 use ndarray::Array3;
-use pspnet_tensor::{Shape, Tensor};
+use pspnet_tensor::{Shape, Tensor, TensorError};
 use rayon::prelude::*;
 
 use std::ops::Range;
 
 use crate::channels::beats;
 use crate::isa::multiversion;
-use crate::planes::map_planes;
 use crate::{Isa, KernelError};
 
 /// The two source indices and weights of one output coordinate.
@@ -62,10 +61,28 @@ impl Resize {
 
 /// Resizes every channel plane to `out_hw = [height, width]`.
 pub fn resize_bilinear(input: &Tensor, out_hw: [usize; 2], align_corners: bool) -> Result<Tensor, KernelError> {
-    let Resize { out, ys, xs } = Resize::new(input.shape(), out_hw, align_corners)?;
-    let (w, isa) = (input.shape().w(), Isa::detect()?);
-    Ok(map_planes(input, out, |src, dst| {
-        let (mut top, mut bottom) = (vec![0.0; out.w()], vec![0.0; out.w()]);
+    let mut out = Tensor::zeros(Resize::new(input.shape(), out_hw, align_corners)?.out);
+    resize_bilinear_into(input, &mut out, 0, align_corners)?;
+    Ok(out)
+}
+
+/// Resizes every channel plane of `input` to the height and width of `out`,
+/// writing them into channels `channel0 ..` of `out` (same batch size): a
+/// concatenation's slot filled with no intermediate tensor.
+pub fn resize_bilinear_into(
+    input: &Tensor,
+    out: &mut Tensor,
+    channel0: usize,
+    align_corners: bool,
+) -> Result<(), KernelError> {
+    let (s, o) = (input.shape(), out.shape());
+    if s.n() != o.n() || channel0.checked_add(s.c()).is_none_or(|end| end > o.c()) {
+        return Err(TensorError::ChannelRange { target: o, channel0, part: s }.into());
+    }
+    let Resize { out: shape, ys, xs } = Resize::new(s, [o.h(), o.w()], align_corners)?;
+    let (w, isa) = (s.w(), Isa::detect()?);
+    let plane = |src: &[f32], dst: &mut [f32]| {
+        let (mut top, mut bottom) = (vec![0.0; shape.w()], vec![0.0; shape.w()]);
         // The source row `bottom` holds: when upsampling, the next run's top.
         let mut held = None;
         for rows in bands(&ys) {
@@ -77,11 +94,16 @@ pub fn resize_bilinear(input: &Tensor, out_hw: [usize; 2], align_corners: bool) 
             }
             resize_row(&src[y.i1 * w..][..w], &xs, &mut bottom);
             held = Some(y.i1);
-            for (row, y) in dst[rows.start * out.w()..rows.end * out.w()].chunks_exact_mut(out.w()).zip(&ys[rows]) {
+            for (row, y) in dst[rows.start * shape.w()..rows.end * shape.w()].chunks_exact_mut(shape.w()).zip(&ys[rows]) {
                 blend_rows(isa, y, &top, &bottom, row);
             }
         }
-    }))
+    };
+    for n in 0..s.n() {
+        let slot = &mut out.image_slice_mut(n)?[channel0 * o.plane_len()..][..s.c() * o.plane_len()];
+        slot.par_chunks_mut(o.plane_len()).zip(input.image_slice(n)?.par_chunks(s.plane_len())).for_each(|(dst, src)| plane(src, dst));
+    }
+    Ok(())
 }
 
 /// The runs of consecutive output rows that share their two source rows:

@@ -6,8 +6,9 @@ mod common;
 use common::{assert_close, tensor, values};
 use proptest::prelude::*;
 use pspnet_kernels::{
-    KernelError, PoolSpec, Tensor, adaptive_avg_pool2d, adaptive_max_pool2d, argmax_channels, avg_pool2d, max_pool2d,
-    resize_bilinear, resize_bilinear_argmax, softmax_channels,
+    KernelError, PoolSpec, Tensor, adaptive_avg_pool2d, adaptive_avg_pool2d_levels, adaptive_max_pool2d,
+    adaptive_max_pool2d_levels, argmax_channels, avg_pool2d, max_pool2d, resize_bilinear, resize_bilinear_argmax,
+    resize_bilinear_into, softmax_channels,
 };
 
 fn dims_and_values(max_hw: usize) -> impl Strategy<Value = ([usize; 4], Vec<f32>)> {
@@ -151,6 +152,37 @@ proptest! {
         assert_close(adaptive_max_pool2d(&x, [oh, ow]).unwrap().as_slice(), &adaptive_f64(&x, oh, ow, true), |_| 0.0, "max");
     }
 
+    /// A pyramid's levels pooled in one pass: each level against the f64
+    /// oracle, and bit for bit what one call per level gives.
+    #[test]
+    fn pooling_several_levels_at_once_matches_reference((dims, v) in dims_and_values(20), sizes in proptest::collection::vec((1usize..8, 1usize..8), 1..5)) {
+        let x = tensor(dims, &v);
+        let sizes: Vec<[usize; 2]> = sizes.into_iter().map(|(h, w)| [h, w]).collect();
+        let (avg, max) = (adaptive_avg_pool2d_levels(&x, &sizes).unwrap(), adaptive_max_pool2d_levels(&x, &sizes).unwrap());
+        prop_assert_eq!((avg.len(), max.len()), (sizes.len(), sizes.len()));
+        for (i, &[oh, ow]) in sizes.iter().enumerate() {
+            assert_close(avg[i].as_slice(), &adaptive_f64(&x, oh, ow, false), |_| 1e-6, "avg level");
+            assert_close(max[i].as_slice(), &adaptive_f64(&x, oh, ow, true), |_| 0.0, "max level");
+            let single = adaptive_avg_pool2d(&x, [oh, ow]).unwrap();
+            prop_assert_eq!(avg[i].as_slice(), single.as_slice());
+        }
+    }
+
+    /// Resizing into a slot of a wider tensor writes exactly the slot.
+    #[test]
+    fn bilinear_into_a_slot_matches_reference((dims, v) in dims_and_values(12), oh in 1usize..30, ow in 1usize..30, before in 0usize..3, after in 0usize..3, align: bool) {
+        let x = tensor(dims, &v);
+        let [n, c, _, _] = dims;
+        let mut out = Tensor::filled(pspnet_kernels::Shape::new(n, before + c + after, oh, ow).unwrap(), 7.0);
+        resize_bilinear_into(&x, &mut out, before, align).unwrap();
+        let want = bilinear_f64(&x, oh, ow, align);
+        let plane = oh * ow;
+        for (image, got) in out.as_slice().chunks_exact((before + c + after) * plane).enumerate() {
+            prop_assert!(got[..before * plane].iter().chain(&got[(before + c) * plane..]).all(|&v| v == 7.0));
+            assert_close(&got[before * plane..(before + c) * plane], &want[image * c * plane..(image + 1) * c * plane], |_| 2e-6, "into");
+        }
+    }
+
     #[test]
     fn bilinear_matches_reference((dims, v) in dims_and_values(12), oh in 1usize..30, ow in 1usize..30, align: bool) {
         let x = tensor(dims, &v);
@@ -220,6 +252,9 @@ fn bad_parameters_are_errors() {
     let x = tensor([1, 1, 4, 4], &[0.0]);
     assert!(matches!(adaptive_avg_pool2d(&x, [0, 2]), Err(KernelError::InvalidParameter { .. })));
     assert!(matches!(resize_bilinear(&x, [3, 0], true), Err(KernelError::InvalidParameter { .. })));
+    assert!(matches!(adaptive_avg_pool2d_levels(&x, &[[2, 2], [0, 1]]), Err(KernelError::InvalidParameter { .. })));
+    let mut narrow = Tensor::zeros(pspnet_kernels::Shape::new(1, 2, 4, 4).unwrap());
+    assert!(resize_bilinear_into(&x, &mut narrow, 2, false).is_err(), "channels past the end of the target");
     assert!(matches!(max_pool2d(&x, &PoolSpec::square(0, 1, 0)), Err(KernelError::InvalidParameter { .. })));
     assert!(matches!(max_pool2d(&x, &PoolSpec::square(2, 0, 0)), Err(KernelError::InvalidParameter { .. })));
     assert!(matches!(max_pool2d(&x, &PoolSpec::square(3, 1, 2)), Err(KernelError::InvalidParameter { .. })));

@@ -1,4 +1,4 @@
-use pspnet_kernels::{Conv2d, ConvSpec, adaptive_avg_pool2d, adaptive_max_pool2d, resize_bilinear};
+use pspnet_kernels::{Conv2d, ConvSpec, adaptive_avg_pool2d_levels, adaptive_max_pool2d_levels, resize_bilinear_into};
 use pspnet_tensor::{Params, Shape, Tensor};
 
 use crate::PpmError;
@@ -116,25 +116,25 @@ impl PyramidPooling {
         self.reductions.iter().flatten().map(Conv2d::parameters).sum()
     }
 
-    /// Widens a feature map with its pyramid of context. Each level is
-    /// upsampled straight into its slot of the output, one at a time.
+    /// Widens a feature map with its pyramid of context. All levels are
+    /// pooled in one pass over the features, and each is upsampled straight
+    /// into its slot of the output.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, PpmError> {
-        let size = [x.shape().h(), x.shape().w()];
         let mut out = Tensor::zeros(x.shape().with_c(self.out_channels(x.shape().c()))?);
         out.write_channels(0, x)?;
+        let sizes: Vec<[usize; 2]> = self.config.bins.iter().map(|&bin| [bin, bin]).collect();
+        let levels = match self.config.pooling {
+            Pooling::Average => adaptive_avg_pool2d_levels(x, &sizes)?,
+            Pooling::Max => adaptive_max_pool2d_levels(x, &sizes)?,
+        };
         let mut channel0 = x.shape().c();
-        for (i, &bin) in self.config.bins.iter().enumerate() {
-            let pooled = match self.config.pooling {
-                Pooling::Average => adaptive_avg_pool2d(x, [bin, bin])?,
-                Pooling::Max => adaptive_max_pool2d(x, [bin, bin])?,
-            };
+        for (i, pooled) in levels.into_iter().enumerate() {
             let reduced = match &self.reductions {
                 Some(convs) => convs[i].forward(&pooled)?,
                 None => pooled,
             };
-            let level = resize_bilinear(&reduced, size, self.config.align_corners)?;
-            out.write_channels(channel0, &level)?;
-            channel0 += level.shape().c();
+            resize_bilinear_into(&reduced, &mut out, channel0, self.config.align_corners)?;
+            channel0 += reduced.shape().c();
         }
         Ok(out)
     }
