@@ -46,8 +46,10 @@ fn adaptive(
         .collect::<Result<Vec<_>, KernelError>>()?;
     let (h, w) = (shape.h(), shape.w());
     // Per size: the bin rows each input row belongs to (two where bins overlap).
-    let rows_of: Vec<Vec<Vec<usize>>> =
-        outs.iter().map(|o| (0..h).map(|y| (0..o.h()).filter(|&oy| bin(oy, o.h(), h).contains(&y)).collect()).collect()).collect();
+    let rows_of: Vec<Vec<Vec<usize>>> = outs
+        .iter()
+        .map(|o| (0..h).map(|y| (0..o.h()).filter(|&oy| bin(oy, o.h(), h).contains(&y)).collect()).collect())
+        .collect();
     let total: usize = outs.iter().map(|o| o.plane_len()).sum();
     let Reduction { init, step, finish } = reduction;
     let pooled: Vec<Vec<f32>> = input

@@ -94,14 +94,17 @@ pub fn resize_bilinear_into(
             }
             resize_row(&src[y.i1 * w..][..w], &xs, &mut bottom);
             held = Some(y.i1);
-            for (row, y) in dst[rows.start * shape.w()..rows.end * shape.w()].chunks_exact_mut(shape.w()).zip(&ys[rows]) {
+            for (row, y) in dst[rows.start * shape.w()..rows.end * shape.w()].chunks_exact_mut(shape.w()).zip(&ys[rows])
+            {
                 blend_rows(isa, y, &top, &bottom, row);
             }
         }
     };
     for n in 0..s.n() {
         let slot = &mut out.image_slice_mut(n)?[channel0 * o.plane_len()..][..s.c() * o.plane_len()];
-        slot.par_chunks_mut(o.plane_len()).zip(input.image_slice(n)?.par_chunks(s.plane_len())).for_each(|(dst, src)| plane(src, dst));
+        slot.par_chunks_mut(o.plane_len())
+            .zip(input.image_slice(n)?.par_chunks(s.plane_len()))
+            .for_each(|(dst, src)| plane(src, dst));
     }
     Ok(())
 }
