@@ -106,6 +106,12 @@ fn bad_inputs_fail_cleanly_and_write_nothing_for_them() {
     let leftovers: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(leftovers.len(), 3, "only the good image's three files: {leftovers:?}");
 
+    // Every image failing: the output folders this run made are gone again.
+    let nested = dir.join("fresh").join("out");
+    let run = pspnet(&["segment", corrupt.to_str().unwrap(), "--model", model, "--out", nested.to_str().unwrap()]);
+    assert!(!run.status.success() && text(&run).contains("1 of 1 images failed"), "{}", text(&run));
+    assert!(!dir.join("fresh").exists(), "no empty output folder is left behind");
+
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     let run = pspnet(&["segment", empty.to_str().unwrap(), "--model", model]);

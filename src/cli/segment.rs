@@ -172,6 +172,10 @@ pub(crate) fn run(args: SegmentArgs) -> Result<ExitCode> {
     if palette.len() < classes {
         bail!("the palette has {} colours for {classes} classes", palette.len());
     }
+    // Made before inference, so that an unwritable path fails fast; the
+    // folders made here are removed again if no image gets through.
+    let made = args.out.ancestors().take_while(|dir| !dir.as_os_str().is_empty() && !dir.exists()).last();
+    let made = made.map(Path::to_path_buf);
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("{}: cannot create the output folder", args.out.display()))?;
 
@@ -190,6 +194,14 @@ pub(crate) fn run(args: SegmentArgs) -> Result<ExitCode> {
     }
     eprintln!("{} of {} images failed:", failures.len(), files.len());
     failures.iter().for_each(|f| eprintln!("  {f}"));
+    if let Some(top) = made.filter(|_| failures.len() == files.len()) {
+        // Innermost first; `remove_dir` leaves any folder that is not empty.
+        for dir in args.out.ancestors().take_while(|dir| dir.starts_with(&top)) {
+            if std::fs::remove_dir(dir).is_err() {
+                break;
+            }
+        }
+    }
     Ok(ExitCode::FAILURE)
 }
 
