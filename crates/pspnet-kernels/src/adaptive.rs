@@ -45,10 +45,18 @@ fn adaptive(
         })
         .collect::<Result<Vec<_>, KernelError>>()?;
     let (h, w) = (shape.h(), shape.w());
-    // Per size: the bin rows each input row belongs to (two where bins overlap).
+    // Per size: the bin rows each input row belongs to (two where bins
+    // overlap), the columns of each bin column, and each bin's pixel count.
     let rows_of: Vec<Vec<Vec<usize>>> = outs
         .iter()
         .map(|o| (0..h).map(|y| (0..o.h()).filter(|&oy| bin(oy, o.h(), h).contains(&y)).collect()).collect())
+        .collect();
+    let columns: Vec<Vec<std::ops::Range<usize>>> =
+        outs.iter().map(|o| (0..o.w()).map(|ox| bin(ox, o.w(), w)).collect()).collect();
+    let counts: Vec<usize> = outs
+        .iter()
+        .zip(&columns)
+        .flat_map(|(o, xs)| (0..o.h()).flat_map(move |oy| xs.iter().map(move |x| bin(oy, o.h(), h).len() * x.len())))
         .collect();
     let total: usize = outs.iter().map(|o| o.plane_len()).sum();
     let Reduction { init, step, finish } = reduction;
@@ -60,24 +68,16 @@ fn adaptive(
             for y in 0..h {
                 let row = &src[y * w..][..w];
                 let mut base = 0;
-                for (o, rows) in outs.iter().zip(&rows_of) {
+                for ((o, rows), xs) in outs.iter().zip(&rows_of).zip(&columns) {
                     for &oy in &rows[y] {
-                        for ox in 0..o.w() {
-                            let a = &mut acc[base + oy * o.w() + ox];
-                            *a = row[bin(ox, o.w(), w)].iter().fold(*a, |a, &v| step(a, v));
+                        for (a, x) in acc[base + oy * o.w()..][..o.w()].iter_mut().zip(xs) {
+                            *a = row[x.clone()].iter().fold(*a, |a, &v| step(a, v));
                         }
                     }
                     base += o.plane_len();
                 }
             }
-            let mut base = 0;
-            for o in &outs {
-                for (i, a) in acc[base..base + o.plane_len()].iter_mut().enumerate() {
-                    let (oy, ox) = (i / o.w(), i % o.w());
-                    *a = finish(*a, bin(oy, o.h(), h).len() * bin(ox, o.w(), w).len());
-                }
-                base += o.plane_len();
-            }
+            acc.iter_mut().zip(&counts).for_each(|(a, &count)| *a = finish(*a, count));
             acc
         })
         .collect();

@@ -61,8 +61,9 @@ impl Resize {
 
 /// Resizes every channel plane to `out_hw = [height, width]`.
 pub fn resize_bilinear(input: &Tensor, out_hw: [usize; 2], align_corners: bool) -> Result<Tensor, KernelError> {
-    let mut out = Tensor::zeros(Resize::new(input.shape(), out_hw, align_corners)?.out);
-    resize_bilinear_into(input, &mut out, 0, align_corners)?;
+    let resize = Resize::new(input.shape(), out_hw, align_corners)?;
+    let mut out = Tensor::zeros(resize.out);
+    resize.run(input, &mut out, 0)?;
     Ok(out)
 }
 
@@ -79,34 +80,44 @@ pub fn resize_bilinear_into(
     if s.n() != o.n() || channel0.checked_add(s.c()).is_none_or(|end| end > o.c()) {
         return Err(TensorError::ChannelRange { target: o, channel0, part: s }.into());
     }
-    let Resize { out: shape, ys, xs } = Resize::new(s, [o.h(), o.w()], align_corners)?;
-    let (w, isa) = (s.w(), Isa::detect()?);
-    let plane = |src: &[f32], dst: &mut [f32]| {
-        let (mut top, mut bottom) = (vec![0.0; shape.w()], vec![0.0; shape.w()]);
-        // The source row `bottom` holds: when upsampling, the next run's top.
-        let mut held = None;
-        for rows in bands(&ys) {
-            let y = &ys[rows.start];
-            if held == Some(y.i0) {
-                std::mem::swap(&mut top, &mut bottom);
-            } else {
-                resize_row(&src[y.i0 * w..][..w], &xs, &mut top);
+    Resize::new(s, [o.h(), o.w()], align_corners)?.run(input, out, channel0)
+}
+
+impl Resize {
+    /// Writes the resized planes of `input` into channels `channel0 ..` of
+    /// `out` (checked by the callers to hold them).
+    fn run(&self, input: &Tensor, out: &mut Tensor, channel0: usize) -> Result<(), KernelError> {
+        let Resize { out: shape, ys, xs } = self;
+        let (s, o) = (input.shape(), out.shape());
+        let (w, isa) = (s.w(), Isa::detect()?);
+        let plane = |src: &[f32], dst: &mut [f32]| {
+            let (mut top, mut bottom) = (vec![0.0; shape.w()], vec![0.0; shape.w()]);
+            // The source row `bottom` holds: when upsampling, the next run's top.
+            let mut held = None;
+            for rows in bands(ys) {
+                let y = &ys[rows.start];
+                if held == Some(y.i0) {
+                    std::mem::swap(&mut top, &mut bottom);
+                } else {
+                    resize_row(&src[y.i0 * w..][..w], xs, &mut top);
+                }
+                resize_row(&src[y.i1 * w..][..w], xs, &mut bottom);
+                held = Some(y.i1);
+                for (row, y) in
+                    dst[rows.start * shape.w()..rows.end * shape.w()].chunks_exact_mut(shape.w()).zip(&ys[rows])
+                {
+                    blend_rows(isa, y, &top, &bottom, row);
+                }
             }
-            resize_row(&src[y.i1 * w..][..w], &xs, &mut bottom);
-            held = Some(y.i1);
-            for (row, y) in dst[rows.start * shape.w()..rows.end * shape.w()].chunks_exact_mut(shape.w()).zip(&ys[rows])
-            {
-                blend_rows(isa, y, &top, &bottom, row);
-            }
+        };
+        for n in 0..s.n() {
+            let slot = &mut out.image_slice_mut(n)?[channel0 * o.plane_len()..][..s.c() * o.plane_len()];
+            slot.par_chunks_mut(o.plane_len())
+                .zip(input.image_slice(n)?.par_chunks(s.plane_len()))
+                .for_each(|(dst, src)| plane(src, dst));
         }
-    };
-    for n in 0..s.n() {
-        let slot = &mut out.image_slice_mut(n)?[channel0 * o.plane_len()..][..s.c() * o.plane_len()];
-        slot.par_chunks_mut(o.plane_len())
-            .zip(input.image_slice(n)?.par_chunks(s.plane_len()))
-            .for_each(|(dst, src)| plane(src, dst));
+        Ok(())
     }
-    Ok(())
 }
 
 /// The runs of consecutive output rows that share their two source rows:
