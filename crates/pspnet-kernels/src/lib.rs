@@ -32,6 +32,7 @@ mod isa;
 mod planes;
 mod pool;
 mod resize;
+mod upsampled;
 mod winograd;
 
 pub use adaptive::{adaptive_avg_pool2d, adaptive_avg_pool2d_levels, adaptive_max_pool2d, adaptive_max_pool2d_levels};
@@ -43,3 +44,4 @@ pub use isa::{ISA_ENV, Isa};
 pub use pool::{PoolSpec, avg_pool2d, max_pool2d};
 pub use pspnet_tensor::{Params, Shape, Tensor, TensorError, bf16};
 pub use resize::{resize_bilinear, resize_bilinear_argmax, resize_bilinear_into};
+pub use upsampled::UpsampledConv;

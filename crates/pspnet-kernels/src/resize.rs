@@ -14,16 +14,16 @@ use crate::{Isa, KernelError};
 
 /// The two source indices and weights of one output coordinate.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Taps {
-    i0: usize,
-    i1: usize,
-    w0: f32,
-    w1: f32,
+pub(crate) struct Taps {
+    pub(crate) i0: usize,
+    pub(crate) i1: usize,
+    pub(crate) w0: f32,
+    pub(crate) w1: f32,
 }
 
 /// PyTorch's `area_pixel_compute_source_index` for linear modes, in `f32`
 /// as its CPU kernel computes it.
-fn taps(out_len: usize, in_len: usize, align_corners: bool) -> Vec<Taps> {
+pub(crate) fn taps(out_len: usize, in_len: usize, align_corners: bool) -> Vec<Taps> {
     let scale = if align_corners {
         if out_len > 1 { (in_len - 1) as f32 / (out_len - 1) as f32 } else { 0.0 }
     } else {

@@ -6,9 +6,9 @@ mod common;
 use common::{assert_close, tensor, values};
 use proptest::prelude::*;
 use pspnet_kernels::{
-    KernelError, PoolSpec, Tensor, adaptive_avg_pool2d, adaptive_avg_pool2d_levels, adaptive_max_pool2d,
-    adaptive_max_pool2d_levels, argmax_channels, avg_pool2d, max_pool2d, resize_bilinear, resize_bilinear_argmax,
-    resize_bilinear_into, softmax_channels,
+    ConvSpec, KernelError, PoolSpec, Shape, Tensor, UpsampledConv, adaptive_avg_pool2d, adaptive_avg_pool2d_levels,
+    adaptive_max_pool2d, adaptive_max_pool2d_levels, argmax_channels, avg_pool2d, max_pool2d, resize_bilinear,
+    resize_bilinear_argmax, resize_bilinear_into, softmax_channels,
 };
 
 fn dims_and_values(max_hw: usize) -> impl Strategy<Value = ([usize; 4], Vec<f32>)> {
@@ -121,8 +121,79 @@ fn bilinear_f64(x: &Tensor, oh: usize, ow: usize, align: bool) -> Vec<f64> {
     .0
 }
 
+/// `conv(resize_bilinear(x))` in f64, upsampling first as the definition
+/// says; returns the values and, per value, the sum of `|w * up|` that bounds
+/// its rounding error.
+fn upsampled_conv_f64(
+    x: &Tensor,
+    w: &Tensor,
+    size: [usize; 2],
+    align: bool,
+    p: usize,
+    d: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let [n, c, _, _] = x.shape().dims();
+    let [o, _, k, _] = w.shape().dims();
+    let [h, wd] = size;
+    let up = bilinear_f64(x, h, wd, align);
+    let (oh, ow) = (h + 2 * p - d * (k - 1), wd + 2 * p - d * (k - 1));
+    let (mut out, mut mag) = (Vec::new(), Vec::new());
+    for b in 0..n {
+        for oc in 0..o {
+            for y in 0..oh {
+                for xx in 0..ow {
+                    let (mut sum, mut m) = (0.0, 0.0);
+                    for ci in 0..c {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let (iy, ix) =
+                                    ((y + ky * d) as isize - p as isize, (xx + kx * d) as isize - p as isize);
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                    continue;
+                                }
+                                let v = up[((b * c + ci) * h + iy as usize) * wd + ix as usize];
+                                let product = w.view()[[oc, ci, ky, kx]] as f64 * v;
+                                sum += product;
+                                m += product.abs();
+                            }
+                        }
+                    }
+                    out.push(sum);
+                    mag.push(m);
+                }
+            }
+        }
+    }
+    (out, mag)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// The convolution of an upsampled map, computed at the map's size, is
+    /// the convolution of the upsampled map (added to what `out` held).
+    #[test]
+    fn upsampled_convolution_matches_upsampling_first(
+        (dims, v) in dims_and_values(7),
+        (o, k) in (1usize..4, prop_oneof![Just(1usize), Just(3)]),
+        size in (1usize..20, 1usize..20),
+        (p, d) in (0usize..3, 1usize..3),
+        align: bool,
+        weights in values(3 * 3 * 3 * 9),
+    ) {
+        let size = [size.0, size.1];
+        prop_assume!(size.iter().all(|&s| s + 2 * p > d * (k - 1)));
+        let x = tensor(dims, &v);
+        let w = tensor([o, dims[1], k, k], &weights);
+        let conv = UpsampledConv::new(&w, ConvSpec::default().padding(p).dilation(d), align).unwrap();
+        let shape = conv.output_shape(x.shape(), size).unwrap();
+        let mut out = Tensor::filled(shape, 0.5);
+        conv.accumulate(&x, size, &mut out).unwrap();
+        let (want, mag) = upsampled_conv_f64(&x, &w, size, align, p, d);
+        prop_assert_eq!(shape.dims(), [dims[0], o, size[0] + 2 * p - d * (k - 1), size[1] + 2 * p - d * (k - 1)]);
+        let want: Vec<f64> = want.iter().map(|v| v + 0.5).collect();
+        assert_close(out.as_slice(), &want, |i| 1e-6 * (mag[i] + 1.0), "upsampled convolution");
+    }
 
     #[test]
     fn pooling_matches_reference((dims, v) in dims_and_values(16), k in 1usize..5, s in 1usize..4, p in 0usize..3, ceil: bool) {
@@ -260,4 +331,22 @@ fn bad_parameters_are_errors() {
     assert!(matches!(max_pool2d(&x, &PoolSpec::square(3, 1, 2)), Err(KernelError::InvalidParameter { .. })));
     let err = max_pool2d(&x, &PoolSpec::square(5, 1, 0)).unwrap_err();
     assert!(matches!(err, KernelError::WindowLargerThanInput { what: "pooling", .. }), "{err}");
+}
+
+#[test]
+fn upsampled_convolution_refuses_bad_shapes() {
+    let w = tensor([4, 3, 3, 3], &[0.5]);
+    assert!(matches!(
+        UpsampledConv::new(&w, ConvSpec::default().stride(2), true),
+        Err(KernelError::InvalidParameter { what, .. }) if what.contains("stride")
+    ));
+    let conv = UpsampledConv::new(&w, ConvSpec::default().padding(1), false).unwrap();
+    let x = tensor([1, 3, 2, 2], &[1.0]);
+    let wrong_channels = tensor([1, 2, 2, 2], &[1.0]);
+    let mut out = Tensor::zeros(Shape::new(1, 4, 8, 8).unwrap());
+    assert!(matches!(conv.accumulate(&wrong_channels, [8, 8], &mut out), Err(KernelError::ChannelMismatch { .. })));
+    assert!(matches!(conv.accumulate(&x, [8, 0], &mut out), Err(KernelError::InvalidParameter { .. })));
+    let err = conv.accumulate(&x, [8, 9], &mut out).unwrap_err();
+    assert!(err.to_string().contains("output"), "{err}");
+    conv.accumulate(&x, [8, 8], &mut out).unwrap();
 }

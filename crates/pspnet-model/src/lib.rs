@@ -3,6 +3,7 @@
 //! upsampled to the input's resolution. An auxiliary head on stage 3 (used
 //! for training with loss weight 0.4) is built too when its weights exist.
 
+mod bottleneck;
 mod compare;
 mod error;
 mod load;

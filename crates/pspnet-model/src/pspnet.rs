@@ -6,6 +6,7 @@ use pspnet_ppm::{PyramidPooling, PyramidPoolingConfig};
 use pspnet_resnet::{Features, ResNet, ResNetConfig};
 use pspnet_tensor::{Params, Shape, Tensor};
 
+use crate::bottleneck::Bottleneck;
 use crate::{ModelError, Normalization};
 
 /// Time spent in each named stage of a forward pass, in order.
@@ -33,7 +34,7 @@ pub struct PspNet {
     config: PspNetConfig,
     backbone: ResNet,
     ppm: PyramidPooling,
-    bottleneck: Conv2d,
+    bottleneck: Bottleneck,
     classifier: Conv2d,
     aux: Option<[Conv2d; 2]>,
 }
@@ -81,7 +82,10 @@ impl PspNet {
     pub fn from_params(config: PspNetConfig, params: &mut Params) -> Result<Self, ModelError> {
         let backbone = ResNet::from_params(&config.backbone, params, "backbone")?;
         let ppm = PyramidPooling::from_params(config.ppm.clone(), params, "decode.ppm")?;
-        let bottleneck = conv3x3_bn_relu(params, "decode.bottleneck")?;
+        let features = backbone.out_channels()[3];
+        let levels = ppm.level_channels(features);
+        let bottleneck =
+            Bottleneck::from_params(params, "decode.bottleneck", features, &levels, config.ppm.align_corners)?;
         let classifier = classifier(params, "decode.classifier")?;
         let aux = if params.contains("aux.conv.weight") {
             Some([conv3x3_bn_relu(params, "aux")?, self::classifier(params, "aux.classifier")?])
@@ -112,23 +116,30 @@ impl PspNet {
         let (backbone, stages) = self.backbone.flops(input)?;
         let features = stages[3];
         let ppm = self.ppm.flops(features)?;
-        let widened = features.with_c(self.ppm.out_channels(features.c()))?;
-        let (head, head_out) = self.bottleneck.flops(widened)?;
+        let levels = self.ppm.level_channels(features.c());
+        let level_shapes = self
+            .ppm
+            .config()
+            .bins
+            .iter()
+            .zip(levels)
+            .map(|(&bin, c)| Shape::new(features.n(), c, bin, bin))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (head, head_out) = self.bottleneck.flops(features, &level_shapes)?;
         let (classifier, _) = self.classifier.flops(head_out)?;
         Ok(backbone + ppm + head + classifier)
     }
 
     /// Parameters used at inference (auxiliary head excluded).
     pub fn parameters(&self) -> usize {
-        self.backbone.parameters()
-            + self.ppm.parameters()
-            + [&self.bottleneck, &self.classifier].iter().map(|c| c.parameters()).sum::<usize>()
+        self.backbone.parameters() + self.ppm.parameters() + self.bottleneck.parameters() + self.classifier.parameters()
     }
 
     /// Sets every convolution's arithmetic ([`Precision::Bf16`]: bf16
     /// operands, f32 sums), whatever dtype the weights were stored in.
     pub fn set_precision(&mut self, precision: Precision) {
-        let head = [&mut self.bottleneck, &mut self.classifier].into_iter().chain(self.aux.iter_mut().flatten());
+        self.bottleneck.set_precision(precision);
+        let head = std::iter::once(&mut self.classifier).chain(self.aux.iter_mut().flatten());
         for conv in self.backbone.convs_mut().chain(self.ppm.convs_mut()).chain(head) {
             conv.set_precision(precision);
         }
@@ -143,7 +154,7 @@ impl PspNet {
     pub fn trace(&self, x: &Tensor) -> Result<Trace, ModelError> {
         let features = self.backbone.forward(x)?;
         let ppm = self.ppm.forward(&features.stages[3])?;
-        let head = self.bottleneck.forward(&ppm)?;
+        let head = self.bottleneck.forward(&features.stages[3], &self.ppm.levels(&features.stages[3])?)?;
         let logits_low = self.classifier.forward(&head)?;
         let aux_logits = match &self.aux {
             Some([conv, cls]) => Some(cls.forward(&conv.forward(&features.stages[2])?)?),
@@ -181,14 +192,14 @@ impl PspNet {
     }
 
     /// Logits at feature resolution; each intermediate result is freed as
-    /// soon as the next one exists, so the peak is the pyramid's concatenation.
+    /// soon as the next one exists. The pyramid's concatenation is never
+    /// built: the head reads its levels at their own size.
     fn logits_low(&self, x: &Tensor, done: &mut dyn FnMut(&'static str)) -> Result<Tensor, ModelError> {
         let features = self.backbone.forward_last(x, done)?;
-        let ppm = self.ppm.forward(&features)?;
-        drop(features);
+        let levels = self.ppm.levels(&features)?;
         done("ppm");
-        let head = self.bottleneck.forward(&ppm)?;
-        drop(ppm);
+        let head = self.bottleneck.forward(&features, &levels)?;
+        drop(features);
         let logits_low = self.classifier.forward(&head)?;
         done("head");
         Ok(logits_low)

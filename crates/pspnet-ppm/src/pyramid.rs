@@ -89,10 +89,7 @@ impl PyramidPooling {
 
     /// Channels out for `in_channels` channels in.
     pub fn out_channels(&self, in_channels: usize) -> usize {
-        match &self.reductions {
-            Some(convs) => in_channels + convs.iter().map(|c| c.weight_dims()[0]).sum::<usize>(),
-            None => in_channels * (1 + self.config.bins.len()),
-        }
+        in_channels + self.level_channels(in_channels).iter().sum::<usize>()
     }
 
     /// Floating-point operations of the reduction convolutions for an input
@@ -116,25 +113,40 @@ impl PyramidPooling {
         self.reductions.iter().flatten().map(Conv2d::parameters).sum()
     }
 
-    /// Widens a feature map with its pyramid of context. All levels are
-    /// pooled in one pass over the features, and each is upsampled straight
-    /// into its slot of the output.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor, PpmError> {
-        let mut out = Tensor::zeros(x.shape().with_c(self.out_channels(x.shape().c()))?);
-        out.write_channels(0, x)?;
+    /// Channels of each level for `in_channels` channels in, in the order of
+    /// the concatenation (after the input's own channels).
+    pub fn level_channels(&self, in_channels: usize) -> Vec<usize> {
+        match &self.reductions {
+            Some(convs) => convs.iter().map(|c| c.weight_dims()[0]).collect(),
+            None => vec![in_channels; self.config.bins.len()],
+        }
+    }
+
+    /// The levels at their own resolution (`bin x bin`), pooled in one pass
+    /// over the features and reduced: the context before it is upsampled,
+    /// for a consumer that can use it at that size (see
+    /// `pspnet_kernels::UpsampledConv`).
+    pub fn levels(&self, x: &Tensor) -> Result<Vec<Tensor>, PpmError> {
         let sizes: Vec<[usize; 2]> = self.config.bins.iter().map(|&bin| [bin, bin]).collect();
-        let levels = match self.config.pooling {
+        let pooled = match self.config.pooling {
             Pooling::Average => adaptive_avg_pool2d_levels(x, &sizes)?,
             Pooling::Max => adaptive_max_pool2d_levels(x, &sizes)?,
         };
+        match &self.reductions {
+            Some(convs) => Ok(pooled.iter().zip(convs).map(|(p, conv)| conv.forward(p)).collect::<Result<_, _>>()?),
+            None => Ok(pooled),
+        }
+    }
+
+    /// Widens a feature map with its pyramid of context: each level is
+    /// upsampled straight into its slot of the output.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, PpmError> {
+        let mut out = Tensor::zeros(x.shape().with_c(self.out_channels(x.shape().c()))?);
+        out.write_channels(0, x)?;
         let mut channel0 = x.shape().c();
-        for (i, pooled) in levels.into_iter().enumerate() {
-            let reduced = match &self.reductions {
-                Some(convs) => convs[i].forward(&pooled)?,
-                None => pooled,
-            };
-            resize_bilinear_into(&reduced, &mut out, channel0, self.config.align_corners)?;
-            channel0 += reduced.shape().c();
+        for level in self.levels(x)? {
+            resize_bilinear_into(&level, &mut out, channel0, self.config.align_corners)?;
+            channel0 += level.shape().c();
         }
         Ok(out)
     }

@@ -1,0 +1,188 @@
+//! A convolution of a bilinearly upsampled map, computed at the map's own
+//! resolution.
+//!
+//! Upsampling acts on the pixels and a convolution's channel mixing on the
+//! channels, and both are linear, so they commute: mixing the channels of
+//! each kernel tap first, on the small map, and interpolating the mixed
+//! maps afterwards gives `conv(resize_bilinear(x))` with `kh x kw` matrix
+//! products at the small map's size instead of one at full size. PSPNet's
+//! head convolves 4096 channels of which 2048 are the pyramid's levels,
+//! upsampled from 1x1 to 6x6 bins: computed this way, they cost a few
+//! hundredths of what they cost at 60x60, and the largest layer of the
+//! network halves.
+
+use pspnet_tensor::{Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::conv::output_len;
+use crate::isa::multiversion;
+use crate::resize::{Taps, taps};
+use crate::{Conv2d, ConvSpec, KernelError, Precision};
+
+/// `conv(resize_bilinear(x, size, align_corners))` for a stride-1
+/// convolution without bias (add the bias, batch-norm and activation to
+/// the full-size sum this is part of).
+#[derive(Debug, Clone)]
+pub struct UpsampledConv {
+    /// Output channel `t * O + o` mixes the input channels as tap `t`
+    /// (row-major in the kernel window) of output channel `o` does.
+    mix: Conv2d,
+    dims: [usize; 4],
+    spec: ConvSpec,
+    align_corners: bool,
+}
+
+impl UpsampledConv {
+    /// From OIHW weights `[out, in, kh, kw]`; `align_corners` is the
+    /// upsampling's convention (as in [`crate::resize_bilinear`]).
+    pub fn new(weight: &Tensor, spec: ConvSpec, align_corners: bool) -> Result<Self, KernelError> {
+        if spec.stride != [1, 1] {
+            return Err(KernelError::InvalidParameter { what: "upsampled convolution stride", value: spec.stride });
+        }
+        let dims = weight.shape().dims();
+        let [outs, ins, kh, kw] = dims;
+        let taps = kh * kw;
+        let w = weight.as_slice();
+        let mixed = Tensor::from_fn(Shape::new(taps * outs, ins, 1, 1)?, |row, c, _, _| {
+            let (tap, o) = (row / outs, row % outs);
+            w[(o * ins + c) * taps + tap]
+        });
+        let mix = Conv2d::from_weight(mixed, ConvSpec::default())?;
+        Ok(UpsampledConv { mix, dims, spec, align_corners })
+    }
+
+    /// The OIHW weight dimensions.
+    pub fn weight_dims(&self) -> [usize; 4] {
+        self.dims
+    }
+
+    /// Weights, as the checkpoint counts them.
+    pub fn parameters(&self) -> usize {
+        self.dims.iter().product()
+    }
+
+    /// Sets the arithmetic of the channel mixing.
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.mix.set_precision(precision);
+    }
+
+    /// The output shape for `x` upsampled to `size`, or why it is refused.
+    pub fn output_shape(&self, x: Shape, size: [usize; 2]) -> Result<Shape, KernelError> {
+        let [outs, ins, kh, kw] = self.dims;
+        if x.c() != ins {
+            return Err(KernelError::ChannelMismatch { input: x, weight: self.dims, expected: ins, got: x.c() });
+        }
+        if size.contains(&0) {
+            return Err(KernelError::InvalidParameter { what: "resize output size", value: size });
+        }
+        let up = x.with_hw(size[0], size[1])?;
+        let [(ph, pw), (dh, dw)] =
+            [(self.spec.padding[0], self.spec.padding[1]), (self.spec.dilation[0], self.spec.dilation[1])];
+        let oh = output_len("convolution", "height", up, size[0], kh, 1, ph, dh)?;
+        let ow = output_len("convolution", "width", up, size[1], kw, 1, pw, dw)?;
+        Ok(Shape::new(x.n(), outs, oh, ow)?)
+    }
+
+    /// Floating-point operations of the full-size convolution this stands
+    /// for (2 per multiply-add), so that a model's count stays the
+    /// network's, whatever shortcut runs it.
+    pub fn flops(&self, x: Shape, size: [usize; 2]) -> Result<u64, KernelError> {
+        let out = self.output_shape(x, size)?;
+        let depth = (self.dims[1] * self.dims[2] * self.dims[3]) as u64;
+        (out.len() as u64).checked_mul(2 * depth).ok_or(KernelError::Overflow { what: "FLOP count" })
+    }
+
+    /// Adds `conv(resize_bilinear(x, size))` to `out`, which must have
+    /// [`UpsampledConv::output_shape`].
+    pub fn accumulate(&self, x: &Tensor, size: [usize; 2], out: &mut Tensor) -> Result<(), KernelError> {
+        let shape = self.output_shape(x.shape(), size)?;
+        if out.shape() != shape {
+            return Err(KernelError::ShapeMismatch { what: "output", expected: shape, got: out.shape() });
+        }
+        let s = x.shape();
+        let ys = taps(size[0], s.h(), self.align_corners);
+        let xs = taps(size[1], s.w(), self.align_corners);
+        let mixed = self.mix.forward(x)?;
+        let window =
+            Window { dims: self.dims, spec: self.spec, size, small: [s.h(), s.w()], out: [shape.h(), shape.w()] };
+        let isa = self.mix.isa();
+        for n in 0..s.n() {
+            let mixed = mixed.image_slice(n)?;
+            out.image_slice_mut(n)?.par_chunks_mut(shape.plane_len()).enumerate().for_each(|(o, plane)| {
+                let tap_plane = |tap: usize| &mixed[(tap * self.dims[0] + o) * s.plane_len()..][..s.plane_len()];
+                let rows = window.mix_columns(tap_plane, &xs);
+                window.add_rows(isa, &rows, &ys, plane);
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The geometry of one [`UpsampledConv::accumulate`] call.
+struct Window {
+    dims: [usize; 4],
+    spec: ConvSpec,
+    /// The upsampled size.
+    size: [usize; 2],
+    /// The small map's size.
+    small: [usize; 2],
+    /// The output size.
+    out: [usize; 2],
+}
+
+impl Window {
+    /// The full-size input coordinate output coordinate `o` reads through
+    /// tap `k` along `axis`, if it is not in the padding.
+    fn source(&self, axis: usize, o: usize, k: usize) -> Option<usize> {
+        (o + k * self.spec.dilation[axis]).checked_sub(self.spec.padding[axis]).filter(|&i| i < self.size[axis])
+    }
+
+    /// For each kernel row `i` and small-map row `r`: the sum over kernel
+    /// columns `j` of tap `(i, j)`'s mixed row, interpolated at the input
+    /// column each output column reads through `j` (`kh x small height`
+    /// rows of output width).
+    fn mix_columns<'a>(&self, tap_plane: impl Fn(usize) -> &'a [f32], xs: &[Taps]) -> Vec<f32> {
+        let [_, _, kh, kw] = self.dims;
+        let [h, w] = self.small;
+        let ow = self.out[1];
+        let mut rows = vec![0.0f32; kh * h * ow];
+        for i in 0..kh {
+            for j in 0..kw {
+                let tap = tap_plane(i * kw + j);
+                for (r, row) in rows[i * h * ow..][..h * ow].chunks_exact_mut(ow).enumerate() {
+                    let src = &tap[r * w..][..w];
+                    for (x, value) in row.iter_mut().enumerate() {
+                        if let Some(t) = self.source(1, x, j).map(|sx| &xs[sx]) {
+                            *value += t.w0 * src[t.i0] + t.w1 * src[t.i1];
+                        }
+                    }
+                }
+            }
+        }
+        rows
+    }
+
+    /// Adds to each output row the interpolation, between the rows of
+    /// [`Window::mix_columns`], at the input row it reads through each
+    /// kernel row.
+    fn add_rows(&self, isa: crate::Isa, rows: &[f32], ys: &[Taps], plane: &mut [f32]) {
+        let (h, ow) = (self.small[0], self.out[1]);
+        for (y, out_row) in plane.chunks_exact_mut(ow).enumerate() {
+            for i in 0..self.dims[2] {
+                if let Some(t) = self.source(0, y, i).map(|sy| &ys[sy]) {
+                    let row = |r: usize| &rows[(i * h + r) * ow..][..ow];
+                    add_blend(isa, t, row(t.i0), row(t.i1), out_row);
+                }
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// `out += y.w0 * top + y.w1 * bottom`.
+    fn add_blend(y: &Taps, top: &[f32], bottom: &[f32], out: &mut [f32]) {
+        for ((o, &t), &b) in out.iter_mut().zip(top).zip(bottom) {
+            *o += y.w0 * t + y.w1 * b;
+        }
+    }
+}

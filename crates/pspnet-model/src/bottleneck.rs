@@ -1,0 +1,116 @@
+//! The head's 3x3 convolution (+ batch-norm + ReLU) over the pyramid's
+//! concatenation `[x, up(level_1), ..., up(level_k)]`, computed without
+//! building the concatenation.
+//!
+//! A convolution over concatenated channels is the sum of convolutions over
+//! each part. The part over `x` is an ordinary convolution; each level's
+//! part convolves a bilinear upsampling of a map of at most 6x6 bins, which
+//! [`UpsampledConv`] computes at the level's own size. In PSPNet-50 the
+//! levels are half of the head's 4096 input channels, and the head was 42%
+//! of the network's arithmetic.
+
+use ndarray::s;
+use pspnet_kernels::{BatchNorm, Conv2d, ConvSpec, Precision, UpsampledConv};
+use pspnet_tensor::{Params, Shape, Tensor, TensorError};
+
+use crate::ModelError;
+
+/// See the module documentation.
+#[derive(Debug, Clone)]
+pub(crate) struct Bottleneck {
+    /// The part over the features, carrying the batch-norm and the ReLU,
+    /// which it applies after adding the levels' parts.
+    features: Conv2d,
+    /// One part per level, its weights multiplied by the batch-norm's scale.
+    levels: Vec<UpsampledConv>,
+}
+
+impl Bottleneck {
+    /// Reads `{prefix}.conv.weight` (its input channels: `features`, then
+    /// each of `levels`) and `{prefix}.bn.*`; `align_corners` is the
+    /// pyramid's upsampling convention.
+    pub(crate) fn from_params(
+        params: &mut Params,
+        prefix: &str,
+        features: usize,
+        levels: &[usize],
+        align_corners: bool,
+    ) -> Result<Self, ModelError> {
+        let name = format!("{prefix}.conv.weight");
+        let weight = params.take_tensor4(&name)?;
+        let [outs, ins, kh, kw] = weight.shape().dims();
+        let expected = features + levels.iter().sum::<usize>();
+        if ins != expected {
+            return Err(TensorError::ParamShape {
+                name,
+                expected: format!("{expected} input channels ({features} features + pyramid levels {levels:?})"),
+                got: weight.shape().dims().to_vec(),
+            }
+            .into());
+        }
+        let bn = BatchNorm::from_params(params, &format!("{prefix}.bn"), outs)?;
+        let (scale, _) = bn.scale_shift();
+        let spec = ConvSpec::default().padding(1);
+        let taps = kh * kw;
+        let mut levels_parts = Vec::with_capacity(levels.len());
+        let mut c0 = features;
+        for &c in levels {
+            let mut w = Tensor::from_array(weight.view().slice(s![.., c0..c0 + c, .., ..]).to_owned())?;
+            for (filters, scale) in w.as_mut_slice().chunks_exact_mut(c * taps).zip(&scale) {
+                filters.iter_mut().for_each(|v| *v *= scale);
+            }
+            levels_parts.push(UpsampledConv::new(&w, spec, align_corners)?);
+            c0 += c;
+        }
+        // The features' part, compacted in place: each output channel's
+        // first `features` filters move left over the levels' filters before them.
+        let mut values = weight.into_vec();
+        for o in 0..outs {
+            values.copy_within(o * ins * taps..(o * ins + features) * taps, o * features * taps);
+        }
+        values.truncate(outs * features * taps);
+        values.shrink_to_fit();
+        let part = Tensor::from_vec(Shape::new(outs, features, kh, kw)?, values)?;
+        let features = Conv2d::from_weight(part, spec)?.with_batch_norm(&bn)?.with_relu(true);
+        Ok(Bottleneck { features, levels: levels_parts })
+    }
+
+    /// The output for features `x` and the pyramid's `levels` (as
+    /// [`pspnet_ppm::PyramidPooling::levels`] gives them).
+    pub(crate) fn forward(&self, x: &Tensor, levels: &[Tensor]) -> Result<Tensor, ModelError> {
+        if levels.len() != self.levels.len() {
+            return Err(ModelError::Input(format!(
+                "the head convolves {} pyramid levels, got {}",
+                self.levels.len(),
+                levels.len()
+            )));
+        }
+        let size = [x.shape().h(), x.shape().w()];
+        let mut context = Tensor::zeros(self.features.output_shape(x.shape())?);
+        for (conv, level) in self.levels.iter().zip(levels) {
+            conv.accumulate(level, size, &mut context)?;
+        }
+        Ok(self.features.forward_with_residual(x, &context)?)
+    }
+
+    /// Floating-point operations of the whole convolution over the
+    /// concatenation, for features of shape `x` and levels of `level_shapes`.
+    pub(crate) fn flops(&self, x: Shape, level_shapes: &[Shape]) -> Result<(u64, Shape), ModelError> {
+        let (mut total, out) = self.features.flops(x)?;
+        for (conv, &level) in self.levels.iter().zip(level_shapes) {
+            total += conv.flops(level, [x.h(), x.w()])?;
+        }
+        Ok((total, out))
+    }
+
+    /// Parameters as the checkpoint counts them (weights and batch-norm).
+    pub(crate) fn parameters(&self) -> usize {
+        self.features.parameters() + self.levels.iter().map(UpsampledConv::parameters).sum::<usize>()
+    }
+
+    /// Sets the arithmetic of every part.
+    pub(crate) fn set_precision(&mut self, precision: Precision) {
+        self.features.set_precision(precision);
+        self.levels.iter_mut().for_each(|level| level.set_precision(precision));
+    }
+}
