@@ -37,18 +37,32 @@ impl Timing {
     }
 }
 
-fn time_forward(model: &LoadedModel, x: &pspnet_tensor::Tensor, threads: usize, runs: usize) -> Result<Timing> {
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build()?;
-    pool.install(|| {
-        model.net.forward(x)?;
-        let mut seconds = Vec::with_capacity(runs);
-        for _ in 0..runs {
+/// Times the forward pass on pools of each of `threads`, after a warm-up on
+/// each: `runs` rounds, each running every pool once in turn, so the
+/// machine's slower and faster phases fall on all of them alike and their
+/// ratios compare like with like.
+fn time_forward(model: &LoadedModel, x: &pspnet_tensor::Tensor, threads: &[usize], runs: usize) -> Result<Vec<Timing>> {
+    let pools = threads
+        .iter()
+        .map(|&n| rayon::ThreadPoolBuilder::new().num_threads(n).build())
+        .collect::<Result<Vec<_>, _>>()?;
+    let forward = |pool: &rayon::ThreadPool| -> Result<f64> {
+        pool.install(|| {
             let start = Instant::now();
             std::hint::black_box(model.net.forward(x)?);
-            seconds.push(start.elapsed().as_secs_f64());
+            Ok(start.elapsed().as_secs_f64())
+        })
+    };
+    for pool in &pools {
+        forward(pool)?;
+    }
+    let mut seconds = vec![Vec::with_capacity(runs); pools.len()];
+    for _ in 0..runs {
+        for (pool, seconds) in pools.iter().zip(&mut seconds) {
+            seconds.push(forward(pool)?);
         }
-        Ok(Timing::of(seconds))
-    })
+    }
+    Ok(seconds.into_iter().map(Timing::of).collect())
 }
 
 /// Peak RSS in MiB of `pspnet segment` on one image, from `/usr/bin/time -v`.
@@ -137,12 +151,12 @@ pub(crate) fn run(root: &Path, python: &str, args: &[String]) -> Result<()> {
             case.classes,
             flops / 1e9
         );
-        let two = time_forward(&model, &x, 2, runs)?;
-        let one = time_forward(&model, &x, 1, runs.min(3))?;
+        let mut timings = time_forward(&model, &x, &[2, 1], runs)?;
+        let (one, two) = (timings.remove(1), timings.remove(0));
         let rss = segment_rss(root, &checkpoint, &image_path, &dir.join("out"), Precision::F32)?;
         let (_, times) = model.net.profile(&x)?;
         model.net.set_precision(Precision::Bf16);
-        let bf16 = time_forward(&model, &x, 2, runs)?;
+        let bf16 = time_forward(&model, &x, &[2], runs)?.remove(0);
         let bf16_rss = segment_rss(root, &checkpoint, &image_path, &dir.join("out"), Precision::Bf16)?;
         let mut rows = vec![
             ("pspnet-rs (fp32)".to_string(), two.median, two.min, two.max, Some(rss), peak),
