@@ -11,7 +11,7 @@
 //! transform-domain point `ξ`: `M[ξ] (out x tiles) = U[ξ] (out x in) ·
 //! V[ξ] (in x tiles)`. They run on the same register-blocked micro-kernels as
 //! the direct convolution. Input channels are taken in chunks, so no layer
-//! ever holds its whole transformed filter bank (the head's would be 302 MB);
+//! ever holds its whole transformed filter bank (a 4096 -> 512 layer's would be 302 MB);
 //! per chunk:
 //!
 //! 1. `U` (the chunk's transformed weights) is computed from the packed weight
