@@ -114,3 +114,28 @@ impl Bottleneck {
         self.levels.iter_mut().for_each(|level| level.set_precision(precision));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(in_channels: usize) -> Params {
+        let mut params = Params::new();
+        params.insert("head.conv.weight", vec![3, in_channels, 3, 3], vec![0.5; 3 * in_channels * 9]).unwrap();
+        for name in ["weight", "bias", "running_mean", "running_var"] {
+            params.insert(format!("head.bn.{name}"), vec![3], vec![1.0; 3]).unwrap();
+        }
+        params
+    }
+
+    #[test]
+    fn input_channels_must_be_the_features_and_levels() {
+        let err = Bottleneck::from_params(&mut params(7), "head", 4, &[2, 2], true).unwrap_err().to_string();
+        assert!(err.contains("head.conv.weight") && err.contains("8 input channels"), "{err}");
+        let head = Bottleneck::from_params(&mut params(8), "head", 4, &[2, 2], true).unwrap();
+        let x = Tensor::zeros(Shape::new(1, 4, 5, 5).unwrap());
+        let one_level = [Tensor::zeros(Shape::new(1, 2, 1, 1).unwrap())];
+        let err = head.forward(&x, &one_level).unwrap_err().to_string();
+        assert!(err.contains("2 pyramid levels, got 1"), "{err}");
+    }
+}
