@@ -384,6 +384,32 @@ fn bf16_convolution_stays_within_bf16_error() {
     }
 }
 
+/// A Winograd layer whose last panel of tiles is mostly padding (12, 20 and
+/// 42 tiles: one, two and three vectors of the AVX-512 kernels' 48 columns)
+/// computes every tile, in both precisions: each layer runs twice, on
+/// different inputs, so products left in the reused workspace by the
+/// first run would spoil the second if the narrower kernels skipped them.
+#[test]
+fn winograd_computes_every_tile_of_a_partial_panel() {
+    for (i, &(h, w)) in [(9, 14), (16, 20), (21, 26)].iter().enumerate() {
+        let weight = random_tensor([16, 64, 3, 3], 40 + i as u64);
+        for precision in [Precision::F32, Precision::Bf16] {
+            let conv = Conv2d::new(&weight, ConvSpec::default().padding(1))
+                .unwrap()
+                .with_algorithm(ConvAlgorithm::Winograd)
+                .unwrap()
+                .with_precision(precision);
+            for seed in [50, 60] {
+                let input = random_tensor([1, 64, h, w], seed + i as u64);
+                let (want, _, _) = conv2d_f64(&input, &weight, [1, 1], [1, 1], [1, 1]);
+                let relative = relative_l2(conv.forward(&input).unwrap().as_slice(), &want);
+                let bound = if precision == Precision::F32 { 1e-5 } else { 4e-2 };
+                assert!(relative < bound, "{h}x{w} {precision:?}, input {seed}: relative L2 {relative:e}");
+            }
+        }
+    }
+}
+
 /// `Auto` runs a 3x3 stride-1 layer in the Winograd domain in f32 at any
 /// width, in bf16 only from `BF16_WINOGRAD_MIN_CHANNELS` input channels on;
 /// switching precision re-decides, and an explicit choice is kept.

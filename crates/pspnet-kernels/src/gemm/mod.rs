@@ -51,6 +51,45 @@ pub(crate) trait MicroKernel {
     /// As [`MicroKernel::tile`], with `a` readable for `kp * MR` values and
     /// `b` for `kp * NR`.
     unsafe fn tile_bf16(kp: usize, a: *const u32, b: *const u32, c: *mut f32, rs: usize, accumulate: bool);
+
+    /// [`MicroKernel::tile`] where only the first `cols` columns of the
+    /// `B` panel hold data (the rest are zero padding): a kernel may then
+    /// skip the vectors of padding and leave those columns of `C` as they
+    /// were. The panel keeps its `NR`-value steps.
+    ///
+    /// # Safety
+    /// As [`MicroKernel::tile`].
+    unsafe fn tile_cols(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        rs: usize,
+        accumulate: bool,
+        cols: usize,
+    ) {
+        let _ = cols;
+        // SAFETY: the same contract.
+        unsafe { Self::tile(kc, a, b, c, rs, accumulate) }
+    }
+
+    /// [`MicroKernel::tile_bf16`] with [`MicroKernel::tile_cols`]' `cols`.
+    ///
+    /// # Safety
+    /// As [`MicroKernel::tile_bf16`].
+    unsafe fn tile_bf16_cols(
+        kp: usize,
+        a: *const u32,
+        b: *const u32,
+        c: *mut f32,
+        rs: usize,
+        accumulate: bool,
+        cols: usize,
+    ) {
+        let _ = cols;
+        // SAFETY: the same contract.
+        unsafe { Self::tile_bf16(kp, a, b, c, rs, accumulate) }
+    }
 }
 
 /// Writes (or, if `accumulate`, adds) a portable kernel's finished

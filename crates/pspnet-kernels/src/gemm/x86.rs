@@ -45,7 +45,7 @@ fn prefetch_tile(c: *const f32, rs: usize, rows: usize, width: usize) {
 const C_AHEAD: usize = 48;
 
 /// A native bf16 micro-kernel (see [`MicroKernel::tile_bf16`]).
-type BF16Kernel = unsafe fn(usize, *const u32, *const u32, *mut f32, usize, bool);
+type BF16Kernel = unsafe fn(usize, *const u32, *const u32, *mut f32, usize, bool, usize);
 
 /// Defines a micro-kernel type from its register tile and vector intrinsics.
 macro_rules! simd_micro_kernel {
@@ -66,16 +66,41 @@ macro_rules! simd_micro_kernel {
             unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, rs: usize, accumulate: bool) {
                 // SAFETY: the caller's contract is the kernel's (see the trait),
                 // including support for the target features.
-                unsafe { kernel(kc, a, b, c, rs, accumulate) }
+                unsafe { kernel::<$nv>(kc, a, b, c, rs, accumulate) }
+            }
+
+            unsafe fn tile_cols(kc: usize, a: *const f32, b: *const f32, c: *mut f32, rs: usize, accumulate: bool, cols: usize) {
+                // SAFETY: as above; the narrower kernels read and write a
+                // prefix of the same panels and tile.
+                unsafe {
+                    match cols.div_ceil($lanes) {
+                        1 => kernel::<1>(kc, a, b, c, rs, accumulate),
+                        2 => kernel::<2>(kc, a, b, c, rs, accumulate),
+                        _ => kernel::<$nv>(kc, a, b, c, rs, accumulate),
+                    }
+                }
             }
 
             unsafe fn tile_bf16(kp: usize, a: *const u32, b: *const u32, c: *mut f32, rs: usize, accumulate: bool) {
+                // SAFETY: as above.
+                unsafe { Self::tile_bf16_cols(kp, a, b, c, rs, accumulate, Self::NR) }
+            }
+
+            unsafe fn tile_bf16_cols(
+                kp: usize,
+                a: *const u32,
+                b: *const u32,
+                c: *mut f32,
+                rs: usize,
+                accumulate: bool,
+                cols: usize,
+            ) {
                 let native: Option<BF16Kernel> = $bf16;
                 // SAFETY: as above; a native kernel is only offered when the
                 // CPU has its features.
                 unsafe {
                     match native {
-                        Some(native) => native(kp, a, b, c, rs, accumulate),
+                        Some(native) => native(kp, a, b, c, rs, accumulate, cols),
                         None => kernel_bf16(kp, a, b, c, rs, accumulate),
                     }
                 }
@@ -95,18 +120,18 @@ macro_rules! simd_micro_kernel {
         /// # Safety
         /// As [`MicroKernel::tile`].
         #[target_feature(enable = $features)]
-        unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, c: *mut f32, rs: usize, accumulate: bool) {
-            let mut acc: [[$vec; $nv]; $mr] = [[$zero(); $nv]; $mr];
+        unsafe fn kernel<const NV: usize>(kc: usize, a: *const f32, b: *const f32, c: *mut f32, rs: usize, accumulate: bool) {
+            let mut acc: [[$vec; NV]; $mr] = [[$zero(); NV]; $mr];
             let c_at = kc.saturating_sub(C_AHEAD);
             for p in 0..kc {
                 if p == c_at {
-                    prefetch_tile(c, rs, $mr, $nv * $lanes);
+                    prefetch_tile(c, rs, $mr, NV * $lanes);
                 }
                 // SAFETY: step p of each panel is in bounds (caller: a holds
                 // kc*MR values, b holds kc*NR).
                 let (ap, bp) = unsafe { (a.add(p * $mr), b.add(p * $nv * $lanes)) };
                 _mm_prefetch::<_MM_HINT_T0>(ap.wrapping_add(PREFETCH_A).cast());
-                let mut bv: [$vec; $nv] = [$zero(); $nv];
+                let mut bv: [$vec; NV] = [$zero(); NV];
                 for (v, bj) in bv.iter_mut().enumerate() {
                     // SAFETY: as above.
                     *bj = unsafe { $load(bp.add(v * $lanes)) };
@@ -146,24 +171,47 @@ mod avx512 {
 
     /// The AVX512-BF16 kernel (8 x 48): per paired step, 3 vectors of 16
     /// pixel pairs, 8 broadcast weight pairs, 24 `vdpbf16ps` (48 multiply-adds
-    /// per f32 lane pair where the f32 kernel does 24).
+    /// per f32 lane pair where the f32 kernel does 24). `cols` as in
+    /// [`MicroKernel::tile_cols`].
     ///
     /// # Safety
     /// As [`MicroKernel::tile_bf16`]; the CPU must support AVX512-BF16.
+    unsafe fn dot_bf16(kp: usize, a: *const u32, b: *const u32, c: *mut f32, rs: usize, accumulate: bool, cols: usize) {
+        // SAFETY: the caller's contract, passed on.
+        unsafe {
+            match cols.div_ceil(16) {
+                1 => dot_bf16_vectors::<1>(kp, a, b, c, rs, accumulate),
+                2 => dot_bf16_vectors::<2>(kp, a, b, c, rs, accumulate),
+                _ => dot_bf16_vectors::<3>(kp, a, b, c, rs, accumulate),
+            }
+        }
+    }
+
+    /// [`dot_bf16`] on the first `NV` vectors of each step of the panel.
+    ///
+    /// # Safety
+    /// As [`dot_bf16`].
     #[target_feature(enable = "avx512f,avx512bf16")]
-    unsafe fn dot_bf16(kp: usize, a: *const u32, b: *const u32, c: *mut f32, rs: usize, accumulate: bool) {
-        let mut acc = [[_mm512_setzero_ps(); 3]; 8];
+    unsafe fn dot_bf16_vectors<const NV: usize>(
+        kp: usize,
+        a: *const u32,
+        b: *const u32,
+        c: *mut f32,
+        rs: usize,
+        accumulate: bool,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); NV]; 8];
         let c_at = kp.saturating_sub(C_AHEAD);
         for p in 0..kp {
             if p == c_at {
-                prefetch_tile(c, rs, 8, 48);
+                prefetch_tile(c, rs, 8, NV * 16);
             }
             // SAFETY: paired step p of each panel is in bounds (caller: a
             // holds kp*8 values, b kp*48); a __m512i and a __m512bh are the
             // same 64 bytes.
             let (ap, bv) = unsafe {
                 let bp = b.add(p * 48);
-                let bv: [__m512bh; 3] = std::array::from_fn(|v| {
+                let bv: [__m512bh; NV] = std::array::from_fn(|v| {
                     std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(bp.add(v * 16).cast()))
                 });
                 (a.add(p * 8), bv)

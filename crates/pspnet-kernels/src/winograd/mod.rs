@@ -441,12 +441,12 @@ fn gather_patches(g: &ConvGeometry, plane: &[f32], tiles: &[Tile], patch: &mut [
 /// panel (a point's `U` for `MR` output channels) stays in L1 while the
 /// `B` panels of a group of tile panels stream past it from L2.
 fn multiply<K: MicroKernel>(plan: &Plan, tiles: usize, kc: usize, u: &[f32], v: &[f32], m: &mut [f32], first: bool) {
-    multiply_with::<K>(plan, tiles, kc, m, |row_panel, panel, point, c, rs| {
+    multiply_with::<K>(plan, tiles, kc, m, |row_panel, panel, point, c, rs, cols| {
         let a = &u[(row_panel * POINTS + point) * plan.chunk * K::MR..][..kc * K::MR];
         let b = &v[(panel * POINTS + point) * kc * K::NR..][..kc * K::NR];
         // SAFETY: `a` and `b` hold kc steps; `multiply_with` hands out an
         // exclusive tile inside M; the caller checked the ISA.
-        unsafe { K::tile(kc, a.as_ptr(), b.as_ptr(), c, rs, !first) };
+        unsafe { K::tile_cols(kc, a.as_ptr(), b.as_ptr(), c, rs, !first, cols) };
     });
 }
 
@@ -461,23 +461,25 @@ fn multiply_bf16<K: MicroKernel>(
     first: bool,
 ) {
     let (kp, chunk_pairs) = (kc.div_ceil(2), plan.chunk.div_ceil(2));
-    multiply_with::<K>(plan, tiles, kc, m, |row_panel, panel, point, c, rs| {
+    multiply_with::<K>(plan, tiles, kc, m, |row_panel, panel, point, c, rs, cols| {
         let a = &u[(row_panel * POINTS + point) * chunk_pairs * K::MR..][..kp * K::MR];
         let b = &v[(panel * POINTS + point) * kp * K::NR..][..kp * K::NR];
         // SAFETY: as in `multiply`, with kp paired steps.
-        unsafe { K::tile_bf16(kp, a.as_ptr(), b.as_ptr(), c, rs, !first) };
+        unsafe { K::tile_bf16_cols(kp, a.as_ptr(), b.as_ptr(), c, rs, !first, cols) };
     });
 }
 
 /// The task grid of [`multiply`]: calls `tile(row_panel, tile_panel,
-/// point, c, row_stride)` for every `MR x NR` tile of `M`, each tile
-/// exclusively owned by the calling task.
+/// point, c, row_stride, cols)` for every `MR x NR` tile of `M`, each tile
+/// exclusively owned by the calling task; `cols` of its columns are tiles
+/// of the band, the rest padding (the last panel of a dilated layer's band
+/// is often two thirds padding: 256 tiles at 473x473, in 6 panels of 48).
 fn multiply_with<K: MicroKernel>(
     plan: &Plan,
     tiles: usize,
     kc: usize,
     m: &mut [f32],
-    tile: impl Fn(usize, usize, usize, *mut f32, usize) + Sync,
+    tile: impl Fn(usize, usize, usize, *mut f32, usize, usize) + Sync,
 ) {
     let tile_panels = tiles.div_ceil(K::NR);
     let group = (B_GROUP_BYTES / (kc * K::NR * size_of::<f32>())).clamp(1, tile_panels);
@@ -496,7 +498,8 @@ fn multiply_with<K: MicroKernel>(
                     let c_start = (row_panel * K::MR * POINTS + point) * plan.band + panel * K::NR;
                     // The tile is inside M (checked by `piece`) and belongs to
                     // this task alone (its row panels x its tile panels).
-                    tile(row_panel, panel, point, m.piece(c_start, K::MR, K::NR, row_stride), row_stride);
+                    let cols = K::NR.min(tiles - panel * K::NR);
+                    tile(row_panel, panel, point, m.piece(c_start, K::MR, K::NR, row_stride), row_stride, cols);
                 }
             }
         }
