@@ -36,13 +36,16 @@ pub(crate) trait MicroKernel {
 
     /// `C = (accumulate ? C : 0) + (sum_p A[p] (x) B[p])` over `kc` steps, where
     /// `A[p]` is `MR` values at `a + p * MR` and `B[p]` is `NR` values at
-    /// `b + p * NR`; `C` has `MR` rows of `NR` values, `rs` apart.
+    /// `b + p * NR`; `C` has `MR` rows of `NR` values, `rs` apart. Only the
+    /// first `cols` (at most `NR`) columns of `B` may hold data, the rest
+    /// being zero padding: a kernel may skip the vectors past them and leave
+    /// those columns of `C` as they were.
     ///
     /// # Safety
     /// `a` must be readable for `kc * MR` values, `b` for `kc * NR`, `c`
     /// readable and writable for its `MR` rows of `NR` values with no other
     /// live reference to them, and the CPU must support the kernel's ISA.
-    unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, rs: usize, accumulate: bool);
+    unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, rs: usize, accumulate: bool, cols: usize);
 
     /// [`MicroKernel::tile`] on bf16 operands in pairs (see [`bf16`]):
     /// `kp` paired steps of `MR` (`A`) and `NR` (`B`) `u32`s each.
@@ -50,46 +53,7 @@ pub(crate) trait MicroKernel {
     /// # Safety
     /// As [`MicroKernel::tile`], with `a` readable for `kp * MR` values and
     /// `b` for `kp * NR`.
-    unsafe fn tile_bf16(kp: usize, a: *const u32, b: *const u32, c: *mut f32, rs: usize, accumulate: bool);
-
-    /// [`MicroKernel::tile`] where only the first `cols` columns of the
-    /// `B` panel hold data (the rest are zero padding): a kernel may then
-    /// skip the vectors of padding and leave those columns of `C` as they
-    /// were. The panel keeps its `NR`-value steps.
-    ///
-    /// # Safety
-    /// As [`MicroKernel::tile`].
-    unsafe fn tile_cols(
-        kc: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *mut f32,
-        rs: usize,
-        accumulate: bool,
-        cols: usize,
-    ) {
-        let _ = cols;
-        // SAFETY: the same contract.
-        unsafe { Self::tile(kc, a, b, c, rs, accumulate) }
-    }
-
-    /// [`MicroKernel::tile_bf16`] with [`MicroKernel::tile_cols`]' `cols`.
-    ///
-    /// # Safety
-    /// As [`MicroKernel::tile_bf16`].
-    unsafe fn tile_bf16_cols(
-        kp: usize,
-        a: *const u32,
-        b: *const u32,
-        c: *mut f32,
-        rs: usize,
-        accumulate: bool,
-        cols: usize,
-    ) {
-        let _ = cols;
-        // SAFETY: the same contract.
-        unsafe { Self::tile_bf16(kp, a, b, c, rs, accumulate) }
-    }
+    unsafe fn tile_bf16(kp: usize, a: *const u32, b: *const u32, c: *mut f32, rs: usize, accumulate: bool, cols: usize);
 }
 
 /// Writes (or, if `accumulate`, adds) a portable kernel's finished
@@ -309,12 +273,12 @@ fn run_task<K: MicroKernel>(
                         // SAFETY: the panels hold kc steps, the ISA was checked
                         // by the caller, and `compute_tile` hands the kernel an
                         // exclusive MR x NR tile.
-                        unsafe { K::tile(kc, a.as_ptr(), b.as_ptr(), c, rs, !first) }
+                        unsafe { K::tile(kc, a.as_ptr(), b.as_ptr(), c, rs, !first, K::NR) }
                     }
                     Some(pairs) => {
                         let (a, b) = (pairs.panel(panel, k0 / 2, kp), &paired[p * kp * K::NR..][..kp * K::NR]);
                         // SAFETY: as above, with kp paired steps.
-                        unsafe { K::tile_bf16(kp, a.as_ptr(), b.as_ptr(), c, rs, !first) }
+                        unsafe { K::tile_bf16(kp, a.as_ptr(), b.as_ptr(), c, rs, !first, K::NR) }
                     }
                 };
                 // SAFETY: tasks own disjoint (rows x cols) rectangles of the

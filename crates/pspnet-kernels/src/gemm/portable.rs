@@ -15,12 +15,12 @@ impl MicroKernel for Portable {
     const MR: usize = MR;
     const NR: usize = NR;
 
-    unsafe fn tile_bf16(kp: usize, a: *const u32, b: *const u32, c: *mut f32, rs: usize, accumulate: bool) {
+    unsafe fn tile_bf16(kp: usize, a: *const u32, b: *const u32, c: *mut f32, rs: usize, accumulate: bool, _: usize) {
         // SAFETY: the caller's contract is the generic kernel's.
         unsafe { super::bf16::tile_generic::<MR, NR>(kp, a, b, c, rs, accumulate) }
     }
 
-    unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, rs: usize, accumulate: bool) {
+    unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, rs: usize, accumulate: bool, _: usize) {
         // SAFETY: the caller guarantees `a` holds kc*MR values and `b` kc*NR.
         let (a, b) = unsafe { (std::slice::from_raw_parts(a, kc * MR), std::slice::from_raw_parts(b, kc * NR)) };
         let mut acc = [[0.0f32; NR]; MR];

@@ -63,15 +63,10 @@ macro_rules! simd_micro_kernel {
             const MR: usize = $mr;
             const NR: usize = $nv * $lanes;
 
-            unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, rs: usize, accumulate: bool) {
+            unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, rs: usize, accumulate: bool, cols: usize) {
                 // SAFETY: the caller's contract is the kernel's (see the trait),
-                // including support for the target features.
-                unsafe { kernel::<$nv>(kc, a, b, c, rs, accumulate) }
-            }
-
-            unsafe fn tile_cols(kc: usize, a: *const f32, b: *const f32, c: *mut f32, rs: usize, accumulate: bool, cols: usize) {
-                // SAFETY: as above; the narrower kernels read and write a
-                // prefix of the same panels and tile.
+                // including support for the target features; the narrower
+                // kernels read and write a prefix of the same panels and tile.
                 unsafe {
                     match cols.div_ceil($lanes) {
                         1 => kernel::<1>(kc, a, b, c, rs, accumulate),
@@ -81,27 +76,14 @@ macro_rules! simd_micro_kernel {
                 }
             }
 
-            unsafe fn tile_bf16(kp: usize, a: *const u32, b: *const u32, c: *mut f32, rs: usize, accumulate: bool) {
-                // SAFETY: as above.
-                unsafe { Self::tile_bf16_cols(kp, a, b, c, rs, accumulate, Self::NR) }
-            }
-
-            unsafe fn tile_bf16_cols(
-                kp: usize,
-                a: *const u32,
-                b: *const u32,
-                c: *mut f32,
-                rs: usize,
-                accumulate: bool,
-                cols: usize,
-            ) {
+            unsafe fn tile_bf16(kp: usize, a: *const u32, b: *const u32, c: *mut f32, rs: usize, add: bool, cols: usize) {
                 let native: Option<BF16Kernel> = $bf16;
                 // SAFETY: as above; a native kernel is only offered when the
                 // CPU has its features.
                 unsafe {
                     match native {
-                        Some(native) => native(kp, a, b, c, rs, accumulate, cols),
-                        None => kernel_bf16(kp, a, b, c, rs, accumulate),
+                        Some(native) => native(kp, a, b, c, rs, add, cols),
+                        None => kernel_bf16(kp, a, b, c, rs, add),
                     }
                 }
             }
@@ -172,7 +154,7 @@ mod avx512 {
     /// The AVX512-BF16 kernel (8 x 48): per paired step, 3 vectors of 16
     /// pixel pairs, 8 broadcast weight pairs, 24 `vdpbf16ps` (48 multiply-adds
     /// per f32 lane pair where the f32 kernel does 24). `cols` as in
-    /// [`MicroKernel::tile_cols`].
+    /// [`MicroKernel::tile`].
     ///
     /// # Safety
     /// As [`MicroKernel::tile_bf16`]; the CPU must support AVX512-BF16.
@@ -180,9 +162,9 @@ mod avx512 {
         // SAFETY: the caller's contract, passed on.
         unsafe {
             match cols.div_ceil(16) {
-                1 => dot_bf16_vectors::<1>(kp, a, b, c, rs, accumulate),
-                2 => dot_bf16_vectors::<2>(kp, a, b, c, rs, accumulate),
-                _ => dot_bf16_vectors::<3>(kp, a, b, c, rs, accumulate),
+                1 => dot::<1>(kp, a, b, c, rs, accumulate),
+                2 => dot::<2>(kp, a, b, c, rs, accumulate),
+                _ => dot::<3>(kp, a, b, c, rs, accumulate),
             }
         }
     }
@@ -192,14 +174,7 @@ mod avx512 {
     /// # Safety
     /// As [`dot_bf16`].
     #[target_feature(enable = "avx512f,avx512bf16")]
-    unsafe fn dot_bf16_vectors<const NV: usize>(
-        kp: usize,
-        a: *const u32,
-        b: *const u32,
-        c: *mut f32,
-        rs: usize,
-        accumulate: bool,
-    ) {
+    unsafe fn dot<const NV: usize>(kp: usize, a: *const u32, b: *const u32, c: *mut f32, rs: usize, accumulate: bool) {
         let mut acc = [[_mm512_setzero_ps(); NV]; 8];
         let c_at = kp.saturating_sub(C_AHEAD);
         for p in 0..kp {

@@ -446,7 +446,7 @@ fn multiply<K: MicroKernel>(plan: &Plan, tiles: usize, kc: usize, u: &[f32], v: 
         let b = &v[(panel * POINTS + point) * kc * K::NR..][..kc * K::NR];
         // SAFETY: `a` and `b` hold kc steps; `multiply_with` hands out an
         // exclusive tile inside M; the caller checked the ISA.
-        unsafe { K::tile_cols(kc, a.as_ptr(), b.as_ptr(), c, rs, !first, cols) };
+        unsafe { K::tile(kc, a.as_ptr(), b.as_ptr(), c, rs, !first, cols) };
     });
 }
 
@@ -465,7 +465,7 @@ fn multiply_bf16<K: MicroKernel>(
         let a = &u[(row_panel * POINTS + point) * chunk_pairs * K::MR..][..kp * K::MR];
         let b = &v[(panel * POINTS + point) * kp * K::NR..][..kp * K::NR];
         // SAFETY: as in `multiply`, with kp paired steps.
-        unsafe { K::tile_bf16_cols(kp, a.as_ptr(), b.as_ptr(), c, rs, !first, cols) };
+        unsafe { K::tile_bf16(kp, a.as_ptr(), b.as_ptr(), c, rs, !first, cols) };
     });
 }
 
