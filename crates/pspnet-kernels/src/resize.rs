@@ -106,7 +106,7 @@ impl Resize {
                 for (row, y) in
                     dst[rows.start * shape.w()..rows.end * shape.w()].chunks_exact_mut(shape.w()).zip(&ys[rows])
                 {
-                    blend_rows(isa, y, &top, &bottom, row);
+                    blend_rows(isa, y, &top, &bottom, row, false);
                 }
             }
         };
@@ -142,12 +142,16 @@ fn resize_row(src: &[f32], xs: &[Taps], out: &mut [f32]) {
 }
 
 multiversion! {
-    /// The output row between two horizontally resized source rows: the
-    /// same products and sums, in the same order, as PyTorch's bilinear
-    /// kernel, so the result does not depend on the instruction set.
-    fn blend_rows(y: &Taps, top: &[f32], bottom: &[f32], out: &mut [f32]) {
-        for ((o, &t), &b) in out.iter_mut().zip(top).zip(bottom) {
-            *o = y.w0 * t + y.w1 * b;
+    /// The output row between two horizontally resized source rows (added
+    /// to `out` if `add`): the same products and sums, in the same order,
+    /// as PyTorch's bilinear kernel, so the result does not depend on the
+    /// instruction set.
+    pub(crate) fn blend_rows(y: &Taps, top: &[f32], bottom: &[f32], out: &mut [f32], add: bool) {
+        let rows = out.iter_mut().zip(top).zip(bottom);
+        if add {
+            rows.for_each(|((o, &t), &b)| *o += y.w0 * t + y.w1 * b);
+        } else {
+            rows.for_each(|((o, &t), &b)| *o = y.w0 * t + y.w1 * b);
         }
     }
 }
@@ -188,7 +192,7 @@ pub fn resize_bilinear_argmax(
         let mut best = vec![0.0; ow];
         for (labels, y) in band.chunks_exact_mut(ow).zip(&ys[rows]) {
             // Class 0 starts the maximum; `labels` are still its zeros.
-            blend_rows(isa, y, &top[..ow], &bottom[..ow], &mut best);
+            blend_rows(isa, y, &top[..ow], &bottom[..ow], &mut best, false);
             for (c, (top, bottom)) in top.chunks_exact(ow).zip(bottom.chunks_exact(ow)).enumerate().skip(1) {
                 argmax_step(isa, y, top, bottom, c as u32, &mut best, labels);
             }
@@ -231,7 +235,7 @@ mod tests {
         bottom[3] = f32::NAN;
         let run = |isa: Isa| {
             let mut blended = vec![0.0; 37];
-            blend_rows(isa, &y, &top, &bottom, &mut blended);
+            blend_rows(isa, &y, &top, &bottom, &mut blended, false);
             let (mut best, mut labels) = (vec![0.0; 37], vec![0; 37]);
             argmax_step(isa, &y, &bottom, &top, 1, &mut best, &mut labels);
             argmax_step(isa, &y, &top, &bottom, 2, &mut best, &mut labels);

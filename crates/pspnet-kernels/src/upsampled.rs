@@ -15,8 +15,7 @@ use pspnet_tensor::{Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::conv::output_len;
-use crate::isa::multiversion;
-use crate::resize::{Taps, taps};
+use crate::resize::{Taps, blend_rows, taps};
 use crate::{Conv2d, ConvSpec, KernelError, Precision};
 
 /// `conv(resize_bilinear(x, size, align_corners))` for a stride-1
@@ -49,11 +48,6 @@ impl UpsampledConv {
         });
         let mix = Conv2d::from_weight(mixed, ConvSpec::default())?;
         Ok(UpsampledConv { mix, dims, spec, align_corners })
-    }
-
-    /// The OIHW weight dimensions.
-    pub fn weight_dims(&self) -> [usize; 4] {
-        self.dims
     }
 
     /// Weights, as the checkpoint counts them.
@@ -100,59 +94,65 @@ impl UpsampledConv {
             return Err(KernelError::ShapeMismatch { what: "output", expected: shape, got: out.shape() });
         }
         let s = x.shape();
-        let ys = taps(size[0], s.h(), self.align_corners);
-        let xs = taps(size[1], s.w(), self.align_corners);
         let mixed = self.mix.forward(x)?;
-        let window =
-            Window { dims: self.dims, spec: self.spec, size, small: [s.h(), s.w()], out: [shape.h(), shape.w()] };
+        let window = Window::new(self, size, [s.h(), s.w()], [shape.h(), shape.w()]);
         let isa = self.mix.isa();
         for n in 0..s.n() {
             let mixed = mixed.image_slice(n)?;
             out.image_slice_mut(n)?.par_chunks_mut(shape.plane_len()).enumerate().for_each(|(o, plane)| {
                 let tap_plane = |tap: usize| &mixed[(tap * self.dims[0] + o) * s.plane_len()..][..s.plane_len()];
-                let rows = window.mix_columns(tap_plane, &xs);
-                window.add_rows(isa, &rows, &ys, plane);
+                let rows = window.mix_columns(tap_plane);
+                window.add_rows(isa, &rows, plane);
             });
         }
         Ok(())
     }
 }
 
-/// The geometry of one [`UpsampledConv::accumulate`] call.
+/// The geometry of one [`UpsampledConv::accumulate`] call: for each kernel
+/// row (column) and output row (column), the interpolation taps of the
+/// full-size input row (column) it reads, or `None` in the padding;
+/// computed once for every output channel.
 struct Window {
-    dims: [usize; 4],
-    spec: ConvSpec,
-    /// The upsampled size.
-    size: [usize; 2],
-    /// The small map's size.
-    small: [usize; 2],
-    /// The output size.
-    out: [usize; 2],
+    kernel: [usize; 2],
+    /// The small map's height and the output's width.
+    small_h: usize,
+    out_w: usize,
+    /// `kh x oh` taps along the rows.
+    ys: Vec<Option<Taps>>,
+    /// `kw x ow` taps along the columns.
+    xs: Vec<Option<Taps>>,
 }
 
 impl Window {
-    /// The full-size input coordinate output coordinate `o` reads through
-    /// tap `k` along `axis`, if it is not in the padding.
-    fn source(&self, axis: usize, o: usize, k: usize) -> Option<usize> {
-        (o + k * self.spec.dilation[axis]).checked_sub(self.spec.padding[axis]).filter(|&i| i < self.size[axis])
+    fn new(conv: &UpsampledConv, size: [usize; 2], small: [usize; 2], out: [usize; 2]) -> Window {
+        let [_, _, kh, kw] = conv.dims;
+        let axis = |a: usize, k: usize| {
+            let resize = taps(size[a], small[a], conv.align_corners);
+            let (d, p) = (conv.spec.dilation[a], conv.spec.padding[a]);
+            (0..k)
+                .flat_map(|tap| (0..out[a]).map(move |o| (o + tap * d).checked_sub(p).filter(|&i| i < size[a])))
+                .map(|i| i.map(|i| resize[i]))
+                .collect()
+        };
+        Window { kernel: [kh, kw], small_h: small[0], out_w: out[1], ys: axis(0, kh), xs: axis(1, kw) }
     }
 
     /// For each kernel row `i` and small-map row `r`: the sum over kernel
     /// columns `j` of tap `(i, j)`'s mixed row, interpolated at the input
     /// column each output column reads through `j` (`kh x small height`
     /// rows of output width).
-    fn mix_columns<'a>(&self, tap_plane: impl Fn(usize) -> &'a [f32], xs: &[Taps]) -> Vec<f32> {
-        let [_, _, kh, kw] = self.dims;
-        let [h, w] = self.small;
-        let ow = self.out[1];
+    fn mix_columns<'a>(&self, tap_plane: impl Fn(usize) -> &'a [f32]) -> Vec<f32> {
+        let ([kh, kw], h, ow) = (self.kernel, self.small_h, self.out_w);
         let mut rows = vec![0.0f32; kh * h * ow];
         for i in 0..kh {
-            for j in 0..kw {
+            for (j, xs) in self.xs.chunks_exact(ow).enumerate() {
                 let tap = tap_plane(i * kw + j);
+                let w = tap.len() / h;
                 for (r, row) in rows[i * h * ow..][..h * ow].chunks_exact_mut(ow).enumerate() {
                     let src = &tap[r * w..][..w];
-                    for (x, value) in row.iter_mut().enumerate() {
-                        if let Some(t) = self.source(1, x, j).map(|sx| &xs[sx]) {
+                    for (value, t) in row.iter_mut().zip(xs) {
+                        if let Some(t) = t {
                             *value += t.w0 * src[t.i0] + t.w1 * src[t.i1];
                         }
                     }
@@ -165,24 +165,16 @@ impl Window {
     /// Adds to each output row the interpolation, between the rows of
     /// [`Window::mix_columns`], at the input row it reads through each
     /// kernel row.
-    fn add_rows(&self, isa: crate::Isa, rows: &[f32], ys: &[Taps], plane: &mut [f32]) {
-        let (h, ow) = (self.small[0], self.out[1]);
-        for (y, out_row) in plane.chunks_exact_mut(ow).enumerate() {
-            for i in 0..self.dims[2] {
-                if let Some(t) = self.source(0, y, i).map(|sy| &ys[sy]) {
+    fn add_rows(&self, isa: crate::Isa, rows: &[f32], plane: &mut [f32]) {
+        let (h, ow) = (self.small_h, self.out_w);
+        let oh = plane.len() / ow;
+        for (i, ys) in self.ys.chunks_exact(oh).enumerate() {
+            for (out_row, t) in plane.chunks_exact_mut(ow).zip(ys) {
+                if let Some(t) = t {
                     let row = |r: usize| &rows[(i * h + r) * ow..][..ow];
-                    add_blend(isa, t, row(t.i0), row(t.i1), out_row);
+                    blend_rows(isa, t, row(t.i0), row(t.i1), out_row, true);
                 }
             }
-        }
-    }
-}
-
-multiversion! {
-    /// `out += y.w0 * top + y.w1 * bottom`.
-    fn add_blend(y: &Taps, top: &[f32], bottom: &[f32], out: &mut [f32]) {
-        for ((o, &t), &b) in out.iter_mut().zip(top).zip(bottom) {
-            *o += y.w0 * t + y.w1 * b;
         }
     }
 }

@@ -51,27 +51,20 @@ impl Bottleneck {
         let bn = BatchNorm::from_params(params, &format!("{prefix}.bn"), outs)?;
         let (scale, _) = bn.scale_shift();
         let spec = ConvSpec::default().padding(1);
-        let taps = kh * kw;
+        let part = |channels: std::ops::Range<usize>| {
+            Tensor::from_array(weight.view().slice(s![.., channels, .., ..]).to_owned())
+        };
         let mut levels_parts = Vec::with_capacity(levels.len());
         let mut c0 = features;
         for &c in levels {
-            let mut w = Tensor::from_array(weight.view().slice(s![.., c0..c0 + c, .., ..]).to_owned())?;
-            for (filters, scale) in w.as_mut_slice().chunks_exact_mut(c * taps).zip(&scale) {
+            let mut w = part(c0..c0 + c)?;
+            for (filters, scale) in w.as_mut_slice().chunks_exact_mut(c * kh * kw).zip(&scale) {
                 filters.iter_mut().for_each(|v| *v *= scale);
             }
             levels_parts.push(UpsampledConv::new(&w, spec, align_corners)?);
             c0 += c;
         }
-        // The features' part, compacted in place: each output channel's
-        // first `features` filters move left over the levels' filters before them.
-        let mut values = weight.into_vec();
-        for o in 0..outs {
-            values.copy_within(o * ins * taps..(o * ins + features) * taps, o * features * taps);
-        }
-        values.truncate(outs * features * taps);
-        values.shrink_to_fit();
-        let part = Tensor::from_vec(Shape::new(outs, features, kh, kw)?, values)?;
-        let features = Conv2d::from_weight(part, spec)?.with_batch_norm(&bn)?.with_relu(true);
+        let features = Conv2d::from_weight(part(0..features)?, spec)?.with_batch_norm(&bn)?.with_relu(true);
         Ok(Bottleneck { features, levels: levels_parts })
     }
 

@@ -116,16 +116,7 @@ impl PspNet {
         let (backbone, stages) = self.backbone.flops(input)?;
         let features = stages[3];
         let ppm = self.ppm.flops(features)?;
-        let levels = self.ppm.level_channels(features.c());
-        let level_shapes = self
-            .ppm
-            .config()
-            .bins
-            .iter()
-            .zip(levels)
-            .map(|(&bin, c)| Shape::new(features.n(), c, bin, bin))
-            .collect::<Result<Vec<_>, _>>()?;
-        let (head, head_out) = self.bottleneck.flops(features, &level_shapes)?;
+        let (head, head_out) = self.bottleneck.flops(features, &self.ppm.level_shapes(features)?)?;
         let (classifier, _) = self.classifier.flops(head_out)?;
         Ok(backbone + ppm + head + classifier)
     }
