@@ -43,8 +43,8 @@ impl ConvSpec {
 /// How a [`Conv2d`] computes its sums.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum ConvAlgorithm {
-    /// Winograd F(4x4, 3x3) for 3x3 stride-1 layers (dilated or not), the
-    /// direct implicit GEMM for every other shape. In bf16, whose GEMMs cost
+    /// Winograd for 3x3 stride-1 layers (dilated or not), the direct
+    /// implicit GEMM for every other shape. In bf16, whose GEMMs cost
     /// half as much while the transforms do not get cheaper, Winograd is
     /// taken from [`BF16_WINOGRAD_MIN_CHANNELS`] input channels on: narrower
     /// 3x3 layers run direct there (5x more exact).
@@ -53,9 +53,10 @@ pub enum ConvAlgorithm {
     /// The direct implicit GEMM: each output is a plain sum of
     /// `in x kh x kw` products, the most exact order.
     Direct,
-    /// Winograd F(4x4, 3x3): a quarter of the multiplications, at a rounding
-    /// error still far below the 1e-5 relative budget of the model tests.
-    /// Only 3x3 kernels with stride 1.
+    /// Winograd F(4x4, 3x3) or F(5x5, 3x3), whichever does less work on the
+    /// input ([`Conv2d::winograd_tile`]): a quarter or a fifth of the
+    /// multiplications, at a rounding error still far below the 1e-5
+    /// relative budget of the model tests. Only 3x3 kernels with stride 1.
     Winograd,
 }
 
@@ -244,6 +245,14 @@ impl Conv2d {
     /// Whether this layer runs in the Winograd domain.
     pub fn is_winograd(&self) -> bool {
         self.winograd
+    }
+
+    /// The side `m` of the output tiles of the Winograd transform F(m x m,
+    /// 3x3) this layer uses on inputs of this shape (4 or 5, whichever does
+    /// less work there), or `None` if it convolves directly.
+    pub fn winograd_tile(&self, input: Shape) -> Result<Option<usize>, KernelError> {
+        let (geometry, _) = self.geometry(input)?;
+        Ok(self.winograd.then(|| winograd::tile_side(&geometry, gemm::tile_dims(self.isa).1)))
     }
 
     /// Adds a per-output-channel bias (replacing any shift set before).

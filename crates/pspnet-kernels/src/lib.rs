@@ -11,7 +11,8 @@
 //!   output element is computed by the same sequence of operations whatever
 //!   the thread count, so results are bit-identical for any number of threads.
 //!   3x3 stride-1 layers (dilated or not) run by default in the Winograd
-//!   domain, F(4x4, 3x3), with a quarter of the multiplications
+//!   domain, F(4x4, 3x3) or F(5x5, 3x3) (whichever does less work on the
+//!   layer's input), with a quarter to a fifth of the multiplications
 //!   ([`ConvAlgorithm`]; `PSPNET_CONV=direct` forces the direct sum).
 //! - [`Isa`]: which micro-kernel runs (AVX-512F, AVX2+FMA, or portable Rust),
 //!   detected at run time and overridable with `PSPNET_ISA`.

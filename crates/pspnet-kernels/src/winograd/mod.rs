@@ -1,18 +1,20 @@
-//! Winograd-domain convolution for 3x3, stride-1 layers: F(4x4, 3x3) does
-//! 36 multiplications per 4x4 output tile where a direct convolution does
-//! 144, and 3x3 layers are most of PSPNet's arithmetic.
+//! Winograd-domain convolution for 3x3, stride-1 layers: F(m x m, 3x3) does
+//! (m + 2)² multiplications per m x m output tile where a direct
+//! convolution does 9m² (F(4): 36 against 144; F(5): 49 against 225), and
+//! 3x3 layers are most of PSPNet's arithmetic. Each layer takes the tile
+//! size that does less work on its input (see `TileSize::for_layer`).
 //!
 //! A dilated 3x3 convolution (PSPNet's stages 3 and 4) is a plain 3x3
 //! convolution on each of the `d x d` interleaved sub-grids of its input, so
-//! its tiles are taken on those sub-grids: a tile's 6x6 input patch and 4x4
-//! output pixels are `d` apart.
+//! its tiles are taken on those sub-grids: a tile's (m + 2)² input patch
+//! and m x m output pixels are `d` apart.
 //!
-//! After transforming, the convolution is 36 independent GEMMs, one per
-//! transform-domain point `ξ`: `M[ξ] (out x tiles) = U[ξ] (out x in) ·
+//! After transforming, the convolution is (m + 2)² independent GEMMs, one
+//! per transform-domain point `ξ`: `M[ξ] (out x tiles) = U[ξ] (out x in) ·
 //! V[ξ] (in x tiles)`. They run on the same register-blocked micro-kernels as
 //! the direct convolution. Input channels are taken in chunks, so no layer
-//! ever holds its whole transformed filter bank (a 4096 -> 512 layer's would be 302 MB);
-//! per chunk:
+//! ever holds its whole transformed filter bank (a 4096 -> 512 layer's would
+//! be 302 MB in F(4)); per chunk:
 //!
 //! 1. `U` (the chunk's transformed weights) is computed from the packed weight
 //!    panels, straight into micro-kernel `A`-panel order;
@@ -21,7 +23,7 @@
 //!    `U[ξ] · V[ξ]` to its rectangle of `M`, reducing the whole chunk inside
 //!    the micro-kernel's registers.
 //!
-//! After the last chunk, the output transform writes the 4x4 tiles and the
+//! After the last chunk, the output transform writes the tiles and the
 //! epilogue finishes each channel. `U`, `V` and `M` live in one buffer reused
 //! from layer to layer; a layer too large for their budgets is split into
 //! bands of tiles. When multiplying in bf16, both transforms write their
@@ -33,7 +35,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use self::transform::{IN, Lanes, OUT, POINTS};
+use self::transform::{F4, F5, Lanes, MAX_POINTS, Tiling};
 use crate::Isa;
 use crate::gemm::{ConvGeometry, Epilogue, MicroKernel, Operands, PackedWeights, bf16};
 use crate::isa::multiversion;
@@ -60,7 +62,51 @@ pub(crate) fn supports(kernel: [usize; 2], stride: [usize; 2]) -> bool {
     kernel == [3, 3] && stride == [1, 1]
 }
 
-/// One 4x4 output tile: its first output pixel; its pixels, and its input
+/// The tile size of a layer's Winograd transform, F(m x m, 3x3): the
+/// [`Tiling`] its transforms are compiled for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TileSize {
+    F4,
+    F5,
+}
+
+impl TileSize {
+    const ALL: [TileSize; 2] = [TileSize::F4, TileSize::F5];
+
+    /// Side of an output tile.
+    fn out(self) -> usize {
+        match self {
+            TileSize::F4 => F4::OUT,
+            TileSize::F5 => F5::OUT,
+        }
+    }
+
+    /// Points of the transform domain: one GEMM each.
+    fn points(self) -> usize {
+        (self.out() + 2).pow(2)
+    }
+
+    /// The tile size that does the least work on a layer: the GEMMs' work
+    /// is `points x tiles`, counting the zero-padded columns of the last
+    /// panel of `nr` tiles, plus writing and reading `U` once, which costs
+    /// about as much as multiplying it with one more panel (calibrated on
+    /// PSPNet-50's 3x3 layers at 473x473, where F(5) runs the head 8% and
+    /// the dilated layers 15-18% faster than F(4): a dilated layer's 15x15
+    /// or 30x30 sub-grids take whole 5x5 tiles, but 4x4 tiles padded to 16
+    /// or 32).
+    fn for_layer(g: &ConvGeometry, nr: usize) -> TileSize {
+        let work = |size: TileSize| size.points() * (tiles(g, size.out()).len().next_multiple_of(nr) + nr);
+        TileSize::ALL.into_iter().min_by_key(|&size| work(size)).expect("two sizes")
+    }
+}
+
+/// The output tile side `m` of the F(m x m, 3x3) transform a Winograd layer
+/// of this geometry uses with micro-kernels `nr` columns wide.
+pub(crate) fn tile_side(g: &ConvGeometry, nr: usize) -> usize {
+    TileSize::for_layer(g, nr).out()
+}
+
+/// One output tile: its first output pixel; its pixels, and its input
 /// patch's, are `dilation` apart on each axis.
 #[derive(Clone, Copy)]
 struct Tile {
@@ -68,16 +114,16 @@ struct Tile {
     ox: usize,
 }
 
-/// The tiles covering the output, sub-grid by sub-grid.
-fn tiles(g: &ConvGeometry) -> Vec<Tile> {
+/// The tiles of side `out` covering the output, sub-grid by sub-grid.
+fn tiles(g: &ConvGeometry, out: usize) -> Vec<Tile> {
     let [dy, dx] = g.dilation;
     let mut tiles = Vec::new();
     for a in 0..dy.min(g.oh) {
         for b in 0..dx.min(g.ow) {
-            let (rows, cols) = ((g.oh - a).div_ceil(dy).div_ceil(OUT), (g.ow - b).div_ceil(dx).div_ceil(OUT));
+            let (rows, cols) = ((g.oh - a).div_ceil(dy).div_ceil(out), (g.ow - b).div_ceil(dx).div_ceil(out));
             for ty in 0..rows {
                 for tx in 0..cols {
-                    tiles.push(Tile { oy: a + dy * OUT * ty, ox: b + dx * OUT * tx });
+                    tiles.push(Tile { oy: a + dy * out * ty, ox: b + dx * out * tx });
                 }
             }
         }
@@ -98,6 +144,8 @@ thread_local! {
 /// channels (one `U` and `V` each), and within them tasks (a panel of tiles
 /// x a range of output-channel panels).
 struct Plan {
+    size: TileSize,
+    points: usize,
     tiles: Vec<Tile>,
     row_panels: usize,
     isa: Isa,
@@ -113,26 +161,27 @@ impl Plan {
     fn new<K: MicroKernel>(g: &ConvGeometry, rows: usize) -> Plan {
         debug_assert!(K::NR % LANES == 0 && K::MR % 4 == 0, "transforms work on whole lane groups");
         debug_assert!(K::NR <= MAX_NR, "the input transform assembles whole B panel rows");
-        let tiles = tiles(g);
+        let size = TileSize::for_layer(g, K::NR);
+        let (points, tiles) = (size.points(), tiles(g, size.out()));
         let row_panels = rows.div_ceil(K::MR);
         let padded_rows = row_panels * K::MR;
-        let max_band = (M_BUDGET / (POINTS * padded_rows * K::NR)).max(1) * K::NR;
+        let max_band = (M_BUDGET / (points * padded_rows * K::NR)).max(1) * K::NR;
         let band = tiles.len().div_ceil(tiles.len().div_ceil(max_band)).next_multiple_of(K::NR);
-        let max_chunk = (U_BUDGET / (POINTS * padded_rows)).min(V_BUDGET / (POINTS * band)).clamp(1, g.cin);
+        let max_chunk = (U_BUDGET / (points * padded_rows)).min(V_BUDGET / (points * band)).clamp(1, g.cin);
         let chunk = g.cin.div_ceil(g.cin.div_ceil(max_chunk));
-        Plan { tiles, row_panels, isa: K::ISA, mr: K::MR, nr: K::NR, band, chunk }
+        Plan { size, points, tiles, row_panels, isa: K::ISA, mr: K::MR, nr: K::NR, band, chunk }
     }
 
     fn u_len(&self) -> usize {
-        self.row_panels * POINTS * self.chunk * self.mr
+        self.row_panels * self.points * self.chunk * self.mr
     }
 
     fn v_len(&self) -> usize {
-        POINTS * self.chunk * self.band
+        self.points * self.chunk * self.band
     }
 
     fn m_len(&self) -> usize {
-        POINTS * self.row_panels * self.mr * self.band
+        self.points * self.row_panels * self.mr * self.band
     }
 }
 
@@ -161,8 +210,8 @@ pub(crate) fn conv_image<K: MicroKernel>(
     let (u, rest) = workspace.split_at_mut(u_len);
     let (v, m) = rest.split_at_mut(v_len);
     let mut pairs = if bf16 { PAIRS.take() } else { Vec::new() };
-    let u_pairs_len = plan.row_panels * POINTS * plan.chunk.div_ceil(2) * K::MR;
-    pairs.resize(if bf16 { u_pairs_len + POINTS * plan.chunk.div_ceil(2) * plan.band } else { 0 }, 0);
+    let u_pairs_len = plan.row_panels * plan.points * plan.chunk.div_ceil(2) * K::MR;
+    pairs.resize(if bf16 { u_pairs_len + plan.points * plan.chunk.div_ceil(2) * plan.band } else { 0 }, 0);
     let (u_pairs, v_pairs) = pairs.split_at_mut(if bf16 { u_pairs_len } else { 0 });
     let chunks: Vec<_> = (0..g.cin).step_by(plan.chunk).map(|c0| c0..(c0 + plan.chunk).min(g.cin)).collect();
     let bands = plan.tiles.len().div_ceil(plan.band);
@@ -171,7 +220,7 @@ pub(crate) fn conv_image<K: MicroKernel>(
             // One chunk: its `U` serves every band.
             if chunks.len() > 1 || b == 0 {
                 let u_pairs = bf16.then_some(&mut *u_pairs);
-                transform_weights(plan.isa, weights, channels.clone(), plan.chunk, u, u_pairs);
+                transform_weights(&plan, weights, channels.clone(), u, u_pairs);
             }
             let kc = channels.len();
             if bf16 {
@@ -191,12 +240,12 @@ pub(crate) fn conv_image<K: MicroKernel>(
     }
 }
 
-/// Converts one panel of `U` or `V` (`POINTS` x `stride` steps of `width`
-/// values, of which the first `steps` are used) into bf16 pairs: `POINTS` x
+/// Converts one panel of `U` (`points` x `stride` steps of `width` values,
+/// of which the first `steps` are used) into bf16 pairs: `points` x
 /// `stride.div_ceil(2)` paired steps.
-fn pair_panel(isa: Isa, values: &[f32], stride: usize, steps: usize, width: usize, out: &mut [u32]) {
+fn pair_panel(isa: Isa, values: &[f32], points: usize, stride: usize, steps: usize, width: usize, out: &mut [u32]) {
     let paired = stride.div_ceil(2);
-    for (point, out) in out[..POINTS * paired * width].chunks_exact_mut(paired * width).enumerate() {
+    for (point, out) in out[..points * paired * width].chunks_exact_mut(paired * width).enumerate() {
         bf16::pair_rows(isa, &values[point * stride * width..][..steps * width], width, out);
     }
 }
@@ -206,18 +255,18 @@ fn pair_panel(isa: Isa, values: &[f32], stride: usize, steps: usize, width: usiz
 /// panel); with `pairs`, in bf16 pairs instead, each panel transformed into
 /// a scratch that stays in cache and paired from there (`u` is then unused).
 fn transform_weights(
-    isa: Isa,
+    plan: &Plan,
     weights: &PackedWeights,
     channels: std::ops::Range<usize>,
-    chunk: usize,
     u: &mut [f32],
     pairs: Option<&mut [u32]>,
 ) {
-    let mr = weights.mr();
+    let (isa, points, chunk, mr) = (plan.isa, plan.points, plan.chunk, weights.mr());
     let rows = weights.rows().div_ceil(mr);
-    let (panel_len, pair_len) = (POINTS * chunk * mr, POINTS * chunk.div_ceil(2) * mr);
+    let (panel_len, pair_len) = (points * chunk * mr, points * chunk.div_ceil(2) * mr);
     let transform = |panel: usize, u: &mut [f32]| {
-        weight_panel(isa, weights.panel(panel, channels.start * 9, channels.len() * 9), mr, chunk, u);
+        let taps = weights.panel(panel, channels.start * 9, channels.len() * 9);
+        weight_panel(isa, plan.size, taps, mr, chunk, u);
     };
     match pairs {
         None => u[..rows * panel_len].par_chunks_mut(panel_len).enumerate().for_each(|(panel, u)| transform(panel, u)),
@@ -225,7 +274,7 @@ fn transform_weights(
             U_PANEL.with_borrow_mut(|u| {
                 u.resize(panel_len, 0.0);
                 transform(panel, u);
-                pair_panel(isa, u, chunk, channels.len(), mr, pairs);
+                pair_panel(isa, u, points, chunk, channels.len(), mr, pairs);
             })
         }),
     }
@@ -234,10 +283,12 @@ fn transform_weights(
 multiversion! {
     /// Transforms one packed weight panel (`MR` filters per channel, taps
     /// outer) into its `A` panels.
-    fn weight_panel(taps: &[f32], mr: usize, chunk: usize, u: &mut [f32]) {
-        match mr {
-            8 => weight_panel_lanes::<8>(taps, chunk, u),
-            4 => weight_panel_lanes::<4>(taps, chunk, u),
+    fn weight_panel(size: TileSize, taps: &[f32], mr: usize, chunk: usize, u: &mut [f32]) {
+        match (size, mr) {
+            (TileSize::F4, 8) => weight_panel_lanes::<F4, 8>(taps, chunk, u),
+            (TileSize::F4, 4) => weight_panel_lanes::<F4, 4>(taps, chunk, u),
+            (TileSize::F5, 8) => weight_panel_lanes::<F5, 8>(taps, chunk, u),
+            (TileSize::F5, 4) => weight_panel_lanes::<F5, 4>(taps, chunk, u),
             _ => unreachable!("micro-kernels have 4 or 8 rows"),
         }
     }
@@ -247,21 +298,21 @@ multiversion! {
 /// `WEIGHT_BLOCK`, so each point's `A` panel is written in runs of
 /// `WEIGHT_BLOCK x L` values rather than one `L`-value scatter per point.
 #[inline(always)]
-fn weight_panel_lanes<const L: usize>(taps: &[f32], chunk: usize, u: &mut [f32]) {
+fn weight_panel_lanes<T: Tiling, const L: usize>(taps: &[f32], chunk: usize, u: &mut [f32]) {
     const WEIGHT_BLOCK: usize = 8;
-    let mut block = [[[0.0f32; L]; WEIGHT_BLOCK]; POINTS];
-    let mut u_one = [[0.0f32; L]; POINTS];
+    let mut block = [[[0.0f32; L]; WEIGHT_BLOCK]; MAX_POINTS];
+    let mut u_one = [[0.0f32; L]; MAX_POINTS];
     let channels = taps.len() / (9 * L);
     for c0 in (0..channels).step_by(WEIGHT_BLOCK) {
         let count = WEIGHT_BLOCK.min(channels - c0);
         for (i, g) in taps[c0 * 9 * L..].chunks_exact(9 * L).take(count).enumerate() {
             let filter: &[Lanes<L>; 9] = g.as_chunks().0.try_into().expect("9 taps");
-            transform::weight(filter, &mut u_one);
-            for (point, values) in u_one.iter().enumerate() {
+            T::weight(filter, &mut u_one);
+            for (point, values) in u_one[..T::POINTS].iter().enumerate() {
                 block[point][i] = *values;
             }
         }
-        for (point, values) in block.iter().enumerate() {
+        for (point, values) in block[..T::POINTS].iter().enumerate() {
             u[(point * chunk + c0) * L..][..count * L].copy_from_slice(values[..count].as_flattened());
         }
     }
@@ -327,14 +378,14 @@ fn transform_input(
     let per_slice = kc.div_ceil(slices).next_multiple_of(2);
     let slices = kc.div_ceil(per_slice);
     let v = match v {
-        VOut::F32(v) => Target::F32(Shared::new(&mut v[..panels * POINTS * kc * nr])),
-        VOut::Pairs(v) => Target::Pairs(Shared::new(&mut v[..panels * POINTS * kc.div_ceil(2) * nr])),
+        VOut::F32(v) => Target::F32(Shared::new(&mut v[..panels * plan.points * kc * nr])),
+        VOut::Pairs(v) => Target::Pairs(Shared::new(&mut v[..panels * plan.points * kc.div_ceil(2) * nr])),
     };
     (0..panels * slices).into_par_iter().for_each(|task| {
         let (panel, slice) = (task / slices, task % slices);
         let tiles = &band[panel * nr..((panel + 1) * nr).min(band.len())];
         let mine = slice * per_slice..((slice + 1) * per_slice).min(kc);
-        input_panel(plan.isa, g, input, tiles, channels.start, mine, kc, nr, panel, &v);
+        input_panel(plan.isa, plan.size, g, input, tiles, channels.start, mine, kc, nr, panel, &v);
     });
 }
 
@@ -346,13 +397,10 @@ enum Target {
 
 multiversion! {
     /// Transforms input channels `channels.start + mine` of one panel of
-    /// tiles into `V`. Each point's row of `NR` tiles is assembled in a
-    /// local buffer and stored at once, as whole cache lines: storing each
-    /// group of `LANES` tiles into its 36 rows as it came made the 3x3
-    /// layers of PSPNet-50 3-5% slower inside the network. In pairs, two
-    /// channels' rows are stored as one row of pairs.
+    /// tiles into `V`, with the transform of `size`.
     #[allow(clippy::too_many_arguments)]
     fn input_panel(
+        size: TileSize,
         g: &ConvGeometry,
         input: &[f32],
         tiles: &[Tile],
@@ -363,34 +411,64 @@ multiversion! {
         panel: usize,
         v: &Target,
     ) {
-        let (mut patch, mut transformed) = ([[0.0f32; LANES]; POINTS], [[0.0f32; LANES]; POINTS]);
-        let mut rows = [[0.0f32; 2 * MAX_NR]; POINTS];
+        let panel = PanelInput { g, input, tiles, first_channel, kc, nr, panel };
+        match size {
+            TileSize::F4 => panel.transform::<F4>(mine, v),
+            TileSize::F5 => panel.transform::<F5>(mine, v),
+        }
+    }
+}
+
+/// One panel of tiles of [`transform_input`]'s band, and where its `V` goes.
+struct PanelInput<'a> {
+    g: &'a ConvGeometry,
+    input: &'a [f32],
+    tiles: &'a [Tile],
+    first_channel: usize,
+    kc: usize,
+    nr: usize,
+    panel: usize,
+}
+
+impl PanelInput<'_> {
+    /// Transforms input channels `first_channel + mine` into `V`. Each
+    /// point's row of `NR` tiles is assembled in a local buffer and stored
+    /// at once, as whole cache lines: storing each group of `LANES` tiles
+    /// into its rows as it came made the 3x3 layers of PSPNet-50 3-5% slower
+    /// inside the network. In pairs, two channels' rows are stored as one
+    /// row of pairs.
+    #[inline(always)]
+    fn transform<T: Tiling>(&self, mine: std::ops::Range<usize>, v: &Target) {
+        let (g, kc, nr, panel) = (self.g, self.kc, self.nr, self.panel);
+        let (mut patch, mut transformed) = ([[0.0f32; LANES]; MAX_POINTS], [[0.0f32; LANES]; MAX_POINTS]);
+        let mut rows = [[0.0f32; 2 * MAX_NR]; MAX_POINTS];
         let step = if matches!(v, Target::Pairs(_)) { 2 } else { 1 };
         for c0 in mine.clone().step_by(step) {
             let count = step.min(mine.end - c0);
             for i in 0..count {
-                let plane = &input[(first_channel + c0 + i) * g.h * g.w..][..g.h * g.w];
+                let plane = &self.input[(self.first_channel + c0 + i) * g.h * g.w..][..g.h * g.w];
                 for lane0 in (0..nr).step_by(LANES) {
-                    let group = tiles.get(lane0..).unwrap_or_default();
-                    gather_patches(g, plane, &group[..group.len().min(LANES)], &mut patch);
-                    transform::input(&patch, &mut transformed);
-                    for (row, values) in rows.iter_mut().zip(&transformed) {
+                    let group = self.tiles.get(lane0..).unwrap_or_default();
+                    gather_patches::<T>(g, plane, &group[..group.len().min(LANES)], &mut patch);
+                    T::input(&patch, &mut transformed);
+                    for (row, values) in rows.iter_mut().zip(&transformed[..T::POINTS]) {
                         row[i * nr + lane0..][..LANES].copy_from_slice(values);
                     }
                 }
             }
-            for (point, row) in rows.iter().enumerate() {
+            for (point, row) in rows[..T::POINTS].iter().enumerate() {
                 match v {
                     Target::F32(v) => {
                         // SAFETY: each (panel, channel) row of V is written
                         // by the one task owning that panel and channel slice.
-                        let dst = unsafe { v.run_mut(((panel * POINTS + point) * kc + c0) * nr, nr) };
+                        let dst = unsafe { v.run_mut(((panel * T::POINTS + point) * kc + c0) * nr, nr) };
                         dst.copy_from_slice(&row[..nr]);
                     }
                     Target::Pairs(v) => {
+                        let start = ((panel * T::POINTS + point) * kc.div_ceil(2) + c0 / 2) * nr;
                         // SAFETY: likewise per pair of channels, and pairs
                         // never straddle two tasks' slices.
-                        let dst = unsafe { v.run_mut(((panel * POINTS + point) * kc.div_ceil(2) + c0 / 2) * nr, nr) };
+                        let dst = unsafe { v.run_mut(start, nr) };
                         let (lo, hi) = row.split_at(nr);
                         for ((d, &l), &h) in dst.iter_mut().zip(lo).zip(&hi[..nr]) {
                             *d = bf16::pair(l, if count == 2 { h } else { 0.0 });
@@ -402,13 +480,15 @@ multiversion! {
     }
 }
 
-/// Fills `patch` (point-major, one lane per tile) with the 6x6 input
-/// patches of up to `LANES` tiles; zero in the padding and past the last tile.
+/// Fills `patch` (point-major, one lane per tile) with the input patches
+/// of up to `LANES` tiles; zero in the padding and past the last tile.
 #[inline(always)]
-fn gather_patches(g: &ConvGeometry, plane: &[f32], tiles: &[Tile], patch: &mut [Lanes<LANES>; POINTS]) {
+fn gather_patches<T: Tiling>(g: &ConvGeometry, plane: &[f32], tiles: &[Tile], patch: &mut [Lanes<LANES>]) {
+    let n = T::IN;
     let [dy, dx] = g.dilation;
     let [py, px] = g.padding;
-    let (span_y, span_x) = ((IN - 1) * dy, (IN - 1) * dx);
+    let (span_y, span_x) = ((n - 1) * dy, (n - 1) * dx);
+    let patch = &mut patch[..T::POINTS];
     if tiles.len() < LANES {
         patch.iter_mut().for_each(|p| p.fill(0.0));
     }
@@ -416,20 +496,20 @@ fn gather_patches(g: &ConvGeometry, plane: &[f32], tiles: &[Tile], patch: &mut [
         let inside = tile.oy >= py && tile.ox >= px && tile.oy - py + span_y < g.h && tile.ox - px + span_x < g.w;
         if inside {
             let (iy0, ix0) = (tile.oy - py, tile.ox - px);
-            for r in 0..IN {
+            for r in 0..n {
                 let row = &plane[(iy0 + r * dy) * g.w + ix0..][..=span_x];
-                for s in 0..IN {
-                    patch[r * IN + s][l] = row[s * dx];
+                for s in 0..n {
+                    patch[r * n + s][l] = row[s * dx];
                 }
             }
         } else {
             let (iy0, ix0) = (tile.oy as isize - py as isize, tile.ox as isize - px as isize);
-            for r in 0..IN {
+            for r in 0..n {
                 let iy = iy0 + (r * dy) as isize;
-                for s in 0..IN {
+                for s in 0..n {
                     let ix = ix0 + (s * dx) as isize;
                     let inside = (0..g.h as isize).contains(&iy) && (0..g.w as isize).contains(&ix);
-                    patch[r * IN + s][l] = if inside { plane[iy as usize * g.w + ix as usize] } else { 0.0 };
+                    patch[r * n + s][l] = if inside { plane[iy as usize * g.w + ix as usize] } else { 0.0 };
                 }
             }
         }
@@ -442,8 +522,8 @@ fn gather_patches(g: &ConvGeometry, plane: &[f32], tiles: &[Tile], patch: &mut [
 /// `B` panels of a group of tile panels stream past it from L2.
 fn multiply<K: MicroKernel>(plan: &Plan, tiles: usize, kc: usize, u: &[f32], v: &[f32], m: &mut [f32], first: bool) {
     multiply_with::<K>(plan, tiles, kc, m, |row_panel, panel, point, c, rs, cols| {
-        let a = &u[(row_panel * POINTS + point) * plan.chunk * K::MR..][..kc * K::MR];
-        let b = &v[(panel * POINTS + point) * kc * K::NR..][..kc * K::NR];
+        let a = &u[(row_panel * plan.points + point) * plan.chunk * K::MR..][..kc * K::MR];
+        let b = &v[(panel * plan.points + point) * kc * K::NR..][..kc * K::NR];
         // SAFETY: `a` and `b` hold kc steps; `multiply_with` hands out an
         // exclusive tile inside M; the caller checked the ISA.
         unsafe { K::tile(kc, a.as_ptr(), b.as_ptr(), c, rs, !first, cols) };
@@ -462,8 +542,8 @@ fn multiply_bf16<K: MicroKernel>(
 ) {
     let (kp, chunk_pairs) = (kc.div_ceil(2), plan.chunk.div_ceil(2));
     multiply_with::<K>(plan, tiles, kc, m, |row_panel, panel, point, c, rs, cols| {
-        let a = &u[(row_panel * POINTS + point) * chunk_pairs * K::MR..][..kp * K::MR];
-        let b = &v[(panel * POINTS + point) * kp * K::NR..][..kp * K::NR];
+        let a = &u[(row_panel * plan.points + point) * chunk_pairs * K::MR..][..kp * K::MR];
+        let b = &v[(panel * plan.points + point) * kp * K::NR..][..kp * K::NR];
         // SAFETY: as in `multiply`, with kp paired steps.
         unsafe { K::tile_bf16(kp, a.as_ptr(), b.as_ptr(), c, rs, !first, cols) };
     });
@@ -488,14 +568,14 @@ fn multiply_with<K: MicroKernel>(
     let row_chunks = (4 * threads).div_ceil(groups).clamp(1, plan.row_panels);
     let per_chunk = plan.row_panels.div_ceil(row_chunks);
     let m = Shared::new(m);
-    let row_stride = POINTS * plan.band;
+    let row_stride = plan.points * plan.band;
     (0..groups * row_chunks).into_par_iter().for_each(|task| {
         let (g, r) = (task / row_chunks, task % row_chunks);
         let panels = g * group..((g + 1) * group).min(tile_panels);
-        for point in 0..POINTS {
+        for point in 0..plan.points {
             for row_panel in r * per_chunk..((r + 1) * per_chunk).min(plan.row_panels) {
                 for panel in panels.clone() {
-                    let c_start = (row_panel * K::MR * POINTS + point) * plan.band + panel * K::NR;
+                    let c_start = (row_panel * K::MR * plan.points + point) * plan.band + panel * K::NR;
                     // The tile is inside M (checked by `piece`) and belongs to
                     // this task alone (its row panels x its tile panels).
                     let cols = K::NR.min(tiles - panel * K::NR);
@@ -507,7 +587,8 @@ fn multiply_with<K: MicroKernel>(
 }
 
 /// How far ahead, in tiles, [`output_plane`] asks for its products: its 36
-/// points are 36 streams through `M`, more than the hardware prefetchers follow.
+/// or 49 points are as many streams through `M`, more than the hardware
+/// prefetchers follow.
 const M_AHEAD: usize = 4 * LANES;
 
 /// Asks for the cache line holding `address` (a hint: never faults).
@@ -534,9 +615,9 @@ fn transform_output(
     epilogue: Option<Epilogue<'_>>,
 ) {
     let plane_len = g.oh * g.ow;
-    let products = m.par_chunks_exact(POINTS * plan.band);
+    let products = m.par_chunks_exact(plan.points * plan.band);
     out.par_chunks_mut(plane_len).zip(products).enumerate().for_each(|(channel, (plane, m))| {
-        output_plane(plan.isa, g, band, m, plan.band, plane);
+        output_plane(plan.isa, plan.size, g, band, m, plan.band, plane);
         if let Some(epilogue) = epilogue {
             epilogue.apply(plane, channel, channel * plane_len);
         }
@@ -546,25 +627,35 @@ fn transform_output(
 multiversion! {
     /// Writes one output channel's tiles from its products (`m`: per point,
     /// the band's tiles; points are `point_stride` apart).
-    fn output_plane(g: &ConvGeometry, band: &[Tile], m: &[f32], point_stride: usize, plane: &mut [f32]) {
-        let [dy, dx] = g.dilation;
-        let mut y = [[0.0f32; LANES]; OUT * OUT];
-        for (group, tiles) in band.chunks(LANES).enumerate() {
-            let t0 = group * LANES;
-            for point in 0..POINTS {
-                prefetch(m.as_ptr().wrapping_add(point * point_stride + t0 + M_AHEAD));
-            }
-            let products: [Lanes<LANES>; POINTS] =
-                std::array::from_fn(|point| m[point * point_stride + t0..][..LANES].try_into().expect("LANES values"));
-            transform::output(&products, &mut y);
-            for (l, tile) in tiles.iter().enumerate() {
-                let rows = OUT.min((g.oh - tile.oy).div_ceil(dy));
-                let cols = OUT.min((g.ow - tile.ox).div_ceil(dx));
-                for i in 0..rows {
-                    let out_row = &mut plane[(tile.oy + i * dy) * g.ow + tile.ox..][..(cols - 1) * dx + 1];
-                    for j in 0..cols {
-                        out_row[j * dx] = y[i * OUT + j][l];
-                    }
+    fn output_plane(size: TileSize, g: &ConvGeometry, band: &[Tile], m: &[f32], point_stride: usize, plane: &mut [f32]) {
+        match size {
+            TileSize::F4 => output_plane_tiled::<F4>(g, band, m, point_stride, plane),
+            TileSize::F5 => output_plane_tiled::<F5>(g, band, m, point_stride, plane),
+        }
+    }
+}
+
+/// [`output_plane`] with the transform of `T`.
+#[inline(always)]
+fn output_plane_tiled<T: Tiling>(g: &ConvGeometry, band: &[Tile], m: &[f32], point_stride: usize, plane: &mut [f32]) {
+    let [dy, dx] = g.dilation;
+    let (mut products, mut y) = ([[0.0f32; LANES]; MAX_POINTS], [[0.0f32; LANES]; MAX_POINTS]);
+    for (group, tiles) in band.chunks(LANES).enumerate() {
+        let t0 = group * LANES;
+        for point in 0..T::POINTS {
+            prefetch(m.as_ptr().wrapping_add(point * point_stride + t0 + M_AHEAD));
+        }
+        for (point, products) in products[..T::POINTS].iter_mut().enumerate() {
+            *products = m[point * point_stride + t0..][..LANES].try_into().expect("LANES values");
+        }
+        T::output(&products, &mut y);
+        for (l, tile) in tiles.iter().enumerate() {
+            let rows = T::OUT.min((g.oh - tile.oy).div_ceil(dy));
+            let cols = T::OUT.min((g.ow - tile.ox).div_ceil(dx));
+            for i in 0..rows {
+                let out_row = &mut plane[(tile.oy + i * dy) * g.ow + tile.ox..][..(cols - 1) * dx + 1];
+                for j in 0..cols {
+                    out_row[j * dx] = y[i * T::OUT + j][l];
                 }
             }
         }
