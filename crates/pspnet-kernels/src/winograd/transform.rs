@@ -91,27 +91,35 @@ fn weight_separable<const L: usize, const N: usize>(
     }
 }
 
+/// Implements [`Tiling`] for a tile size from its three 1-D maps: `Bᵀ d`
+/// and `Aᵀ m` on lanes, `G g` on one filter column.
+macro_rules! tiling {
+    ($name:ident, $out:literal, $input:ident, $weight:ident, $output:ident) => {
+        impl Tiling for $name {
+            const OUT: usize = $out;
+
+            #[inline(always)]
+            fn input<const L: usize>(d: &[Lanes<L>], v: &mut [Lanes<L>]) {
+                separable(d, $input, v);
+            }
+
+            #[inline(always)]
+            fn weight<const L: usize>(g: &[Lanes<L>; 9], u: &mut [Lanes<L>]) {
+                weight_separable(g, $weight, u);
+            }
+
+            #[inline(always)]
+            fn output<const L: usize>(m: &[Lanes<L>], y: &mut [Lanes<L>]) {
+                separable(m, $output, y);
+            }
+        }
+    };
+}
+
 /// F(4x4, 3x3): points 0, -1, 1, 1/2, -2, infinity.
 pub(crate) struct F4;
 
-impl Tiling for F4 {
-    const OUT: usize = 4;
-
-    #[inline(always)]
-    fn input<const L: usize>(d: &[Lanes<L>], v: &mut [Lanes<L>]) {
-        separable(d, input_f4, v);
-    }
-
-    #[inline(always)]
-    fn weight<const L: usize>(g: &[Lanes<L>; 9], u: &mut [Lanes<L>]) {
-        weight_separable(g, weight_f4, u);
-    }
-
-    #[inline(always)]
-    fn output<const L: usize>(m: &[Lanes<L>], y: &mut [Lanes<L>]) {
-        separable(m, output_f4, y);
-    }
-}
+tiling!(F4, 4, input_f4, weight_f4, output_f4);
 
 /// F(4)'s `Bᵀ d` on one column of 6 values per lane.
 #[inline(always)]
@@ -164,24 +172,7 @@ fn output_f4<const L: usize>([m0, m1, m2, m3, m4, m5]: [&Lanes<L>; 6]) -> [Lanes
 /// F(5x5, 3x3): points 0, -1, 1, 1/2, -1/2, -2, infinity.
 pub(crate) struct F5;
 
-impl Tiling for F5 {
-    const OUT: usize = 5;
-
-    #[inline(always)]
-    fn input<const L: usize>(d: &[Lanes<L>], v: &mut [Lanes<L>]) {
-        separable(d, input_f5, v);
-    }
-
-    #[inline(always)]
-    fn weight<const L: usize>(g: &[Lanes<L>; 9], u: &mut [Lanes<L>]) {
-        weight_separable(g, weight_f5, u);
-    }
-
-    #[inline(always)]
-    fn output<const L: usize>(m: &[Lanes<L>], y: &mut [Lanes<L>]) {
-        separable(m, output_f5, y);
-    }
-}
+tiling!(F5, 5, input_f5, weight_f5, output_f5);
 
 /// F(5)'s `Bᵀ d` on one column of 7 values per lane.
 #[inline(always)]
