@@ -95,7 +95,10 @@ impl TileSize {
     /// or 30x30 sub-grids take whole 5x5 tiles, but 4x4 tiles padded to 16
     /// or 32).
     fn for_layer(g: &ConvGeometry, nr: usize) -> TileSize {
-        let work = |size: TileSize| size.points() * (tiles(g, size.out()).len().next_multiple_of(nr) + nr);
+        let work = |size: TileSize| {
+            let tiles: usize = subgrids(g, size.out()).map(|(_, rows, cols)| rows * cols).sum();
+            size.points() * (tiles.next_multiple_of(nr) + nr)
+        };
         TileSize::ALL.into_iter().min_by_key(|&size| work(size)).expect("two sizes")
     }
 }
@@ -114,17 +117,26 @@ struct Tile {
     ox: usize,
 }
 
+/// The output's `d x d` sub-grids (one when not dilated): each one's first
+/// output pixel, and its rows and columns of tiles of side `out`.
+fn subgrids(g: &ConvGeometry, out: usize) -> impl Iterator<Item = (Tile, usize, usize)> + '_ {
+    let [dy, dx] = g.dilation;
+    (0..dy.min(g.oh)).flat_map(move |a| {
+        (0..dx.min(g.ow)).map(move |b| {
+            let (rows, cols) = ((g.oh - a).div_ceil(dy).div_ceil(out), (g.ow - b).div_ceil(dx).div_ceil(out));
+            (Tile { oy: a, ox: b }, rows, cols)
+        })
+    })
+}
+
 /// The tiles of side `out` covering the output, sub-grid by sub-grid.
 fn tiles(g: &ConvGeometry, out: usize) -> Vec<Tile> {
     let [dy, dx] = g.dilation;
     let mut tiles = Vec::new();
-    for a in 0..dy.min(g.oh) {
-        for b in 0..dx.min(g.ow) {
-            let (rows, cols) = ((g.oh - a).div_ceil(dy).div_ceil(out), (g.ow - b).div_ceil(dx).div_ceil(out));
-            for ty in 0..rows {
-                for tx in 0..cols {
-                    tiles.push(Tile { oy: a + dy * out * ty, ox: b + dx * out * tx });
-                }
+    for (first, rows, cols) in subgrids(g, out) {
+        for ty in 0..rows {
+            for tx in 0..cols {
+                tiles.push(Tile { oy: first.oy + dy * out * ty, ox: first.ox + dx * out * tx });
             }
         }
     }
@@ -552,8 +564,9 @@ fn multiply_bf16<K: MicroKernel>(
 /// The task grid of [`multiply`]: calls `tile(row_panel, tile_panel,
 /// point, c, row_stride, cols)` for every `MR x NR` tile of `M`, each tile
 /// exclusively owned by the calling task; `cols` of its columns are tiles
-/// of the band, the rest padding (the last panel of a dilated layer's band
-/// is often two thirds padding: 256 tiles at 473x473, in 6 panels of 48).
+/// of the band, the rest padding (the last panel of a band is often mostly
+/// padding: in F(4) tiles, a dilated layer of PSPNet-50 at 473x473 has 256
+/// tiles, 6 panels of 48 of which the last holds 16).
 fn multiply_with<K: MicroKernel>(
     plan: &Plan,
     tiles: usize,
