@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use pspnet_model::{LoadedModel, Normalization, Overrides, Precision};
+use pspnet_model::{LoadedModel, Normalization, Overrides, Precision, StageTimes};
 use serde_json::Value;
 
 /// One benchmark configuration.
@@ -37,32 +37,56 @@ impl Timing {
     }
 }
 
-/// Times the forward pass on pools of each of `threads`, after a warm-up on
-/// each: `runs` rounds, each running every pool once in turn, so the
-/// machine's slower and faster phases fall on all of them alike and their
-/// ratios compare like with like.
-fn time_forward(model: &LoadedModel, x: &pspnet_tensor::Tensor, threads: &[usize], runs: usize) -> Result<Vec<Timing>> {
+/// The timings of one thread count: the whole forward pass and each stage.
+struct Forward {
+    total: Timing,
+    stages: Vec<(&'static str, Timing)>,
+}
+
+/// Times the forward pass, stage by stage, on pools of each of `threads`,
+/// after a warm-up on each: `runs` rounds, each running every pool once in
+/// turn, so the machine's slower and faster phases fall on all of them
+/// alike and their ratios compare like with like.
+fn time_forward(
+    model: &LoadedModel,
+    x: &pspnet_tensor::Tensor,
+    threads: &[usize],
+    runs: usize,
+) -> Result<Vec<Forward>> {
     let pools = threads
         .iter()
         .map(|&n| rayon::ThreadPoolBuilder::new().num_threads(n).build())
         .collect::<Result<Vec<_>, _>>()?;
-    let forward = |pool: &rayon::ThreadPool| -> Result<f64> {
+    let forward = |pool: &rayon::ThreadPool| -> Result<StageTimes> {
         pool.install(|| {
-            let start = Instant::now();
-            std::hint::black_box(model.net.forward(x)?);
-            Ok(start.elapsed().as_secs_f64())
+            let (logits, times) = model.net.profile(x)?;
+            std::hint::black_box(logits);
+            Ok(times)
         })
     };
     for pool in &pools {
         forward(pool)?;
     }
-    let mut seconds = vec![Vec::with_capacity(runs); pools.len()];
+    let mut samples = vec![Vec::with_capacity(runs); pools.len()];
     for _ in 0..runs {
-        for (pool, seconds) in pools.iter().zip(&mut seconds) {
-            seconds.push(forward(pool)?);
+        for (pool, samples) in pools.iter().zip(&mut samples) {
+            samples.push(forward(pool)?);
         }
     }
-    Ok(seconds.into_iter().map(Timing::of).collect())
+    Ok(samples
+        .into_iter()
+        .map(|samples| {
+            let seconds = |stage: Option<usize>| {
+                let times = samples.iter().map(|times| match stage {
+                    Some(i) => times[i].1,
+                    None => times.iter().map(|(_, t)| *t).sum::<Duration>(),
+                });
+                Timing::of(times.map(|t| t.as_secs_f64()).collect())
+            };
+            let stages = samples[0].iter().enumerate().map(|(i, (stage, _))| (*stage, seconds(Some(i)))).collect();
+            Forward { total: seconds(None), stages }
+        })
+        .collect())
 }
 
 /// Peak RSS in MiB of `pspnet segment` on one image, from `/usr/bin/time -v`.
@@ -154,12 +178,11 @@ pub(crate) fn run(root: &Path, python: &str, args: &[String]) -> Result<()> {
         let mut timings = time_forward(&model, &x, &[2, 1], runs)?;
         let (one, two) = (timings.remove(1), timings.remove(0));
         let rss = segment_rss(root, &checkpoint, &image_path, &dir.join("out"), Precision::F32)?;
-        let (_, times) = model.net.profile(&x)?;
         model.net.set_precision(Precision::Bf16);
-        let bf16 = time_forward(&model, &x, &[2], runs)?.remove(0);
+        let bf16 = time_forward(&model, &x, &[2], runs)?.remove(0).total;
         let bf16_rss = segment_rss(root, &checkpoint, &image_path, &dir.join("out"), Precision::Bf16)?;
         let mut rows = vec![
-            ("pspnet-rs (fp32)".to_string(), two.median, two.min, two.max, Some(rss), peak),
+            ("pspnet-rs (fp32)".to_string(), two.total.median, two.total.min, two.total.max, Some(rss), peak),
             ("pspnet-rs (bf16)".to_string(), bf16.median, bf16.min, bf16.max, Some(bf16_rss), bf16_peak),
         ];
         if peers {
@@ -180,22 +203,29 @@ pub(crate) fn run(root: &Path, python: &str, args: &[String]) -> Result<()> {
             let gflops = flops / median / 1e9;
             println!(
                 "| {label} | {median:.3} | {min:.3}-{max:.3} | {:.2}x | {:.2}x | {gflops:.1} | {} | {} | {} |",
-                two.median / median,
+                two.total.median / median,
                 bf16.median / median,
                 percent(gflops, peak),
                 percent(gflops, *own_peak),
                 rss.map_or("n/a".into(), |r| format!("{r:.0}")),
             );
         }
-        println!("1 thread (fp32): {:.3} s median; 2 threads are {:.2}x faster", one.median, one.median / two.median);
-        let total: Duration = times.iter().map(|(_, t)| *t).sum();
-        let profile: Vec<String> = times
-            .iter()
-            .map(|(s, t)| {
-                format!("{s} {:.0} ms ({:.0}%)", t.as_secs_f64() * 1e3, 100.0 * t.as_secs_f64() / total.as_secs_f64())
-            })
-            .collect();
-        println!("profile (fp32, 2 threads): {}", profile.join(", "));
+        println!(
+            "1 thread (fp32): {:.3} s median; 2 threads are {:.2}x faster",
+            one.total.median,
+            one.total.median / two.total.median
+        );
+        println!("\n| stage (fp32) | 2 threads ms | % | 1 thread ms | 2 threads / 1 |");
+        println!("|---|---|---|---|---|");
+        for ((stage, two_t), (_, one_t)) in two.stages.iter().zip(&one.stages) {
+            println!(
+                "| {stage} | {:.1} | {:.0}% | {:.1} | {:.2}x |",
+                two_t.median * 1e3,
+                100.0 * two_t.median / two.total.median,
+                one_t.median * 1e3,
+                one_t.median / two_t.median
+            );
+        }
     }
     Ok(())
 }
