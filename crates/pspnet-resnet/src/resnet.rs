@@ -126,8 +126,13 @@ impl ResNet {
         let mut kept = Vec::with_capacity(if keep { 4 } else { 0 });
         for (blocks, name) in self.stages.iter().zip(["stage1", "stage2", "stage3", "stage4"]) {
             let mut z = blocks[0].forward(&y)?;
+            // The later blocks keep their shapes: each writes into the
+            // buffer its input had two blocks before.
+            let (mut inner, mut spare) = (Vec::new(), None);
             for block in &blocks[1..] {
-                z = block.forward(&z)?;
+                let mut out = spare.take().map_or_else(|| block.output_shape(z.shape()).map(Tensor::zeros), Ok)?;
+                block.forward_into(&z, &mut inner, &mut out)?;
+                spare = Some(std::mem::replace(&mut z, out));
             }
             let previous = std::mem::replace(&mut y, z);
             if keep {
