@@ -76,15 +76,11 @@ fn time_forward(
     Ok(samples
         .into_iter()
         .map(|samples| {
-            let seconds = |stage: Option<usize>| {
-                let times = samples.iter().map(|times| match stage {
-                    Some(i) => times[i].1,
-                    None => times.iter().map(|(_, t)| *t).sum::<Duration>(),
-                });
-                Timing::of(times.map(|t| t.as_secs_f64()).collect())
+            let timing = |of: &dyn Fn(&StageTimes) -> Duration| {
+                Timing::of(samples.iter().map(|times| of(times).as_secs_f64()).collect())
             };
-            let stages = samples[0].iter().enumerate().map(|(i, (stage, _))| (*stage, seconds(Some(i)))).collect();
-            Forward { total: seconds(None), stages }
+            let stages = samples[0].iter().enumerate().map(|(i, (stage, _))| (*stage, timing(&|t| t[i].1))).collect();
+            Forward { total: timing(&|t| t.iter().map(|(_, d)| *d).sum()), stages }
         })
         .collect())
 }

@@ -106,8 +106,8 @@ impl Block {
     /// Runs the block into `out` (of the output shape), keeping the inner
     /// activations in `inner`, whose tensors are reused when they have the
     /// right shape (and replaced when not): a stage's blocks after the first
-    /// all have the same shapes, so they share four buffers instead of
-    /// allocating three tensors each.
+    /// all have the same shapes, so they share one set of buffers instead of
+    /// allocating their own.
     pub fn forward_into(&self, x: &Tensor, inner: &mut Vec<Tensor>, out: &mut Tensor) -> Result<(), ResNetError> {
         let projected = match &self.downsample {
             Some(Downsample { pool: Some(pool), conv }) => Some(conv.forward(&avg_pool2d(x, pool, false)?)?),

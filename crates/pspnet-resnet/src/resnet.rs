@@ -130,7 +130,10 @@ impl ResNet {
             // buffer its input had two blocks before.
             let (mut inner, mut spare) = (Vec::new(), None);
             for block in &blocks[1..] {
-                let mut out = spare.take().map_or_else(|| block.output_shape(z.shape()).map(Tensor::zeros), Ok)?;
+                let mut out = match spare.take() {
+                    Some(buffer) => buffer,
+                    None => Tensor::zeros(block.output_shape(z.shape())?),
+                };
                 block.forward_into(&z, &mut inner, &mut out)?;
                 spare = Some(std::mem::replace(&mut z, out));
             }
