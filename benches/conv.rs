@@ -15,7 +15,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use pspnet::kernels::{Conv2d, ConvSpec, Isa, PoolSpec, max_pool2d, resize_bilinear, resize_bilinear_argmax};
+use pspnet::kernels::{
+    Conv2d, ConvAlgorithm, ConvOptions, ConvSpec, Isa, PoolSpec, max_pool2d, resize_bilinear, resize_bilinear_argmax,
+};
 use pspnet::tensor::{Shape, Tensor};
 use rayon::prelude::*;
 
@@ -177,7 +179,16 @@ fn pool(threads: usize) -> rayon::ThreadPool {
 }
 
 fn convolutions(c: &mut Criterion) {
-    let isa = Isa::detect().expect("PSPNET_ISA names an available instruction set");
+    // As the binary does, PSPNET_ISA and PSPNET_CONV choose the kernels.
+    let variable = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let options = ConvOptions {
+        isa: variable("PSPNET_ISA").map_or_else(Isa::best, |name| {
+            name.parse::<Isa>().and_then(Isa::check_available).expect("PSPNET_ISA names an available instruction set")
+        }),
+        algorithm: variable("PSPNET_CONV")
+            .map_or(ConvAlgorithm::Auto, |name| name.parse().expect("PSPNET_CONV is auto or direct")),
+        ..ConvOptions::default()
+    };
     for l in LAYERS {
         let mut group = c.benchmark_group(format!("conv/{}", l.name));
         group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
@@ -188,12 +199,12 @@ fn convolutions(c: &mut Criterion) {
         } else {
             Throughput::Elements(l.flops())
         });
-        let conv = Conv2d::with_isa(&weight, l.spec(), isa).expect("valid layer");
+        let conv = Conv2d::with_options(weight.clone(), l.spec(), options).expect("valid layer");
         let mut out = Tensor::zeros(conv.output_shape(input.shape()).expect("valid input"));
         let mut baseline = Im2colGemm::new(l, &weight);
         for threads in [1, 2] {
             let pool = pool(threads);
-            group.bench_function(BenchmarkId::new(format!("ours-{isa}"), format!("{threads}t")), |b| {
+            group.bench_function(BenchmarkId::new(format!("ours-{}", options.isa), format!("{threads}t")), |b| {
                 b.iter(|| pool.install(|| conv.forward_into(black_box(&input), None, &mut out).expect("forward")))
             });
             let slice = out.as_mut_slice();

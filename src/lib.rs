@@ -4,13 +4,15 @@
 //! This facade re-exports the workspace's crates under one name:
 //! - [`tensor`]: the NCHW `f32` tensor and its `f16` / `bf16` storage;
 //! - [`kernels`]: convolution, pooling, resize and channel reductions;
+//! - [`nn`]: the layer protocol and the parameter source builders read;
 //! - [`resnet`]: dilated ResNet backbones;
 //! - [`ppm`]: the pyramid pooling module;
-//! - [`weights`]: checkpoint formats and layouts;
-//! - [`model`]: PSPNet itself.
+//! - [`weights`]: checkpoint file formats;
+//! - [`model`]: PSPNet itself, checkpoint layouts, inference protocols.
 
 pub use pspnet_kernels as kernels;
 pub use pspnet_model as model;
+pub use pspnet_nn as nn;
 pub use pspnet_ppm as ppm;
 pub use pspnet_resnet as resnet;
 pub use pspnet_tensor as tensor;

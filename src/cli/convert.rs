@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 use clap::Args;
-use pspnet_weights::StorageDtype;
+use pspnet_model::{StorageDtype, read_checkpoint, save_native};
 
 #[derive(Debug, Args)]
 pub(crate) struct ConvertArgs {
@@ -26,8 +26,8 @@ pub(crate) fn run(args: ConvertArgs) -> Result<ExitCode> {
     }
     let dtype: StorageDtype = args.dtype.parse().map_err(anyhow::Error::msg)?;
     let overrides = args.overrides.overrides();
-    let (params, spec) = pspnet_weights::load_model(&args.input, &overrides)?;
-    pspnet_weights::save_native(&args.output, &params, &spec, dtype)?;
+    let (params, spec) = read_checkpoint(&args.input, &overrides)?;
+    save_native(&args.output, &params, &spec, dtype)?;
     let count: usize = params.iter().map(|(_, p)| p.data().len()).sum();
     println!(
         "{} ({} layout, {} classes, {count} parameters) -> {} ({})",

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use pspnet_kernels::argmax_channels;
-use pspnet_model::{ConfusionMatrix, LoadedModel, Normalization, Protocol, Scores, predict};
+use pspnet_model::{ConfusionMatrix, Protocol, Scores, Segmenter};
 use serde_json::{Value, json};
 
 use super::dataset::{Dataset, IGNORE, Sample, read_label_png};
@@ -91,7 +91,6 @@ pub(crate) fn run(args: EvaluateArgs) -> Result<ExitCode> {
         bail!("the model has {} classes, {} has {}", model.spec.classes, args.dataset.name(), names.len());
     }
     let protocol = args.protocol.protocol(Some(args.dataset.name()))?;
-    let norm = Normalization { mean: model.spec.mean, std: model.spec.std };
     let mut matrix = ConfusionMatrix::new(names.len());
     let progress = ProgressBar::new(samples.len() as u64).with_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} images, {elapsed} elapsed, ETA {eta}")
@@ -100,7 +99,7 @@ pub(crate) fn run(args: EvaluateArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let mut failures = Vec::new();
     for sample in &samples {
-        let scored = score(&args, &model, &norm, &protocol, sample);
+        let scored = score(&args, &model, &protocol, sample);
         match scored {
             Ok((labels, predictions)) => matrix.add(&labels, &predictions, IGNORE),
             Err(err) => {
@@ -135,13 +134,7 @@ pub(crate) fn run(args: EvaluateArgs) -> Result<ExitCode> {
 }
 
 /// One image's labels (converted, checked against its size) and predictions.
-fn score(
-    args: &EvaluateArgs,
-    model: &LoadedModel,
-    norm: &Normalization,
-    protocol: &Protocol,
-    sample: &Sample,
-) -> Result<(Vec<u16>, Vec<u32>)> {
+fn score(args: &EvaluateArgs, model: &Segmenter, protocol: &Protocol, sample: &Sample) -> Result<(Vec<u16>, Vec<u32>)> {
     let photo = read_rgb(&sample.image, args.max_pixels)?;
     let (raw, lw, lh) = read_label_png(&sample.label)?;
     if (lw, lh) != photo.dimensions() {
@@ -155,7 +148,8 @@ fn score(
     }
     let labels = args.dataset.convert_labels(&raw, &sample.label)?;
     let (w, h) = (photo.width() as usize, photo.height() as usize);
-    let scores = predict(&model.net, photo.as_raw(), h, w, norm, protocol)
+    let scores = model
+        .scores(photo.as_raw(), h, w, protocol)
         .with_context(|| format!("{}: inference failed", sample.image.display()))?;
     Ok((labels, argmax_channels(&scores).into_raw_vec_and_offset().0))
 }

@@ -15,8 +15,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use pspnet_model::{Average, LoadedModel, Precision, Protocol, Window};
-use pspnet_weights::Overrides;
+use pspnet_kernels::{ConvAlgorithm, Isa};
+use pspnet_model::{Average, ConvOptions, Overrides, Precision, Protocol, Segmenter, Window};
 
 /// PSPNet scene parsing: a class for every pixel, from the convolution kernel up.
 #[derive(Debug, Parser)]
@@ -66,21 +66,35 @@ struct ModelArgs {
     /// Default: the embedded model (PSPNet ResNet-18, trained on CamVid street scenes, 11 classes, f16).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Arithmetic of the convolutions: f32, or bf16 (bf16 operands, f32 sums; about twice as fast where the CPU has
+    /// Arithmetic of the convolutions: f32, or bf16 (bf16 operands, f32 sums; faster where the CPU has
     /// AVX512-BF16), whatever dtype the checkpoint stores.
-    #[arg(long, default_value = "f32", value_name = "f32|bf16")]
+    #[arg(long, env = "PSPNET_PRECISION", default_value = "f32", value_name = "f32|bf16")]
     precision: Precision,
 }
 
 impl ModelArgs {
-    fn load(&self, overrides: &Overrides) -> Result<LoadedModel> {
-        let mut model = match &self.model {
-            Some(path) => LoadedModel::load(path, overrides)?,
-            None => LoadedModel::load_bytes(Path::new(DEFAULT_MODEL_NAME), DEFAULT_MODEL.to_vec(), overrides)?,
-        };
-        model.net.set_precision(self.precision);
-        Ok(model)
+    fn load(&self, overrides: &Overrides) -> Result<Segmenter> {
+        let options = ConvOptions { precision: self.precision, ..conv_options()? };
+        Ok(match &self.model {
+            Some(path) => Segmenter::load(path, overrides, options)?,
+            None => Segmenter::load_bytes(Path::new(DEFAULT_MODEL_NAME), DEFAULT_MODEL.to_vec(), overrides, options)?,
+        })
     }
+}
+
+/// The convolutions' instruction set and algorithm, as `PSPNET_ISA`
+/// (`portable`, `avx2`, `avx512`; default: the best this CPU has) and
+/// `PSPNET_CONV` (`auto`, `direct`; default `auto`) choose them.
+fn conv_options() -> Result<ConvOptions> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let mut options = ConvOptions::default();
+    if let Some(isa) = var("PSPNET_ISA") {
+        options.isa = isa.parse::<Isa>().and_then(Isa::check_available).context("PSPNET_ISA")?;
+    }
+    if let Some(algorithm) = var("PSPNET_CONV") {
+        options.algorithm = algorithm.parse::<ConvAlgorithm>().context("PSPNET_CONV")?;
+    }
+    Ok(options)
 }
 
 /// What a checkpoint's weights cannot tell, when the layout's default is wrong.

@@ -10,7 +10,7 @@ use clap::Args;
 use image::DynamicImage;
 use ndarray::{Array3, Axis};
 use pspnet_kernels::argmax_channels;
-use pspnet_model::{LoadedModel, Normalization, Protocol, predict};
+use pspnet_model::{Protocol, Segmenter};
 
 use super::image_io::{collect_inputs, read_rgb};
 use super::legend::{class_shares, legend_image};
@@ -206,7 +206,7 @@ pub(crate) fn run(args: SegmentArgs) -> Result<ExitCode> {
 }
 
 fn segment_one(
-    model: &LoadedModel,
+    model: &Segmenter,
     protocol: &Protocol,
     palette: &[[u8; 3]],
     names: &[String],
@@ -215,29 +215,26 @@ fn segment_one(
 ) -> Result<Segmented> {
     let photo = read_rgb(file, args.max_pixels)?;
     let (w, h) = photo.dimensions();
-    let norm = Normalization { mean: model.spec.mean, std: model.spec.std };
+    let (rgb, height, width) = (photo.as_raw(), h as usize, w as usize);
     let started = Instant::now();
     let failed = || format!("{}: inference failed", file.display());
-    // Scores are kept only when asked for; plain whole-image labels come from
-    // the fused upsample + argmax, which never builds full-resolution logits.
+    // Scores are computed only when asked for: plain labels let the model
+    // take its fastest path.
     let (labels, scores) = if args.profile {
-        let x = norm.image(photo.as_raw(), h as usize, w as usize)?;
-        let (logits, times) = model.net.profile(&x).with_context(failed)?;
+        let (logits, times) = model.profile(rgb, height, width).with_context(failed)?;
         let total: f64 = times.iter().map(|(_, t)| t.as_secs_f64()).sum();
         for (stage, t) in &times {
             println!("  {stage:<9} {:8.1} ms {:5.1}%", t.as_secs_f64() * 1e3, 100.0 * t.as_secs_f64() / total);
         }
-        (argmax_channels(&logits), Some(logits))
-    } else if args.logits.is_none() && *protocol == Protocol::whole() {
-        let x = norm.image(photo.as_raw(), h as usize, w as usize)?;
-        (model.net.labels(&x).with_context(failed)?, None)
+        (argmax_channels(&logits).index_axis_move(Axis(0), 0), Some(logits))
+    } else if args.logits.is_some() {
+        let scores = model.scores(rgb, height, width, protocol).with_context(failed)?;
+        (argmax_channels(&scores).index_axis_move(Axis(0), 0), Some(scores))
     } else {
-        let scores =
-            predict(&model.net, photo.as_raw(), h as usize, w as usize, &norm, protocol).with_context(failed)?;
-        (argmax_channels(&scores), Some(scores))
+        (model.labels(rgb, height, width, protocol).with_context(failed)?, None)
     };
     let forward_ms = started.elapsed().as_secs_f64() * 1e3;
-    let labels = labels.index_axis(Axis(0), 0);
+    let labels = labels.view();
 
     let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let out = |suffix: &str| args.out.join(format!("{stem}.{suffix}"));

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use pspnet_model::{LoadedModel, Normalization, Overrides, Precision, StageTimes};
+use pspnet_model::{ConvOptions, Overrides, Precision, Segmenter, StageTimes};
 use serde_json::Value;
 
 /// One benchmark configuration.
@@ -47,12 +47,7 @@ struct Forward {
 /// after a warm-up on each: `runs` rounds, each running every pool once in
 /// turn, so the machine's slower and faster phases fall on all of them
 /// alike and their ratios compare like with like.
-fn time_forward(
-    model: &LoadedModel,
-    x: &pspnet_tensor::Tensor,
-    threads: &[usize],
-    runs: usize,
-) -> Result<Vec<Forward>> {
+fn time_forward(model: &Segmenter, x: &pspnet_tensor::Tensor, threads: &[usize], runs: usize) -> Result<Vec<Forward>> {
     let pools = threads
         .iter()
         .map(|&n| rayon::ThreadPoolBuilder::new().num_threads(n).build())
@@ -157,12 +152,12 @@ pub(crate) fn run(root: &Path, python: &str, args: &[String]) -> Result<()> {
             crate::crosscheck::reference(root, python, &args)
                 .context("the benchmark checkpoints are written by reference.py (pip install torch numpy)")?;
         }
-        let mut model = LoadedModel::load(&checkpoint, &Overrides::default())?;
+        let mut model = Segmenter::load(&checkpoint, &Overrides::default(), ConvOptions::default())?;
         let (h, w) = case.size;
         let rgb: Vec<u8> = (0..h * w * 3).map(|i| ((i * 2_654_435_761) >> 13) as u8).collect();
         let image_path = dir.join("input.png");
         image::RgbImage::from_raw(w as u32, h as u32, rgb.clone()).context("image")?.save(&image_path)?;
-        let x = Normalization { mean: model.spec.mean, std: model.spec.std }.image(&rgb, h, w)?;
+        let x = model.normalization().image(&rgb, h, w)?;
         let flops = model.net.flops(x.shape())? as f64;
         println!(
             "\n## {} ({} layout, {} classes), {h}x{w}, {:.2} GFLOP, {runs} timed runs after a warm-up",

@@ -1,9 +1,7 @@
 //! Inference-time batch normalisation, folded into the preceding
 //! convolution's epilogue so that it costs nothing.
 
-use pspnet_tensor::Params;
-
-use crate::{Conv2d, ConvSpec, KernelError};
+use crate::{Conv2d, KernelError};
 
 /// The four statistics of a PyTorch `BatchNorm2d` in eval mode:
 /// `y = (x - mean) / sqrt(var + eps) * gamma + beta`.
@@ -25,19 +23,6 @@ pub struct BatchNorm {
 pub const BN_EPS: f64 = 1e-5;
 
 impl BatchNorm {
-    /// Takes `{prefix}.weight`, `.bias`, `.running_mean` and `.running_var`
-    /// (PyTorch's names), each of `channels` values, out of `params`.
-    pub fn from_params(params: &mut Params, prefix: &str, channels: usize) -> Result<Self, KernelError> {
-        let mut get = |suffix: &str| params.take_vector(&format!("{prefix}.{suffix}"), channels);
-        Ok(BatchNorm {
-            gamma: get("weight")?,
-            beta: get("bias")?,
-            mean: get("running_mean")?,
-            var: get("running_var")?,
-            eps: BN_EPS,
-        })
-    }
-
     /// The per-channel `(scale, shift)` of the folded form `x * scale + shift`,
     /// computed in f64 and rounded once.
     pub fn scale_shift(&self) -> (Vec<f32>, Vec<f32>) {
@@ -54,14 +39,6 @@ impl Conv2d {
         let (scale, shift) = bn.scale_shift();
         self.with_scale_shift(&scale, &shift)
     }
-
-    /// A bias-free `Conv2d -> BatchNorm2d` pair taken out of a parameter
-    /// set: the OIHW weight called `weight`, the statistics under `bn`.
-    pub fn from_params_bn(params: &mut Params, weight: &str, bn: &str, spec: ConvSpec) -> Result<Self, KernelError> {
-        let weight = params.take_tensor4(weight)?;
-        let bn = BatchNorm::from_params(params, bn, weight.shape().n())?;
-        Conv2d::from_weight(weight, spec)?.with_batch_norm(&bn)
-    }
 }
 
 #[cfg(test)]
@@ -74,15 +51,5 @@ mod tests {
         // shift = 1 - 3 = -2, so BN(x) = x - 2, hand-computed.
         let bn = BatchNorm { gamma: vec![2.0], beta: vec![1.0], mean: vec![3.0], var: vec![3.0], eps: 1.0 };
         assert_eq!(bn.scale_shift(), (vec![1.0], vec![-2.0]));
-    }
-
-    #[test]
-    fn reads_pytorch_names_and_reports_missing_ones() {
-        let mut params = Params::new();
-        for s in ["weight", "bias", "running_mean"] {
-            params.insert(format!("bn1.{s}"), vec![2], vec![1.0, 2.0]).unwrap();
-        }
-        let err = BatchNorm::from_params(&mut params, "bn1", 2).unwrap_err();
-        assert!(err.to_string().contains("bn1.running_var"), "{err}");
     }
 }

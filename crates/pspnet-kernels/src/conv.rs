@@ -83,17 +83,6 @@ pub enum Precision {
     Bf16,
 }
 
-/// The environment variable that chooses the default [`Precision`]: `f32`
-/// (the default when unset) or `bf16`.
-pub const PRECISION_ENV: &str = "PSPNET_PRECISION";
-
-impl Precision {
-    /// The default for new layers: `PSPNET_PRECISION` if set, else f32.
-    pub fn from_env() -> Result<Precision, KernelError> {
-        from_env(PRECISION_ENV)
-    }
-}
-
 impl std::str::FromStr for Precision {
     type Err = KernelError;
 
@@ -103,18 +92,6 @@ impl std::str::FromStr for Precision {
             "bf16" => Ok(Precision::Bf16),
             _ => Err(KernelError::UnknownPrecision(name.to_string())),
         }
-    }
-}
-
-/// The environment variable that chooses the default [`ConvAlgorithm`]:
-/// `direct` or `auto` (the default when unset).
-pub const CONV_ENV: &str = "PSPNET_CONV";
-
-impl ConvAlgorithm {
-    /// The default for new layers: `PSPNET_CONV` if set, else
-    /// [`ConvAlgorithm::Auto`].
-    pub fn from_env() -> Result<ConvAlgorithm, KernelError> {
-        from_env(CONV_ENV)
     }
 }
 
@@ -130,9 +107,23 @@ impl std::str::FromStr for ConvAlgorithm {
     }
 }
 
-/// The value an environment variable names, or the default when it is unset.
-fn from_env<T: std::str::FromStr<Err = KernelError> + Default>(variable: &str) -> Result<T, KernelError> {
-    std::env::var(variable).map_or(Ok(T::default()), |name| name.parse())
+/// How new convolutions run, chosen by the caller as a value (the binary
+/// reads it from its environment; libraries never do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConvOptions {
+    /// The micro-kernels' instruction set; this CPU must support it.
+    pub isa: Isa,
+    /// How the sums are computed.
+    pub algorithm: ConvAlgorithm,
+    /// The arithmetic of the multiply-adds.
+    pub precision: Precision,
+}
+
+impl Default for ConvOptions {
+    /// The fastest instruction set this CPU has, [`ConvAlgorithm::Auto`], f32.
+    fn default() -> Self {
+        ConvOptions { isa: Isa::best(), algorithm: ConvAlgorithm::Auto, precision: Precision::F32 }
+    }
 }
 
 /// A convolution layer ready to run: weights packed for the chosen
@@ -160,25 +151,26 @@ pub struct Conv2d {
 
 impl Conv2d {
     /// Builds a convolution from OIHW weights (`[out, in, kh, kw]`, as a
-    /// [`Tensor`]) on the instruction set [`Isa::detect`] chooses.
+    /// [`Tensor`]) with the default [`ConvOptions`].
     pub fn new(weight: &Tensor, spec: ConvSpec) -> Result<Self, KernelError> {
-        Conv2d::with_isa(weight, spec, Isa::detect()?)
+        Conv2d::with_options(weight.clone(), spec, ConvOptions::default())
     }
 
     /// Builds a convolution pinned to one instruction set, which this CPU
     /// must support.
     pub fn with_isa(weight: &Tensor, spec: ConvSpec, isa: Isa) -> Result<Self, KernelError> {
-        Conv2d::build(weight.clone(), spec, isa)
+        Conv2d::with_options(weight.clone(), spec, ConvOptions { isa, ..ConvOptions::default() })
     }
 
     /// [`Conv2d::new`], taking the weights by value: the packed panels reuse
     /// their buffer, so a model being loaded never holds a layer twice.
     pub fn from_weight(weight: Tensor, spec: ConvSpec) -> Result<Self, KernelError> {
-        Conv2d::build(weight, spec, Isa::detect()?)
+        Conv2d::with_options(weight, spec, ConvOptions::default())
     }
 
-    fn build(weight: Tensor, spec: ConvSpec, isa: Isa) -> Result<Self, KernelError> {
-        isa.check_available()?;
+    /// Builds a convolution that runs as `options` say, taking the weights by value.
+    pub fn with_options(weight: Tensor, spec: ConvSpec, options: ConvOptions) -> Result<Self, KernelError> {
+        let isa = options.isa.check_available()?;
         for (what, value) in [("stride", spec.stride), ("dilation", spec.dilation)] {
             if value.contains(&0) {
                 return Err(KernelError::InvalidParameter { what, value });
@@ -200,11 +192,10 @@ impl Conv2d {
             shift: None,
             relu: false,
         };
-        Ok(conv.with_algorithm(ConvAlgorithm::from_env()?)?.with_precision(Precision::from_env()?))
+        Ok(conv.with_algorithm(options.algorithm)?.with_precision(options.precision))
     }
 
-    /// Chooses how the sums are computed (by default
-    /// [`ConvAlgorithm::from_env`]).
+    /// Chooses how the sums are computed (by default [`ConvAlgorithm::Auto`]).
     pub fn with_algorithm(self, algorithm: ConvAlgorithm) -> Result<Self, KernelError> {
         if algorithm == ConvAlgorithm::Winograd && !self.winograd_supported() {
             return Err(KernelError::WinogradUnsupported { weight: self.dims, stride: self.spec.stride });
@@ -217,7 +208,7 @@ impl Conv2d {
         winograd::supports([self.dims[2], self.dims[3]], self.spec.stride)
     }
 
-    /// Chooses the arithmetic (by default [`Precision::from_env`]).
+    /// Chooses the arithmetic (by default f32).
     pub fn with_precision(mut self, precision: Precision) -> Self {
         self.set_precision(precision);
         self

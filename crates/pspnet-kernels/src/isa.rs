@@ -5,10 +5,11 @@ use crate::KernelError;
 
 /// The instruction set a convolution's micro-kernel uses.
 ///
-/// [`Isa::detect`] picks the fastest one the CPU has, unless the environment
-/// variable `PSPNET_ISA` (`portable`, `avx2` or `avx512`) forces one; a
-/// [`Conv2d`](crate::Conv2d) can also be pinned to one with
-/// [`Conv2d::with_isa`](crate::Conv2d::with_isa). Every path computes the
+/// [`Isa::best`] is the fastest one the CPU has; a
+/// [`Conv2d`](crate::Conv2d) can be pinned to another with
+/// [`ConvOptions`](crate::ConvOptions) or
+/// [`Conv2d::with_isa`](crate::Conv2d::with_isa) (the binary's
+/// `PSPNET_ISA` does so for every layer). Every path computes the
 /// same convolution; they differ in speed and in the last bits of rounding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Isa {
@@ -20,24 +21,9 @@ pub enum Isa {
     Avx512,
 }
 
-/// The environment variable that forces an instruction set.
-pub const ISA_ENV: &str = "PSPNET_ISA";
-
 impl Isa {
     /// Every variant, slowest first.
     pub const ALL: [Isa; 3] = [Isa::Portable, Isa::Avx2, Isa::Avx512];
-
-    /// The instruction set to use: `PSPNET_ISA` if set, else the best this
-    /// CPU supports. Fails if the variable names an unknown or unavailable set.
-    pub fn detect() -> Result<Isa, KernelError> {
-        match std::env::var(ISA_ENV) {
-            Ok(name) if !name.trim().is_empty() => {
-                let isa: Isa = name.parse()?;
-                isa.check_available()
-            }
-            _ => Ok(Isa::best()),
-        }
-    }
 
     /// The fastest instruction set this CPU supports.
     pub fn best() -> Isa {
@@ -67,7 +53,7 @@ impl Isa {
         if self.is_available() { Ok(self) } else { Err(KernelError::IsaUnavailable(self)) }
     }
 
-    /// The name `PSPNET_ISA` uses for this set.
+    /// The set's name (`portable`, `avx2`, `avx512`).
     pub fn name(self) -> &'static str {
         match self {
             Isa::Portable => "portable",

@@ -13,9 +13,10 @@
 //!   3x3 stride-1 layers (dilated or not) run by default in the Winograd
 //!   domain, F(4x4, 3x3) or F(5x5, 3x3) (whichever does less work on the
 //!   layer's input), with a quarter to a fifth of the multiplications
-//!   ([`ConvAlgorithm`]; `PSPNET_CONV=direct` forces the direct sum).
+//!   ([`ConvAlgorithm`]; [`ConvOptions`] chooses it, the instruction set
+//!   and the precision for a new layer, as a value).
 //! - [`Isa`]: which micro-kernel runs (AVX-512F, AVX2+FMA, or portable Rust),
-//!   detected at run time and overridable with `PSPNET_ISA`.
+//!   detected at run time.
 //! - Pooling ([`max_pool2d`], [`avg_pool2d`], [`adaptive_avg_pool2d`],
 //!   [`adaptive_max_pool2d`]), [`resize_bilinear`], and the per-pixel channel
 //!   reductions [`argmax_channels`] and [`softmax_channels`], each with
@@ -39,10 +40,10 @@ mod winograd;
 pub use adaptive::{adaptive_avg_pool2d, adaptive_avg_pool2d_levels, adaptive_max_pool2d, adaptive_max_pool2d_levels};
 pub use batch_norm::{BN_EPS, BatchNorm};
 pub use channels::{argmax_channels, softmax_channels};
-pub use conv::{BF16_WINOGRAD_MIN_CHANNELS, CONV_ENV, Conv2d, ConvAlgorithm, ConvSpec, PRECISION_ENV, Precision};
+pub use conv::{BF16_WINOGRAD_MIN_CHANNELS, Conv2d, ConvAlgorithm, ConvOptions, ConvSpec, Precision};
 pub use error::KernelError;
-pub use isa::{ISA_ENV, Isa};
+pub use isa::Isa;
 pub use pool::{PoolSpec, avg_pool2d, max_pool2d};
-pub use pspnet_tensor::{Params, Shape, Tensor, TensorError, bf16};
+pub use pspnet_tensor::{Shape, Tensor, TensorError, bf16};
 pub use resize::{resize_bilinear, resize_bilinear_argmax, resize_bilinear_into};
 pub use upsampled::UpsampledConv;

@@ -23,7 +23,7 @@ pub struct PoolSpec {
 
 impl PoolSpec {
     /// A square window `k` with stride `s` and padding `p`, floor mode.
-    pub fn square(k: usize, s: usize, p: usize) -> Self {
+    pub const fn square(k: usize, s: usize, p: usize) -> Self {
         PoolSpec { kernel: [k, k], stride: [s, s], padding: [p, p], ceil_mode: false }
     }
 
@@ -80,7 +80,7 @@ impl PoolSpec {
 /// zero sign may the sign picked differ.
 pub fn max_pool2d(input: &Tensor, spec: &PoolSpec) -> Result<Tensor, KernelError> {
     let out = spec.output_shape(input.shape())?;
-    let (h, w, isa) = (input.shape().h(), input.shape().w(), Isa::detect()?);
+    let (h, w, isa) = (input.shape().h(), input.shape().w(), Isa::best());
     Ok(map_planes(input, out, |src, dst| {
         let mut columns = vec![f32::NEG_INFINITY; w];
         for (oy, dst_row) in dst.chunks_exact_mut(out.w()).enumerate() {

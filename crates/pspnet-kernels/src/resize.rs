@@ -89,7 +89,7 @@ impl Resize {
     fn run(&self, input: &Tensor, out: &mut Tensor, channel0: usize) -> Result<(), KernelError> {
         let Resize { out: shape, ys, xs } = self;
         let (s, o) = (input.shape(), out.shape());
-        let (w, isa) = (s.w(), Isa::detect()?);
+        let (w, isa) = (s.w(), Isa::best());
         let plane = |src: &[f32], dst: &mut [f32]| {
             let (mut top, mut bottom) = (vec![0.0; shape.w()], vec![0.0; shape.w()]);
             // The source row `bottom` holds: when upsampling, the next run's top.
@@ -167,7 +167,7 @@ pub fn resize_bilinear_argmax(
 ) -> Result<Array3<u32>, KernelError> {
     let Resize { out, ys, xs } = Resize::new(input.shape(), out_hw, align_corners)?;
     let shape = input.shape();
-    let (w, plane, ow, isa) = (shape.w(), shape.plane_len(), out.w(), Isa::detect()?);
+    let (w, plane, ow, isa) = (shape.w(), shape.plane_len(), out.w(), Isa::best());
     let mut labels = Array3::<u32>::zeros((out.n(), out.h(), ow));
     // Work items: one run of rows sharing source rows, in one image.
     let mut items = Vec::new();

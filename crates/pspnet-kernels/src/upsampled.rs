@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use crate::conv::output_len;
 use crate::resize::{Taps, blend_rows, taps};
-use crate::{Conv2d, ConvSpec, KernelError, Precision};
+use crate::{Conv2d, ConvOptions, ConvSpec, KernelError};
 
 /// `conv(resize_bilinear(x, size, align_corners))` for a stride-1
 /// convolution without bias (add the bias, batch-norm and activation to
@@ -33,8 +33,14 @@ pub struct UpsampledConv {
 
 impl UpsampledConv {
     /// From OIHW weights `[out, in, kh, kw]`; `align_corners` is the
-    /// upsampling's convention (as in [`crate::resize_bilinear`]).
-    pub fn new(weight: &Tensor, spec: ConvSpec, align_corners: bool) -> Result<Self, KernelError> {
+    /// upsampling's convention (as in [`crate::resize_bilinear`]); the
+    /// channel mixing runs as `options` say.
+    pub fn new(
+        weight: &Tensor,
+        spec: ConvSpec,
+        align_corners: bool,
+        options: ConvOptions,
+    ) -> Result<Self, KernelError> {
         if spec.stride != [1, 1] {
             return Err(KernelError::InvalidParameter { what: "upsampled convolution stride", value: spec.stride });
         }
@@ -46,8 +52,13 @@ impl UpsampledConv {
             let (tap, o) = (row / outs, row % outs);
             w[(o * ins + c) * taps + tap]
         });
-        let mix = Conv2d::from_weight(mixed, ConvSpec::default())?;
+        let mix = Conv2d::with_options(mixed, ConvSpec::default(), options)?;
         Ok(UpsampledConv { mix, dims, spec, align_corners })
+    }
+
+    /// Channels of the map it upsamples.
+    pub fn in_channels(&self) -> usize {
+        self.dims[1]
     }
 
     /// Weights, as the checkpoint counts them.
@@ -55,9 +66,10 @@ impl UpsampledConv {
         self.dims.iter().product()
     }
 
-    /// Sets the arithmetic of the channel mixing.
-    pub fn set_precision(&mut self, precision: Precision) {
-        self.mix.set_precision(precision);
+    /// The convolution that mixes the channels, for a model switching the
+    /// arithmetic of every layer.
+    pub fn mix_mut(&mut self) -> &mut Conv2d {
+        &mut self.mix
     }
 
     /// The output shape for `x` upsampled to `size`, or why it is refused.

@@ -6,9 +6,9 @@ mod common;
 use common::{assert_close, tensor, values};
 use proptest::prelude::*;
 use pspnet_kernels::{
-    ConvSpec, KernelError, PoolSpec, Shape, Tensor, UpsampledConv, adaptive_avg_pool2d, adaptive_avg_pool2d_levels,
-    adaptive_max_pool2d, adaptive_max_pool2d_levels, argmax_channels, avg_pool2d, max_pool2d, resize_bilinear,
-    resize_bilinear_argmax, resize_bilinear_into, softmax_channels,
+    ConvOptions, ConvSpec, KernelError, PoolSpec, Shape, Tensor, UpsampledConv, adaptive_avg_pool2d,
+    adaptive_avg_pool2d_levels, adaptive_max_pool2d, adaptive_max_pool2d_levels, argmax_channels, avg_pool2d,
+    max_pool2d, resize_bilinear, resize_bilinear_argmax, resize_bilinear_into, softmax_channels,
 };
 
 fn dims_and_values(max_hw: usize) -> impl Strategy<Value = ([usize; 4], Vec<f32>)> {
@@ -185,7 +185,7 @@ proptest! {
         prop_assume!(size.iter().all(|&s| s + 2 * p > d * (k - 1)));
         let x = tensor(dims, &v);
         let w = tensor([o, dims[1], k, k], &weights);
-        let conv = UpsampledConv::new(&w, ConvSpec::default().padding(p).dilation(d), align).unwrap();
+        let conv = UpsampledConv::new(&w, ConvSpec::default().padding(p).dilation(d), align, ConvOptions::default()).unwrap();
         let shape = conv.output_shape(x.shape(), size).unwrap();
         let mut out = Tensor::filled(shape, 0.5);
         conv.accumulate(&x, size, &mut out).unwrap();
@@ -337,10 +337,10 @@ fn bad_parameters_are_errors() {
 fn upsampled_convolution_refuses_bad_shapes() {
     let w = tensor([4, 3, 3, 3], &[0.5]);
     assert!(matches!(
-        UpsampledConv::new(&w, ConvSpec::default().stride(2), true),
+        UpsampledConv::new(&w, ConvSpec::default().stride(2), true, ConvOptions::default()),
         Err(KernelError::InvalidParameter { what, .. }) if what.contains("stride")
     ));
-    let conv = UpsampledConv::new(&w, ConvSpec::default().padding(1), false).unwrap();
+    let conv = UpsampledConv::new(&w, ConvSpec::default().padding(1), false, ConvOptions::default()).unwrap();
     let x = tensor([1, 3, 2, 2], &[1.0]);
     let wrong_channels = tensor([1, 2, 2, 2], &[1.0]);
     let mut out = Tensor::zeros(Shape::new(1, 4, 8, 8).unwrap());

@@ -2,22 +2,34 @@
 //! module on its last stage, a 3x3 convolution head and a 1x1 classifier,
 //! upsampled to the input's resolution. An auxiliary head on stage 3 (used
 //! for training with loss weight 0.4) is built too when its weights exist.
+//!
+//! The crate also knows the published checkpoint layouts (semseg,
+//! mmsegmentation, its own safetensors): their key names, what their
+//! weights say of the architecture ([`ModelSpec`]), and how a [`Segmenter`]
+//! loads one and runs it on RGB images under a test [`Protocol`].
 
-mod bottleneck;
 mod compare;
+mod context_conv;
 mod error;
+mod layout;
 mod load;
 mod metrics;
+mod native;
 mod normalize;
 mod protocol;
 mod pspnet;
+mod segmenter;
+mod spec;
 
 pub use compare::Comparison;
 pub use error::ModelError;
-pub use load::LoadedModel;
+pub use layout::LayoutProblems;
+pub use load::read_checkpoint;
 pub use metrics::{ClassScore, ConfusionMatrix, Scores};
+pub use native::{FORMAT, FORMAT_KEY, SPEC_KEY, StorageDtype, save_native};
 pub use normalize::Normalization;
 pub use protocol::{Average, Protocol, Window, predict};
 pub use pspnet::{PspNet, PspNetConfig, StageTimes, Trace};
-pub use pspnet_kernels::Precision;
-pub use pspnet_weights::{Layout, ModelSpec, Overrides};
+pub use pspnet_kernels::{ConvOptions, Precision};
+pub use segmenter::Segmenter;
+pub use spec::{Layout, ModelSpec, Overrides};

@@ -1,38 +1,103 @@
+//! From a checkpoint file to a network: the layout's key mapping, the
+//! spec, and the builders' check of every key.
+
 use std::path::Path;
 
-use pspnet_weights::{ModelSpec, Overrides};
+use pspnet_kernels::ConvOptions;
+use pspnet_nn::ParamStore;
+use pspnet_tensor::Params;
+use pspnet_weights::{Checkpoint, Format, Value};
 
-use crate::{ModelError, Normalization, PspNet, PspNetConfig};
+use crate::layout::{LayoutProblems, detect, infer, rename};
+use crate::native::native_spec;
+use crate::{Layout, ModelError, ModelSpec, Overrides, PspNet, PspNetConfig};
 
-/// A network loaded from a checkpoint, with what the checkpoint says about it.
-#[derive(Debug, Clone)]
-pub struct LoadedModel {
-    /// The network, ready to run.
-    pub net: PspNet,
-    /// Architecture, normalisation, class names and palette.
-    pub spec: ModelSpec,
+/// A checkpoint's tensors under canonical names, with what its layout and
+/// weights say about the network; not yet checked against it.
+struct Imported {
+    params: Params,
+    spec: ModelSpec,
+    /// The layout the keys are named in.
+    layout: Layout,
+    /// Keys no renaming rule matched.
+    unmatched: Vec<String>,
 }
 
-impl LoadedModel {
-    /// Loads any supported checkpoint (`.pth` in the semseg or mmsegmentation
-    /// layout, zip or legacy container; or this project's safetensors),
-    /// with `overrides` for what the weights cannot tell.
-    pub fn load(path: &Path, overrides: &Overrides) -> Result<Self, ModelError> {
-        LoadedModel::build(pspnet_weights::load_model(path, overrides)?)
+/// Maps a checkpoint onto canonical parameters and infers its [`ModelSpec`]
+/// (a native file's recorded one), then applies `overrides`.
+fn import(checkpoint: Checkpoint, path: &Path, overrides: &Overrides) -> Result<Imported, ModelError> {
+    let native = match (&checkpoint.format, &checkpoint.extra) {
+        (Format::Safetensors, Value::Dict(entries)) => {
+            let metadata =
+                entries.iter().filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.as_str()?.to_string()))).collect();
+            native_spec(&metadata, path)?
+        }
+        _ => None,
+    };
+    let state = checkpoint.state_dict;
+    let layout = detect(&state).ok_or_else(|| ModelError::UnknownLayout {
+        path: path.to_path_buf(),
+        sample: state.keys().take(5).map(str::to_string).collect(),
+    })?;
+    let (params, unmatched, avg_down) = rename(state, layout, path)?;
+    let mut spec = match native {
+        Some(spec) => spec,
+        None => infer(&params, layout, avg_down, &checkpoint.extra, path)?,
+    };
+    if let Some(a) = overrides.align_corners {
+        spec.ppm.align_corners = a;
     }
+    if let Some(os) = overrides.output_stride {
+        spec.backbone.output_stride = os;
+    }
+    if let Some(bins) = &overrides.bins {
+        spec.ppm.bins = bins.clone();
+    }
+    Ok(Imported { params, spec, layout, unmatched })
+}
 
-    /// [`LoadedModel::load`] for a checkpoint already in memory (such as the
-    /// binary's embedded default model); `name` only labels errors.
-    pub fn load_bytes(name: &Path, data: Vec<u8>, overrides: &Overrides) -> Result<Self, ModelError> {
-        LoadedModel::build(pspnet_weights::load_model_bytes(name, data, overrides)?)
+impl Imported {
+    /// Builds the network; every key that does not fit it (missing,
+    /// misshaped, unexpected) is reported together, in the file's names.
+    fn build(self, path: &Path, options: ConvOptions) -> Result<(PspNet, ModelSpec), ModelError> {
+        let Imported { params, spec, layout, unmatched } = self;
+        let config = PspNetConfig { backbone: spec.backbone.clone(), ppm: spec.ppm.clone() };
+        let mut store = ParamStore::new(params, options);
+        let net = PspNet::build(config, &mut store.root());
+        let problems = LayoutProblems::new(layout, unmatched, store.finish());
+        if !problems.is_empty() {
+            return Err(ModelError::Layout { path: path.to_path_buf(), layout: layout.name(), problems });
+        }
+        Ok((net?, spec))
     }
+}
 
-    fn build((mut params, spec): (pspnet_tensor::Params, ModelSpec)) -> Result<Self, ModelError> {
-        let config = PspNetConfig {
-            backbone: spec.backbone.clone(),
-            ppm: spec.ppm.clone(),
-            normalization: Normalization { mean: spec.mean, std: spec.std },
-        };
-        Ok(LoadedModel { net: PspNet::from_params(config, &mut params)?, spec })
-    }
+/// Loads a checkpoint (any format [`pspnet_weights::load`] reads, in a
+/// known layout) as a network whose convolutions run as `options` say.
+pub(crate) fn load(
+    path: &Path,
+    overrides: &Overrides,
+    options: ConvOptions,
+) -> Result<(PspNet, ModelSpec), ModelError> {
+    import(pspnet_weights::load(path)?, path, overrides)?.build(path, options)
+}
+
+/// [`load`] for a checkpoint already in memory; `path` only names it in errors.
+pub(crate) fn load_bytes(
+    path: &Path,
+    data: Vec<u8>,
+    overrides: &Overrides,
+    options: ConvOptions,
+) -> Result<(PspNet, ModelSpec), ModelError> {
+    import(pspnet_weights::load_bytes(path, data)?, path, overrides)?.build(path, options)
+}
+
+/// A checkpoint's parameters under canonical names with its [`ModelSpec`],
+/// checked by building the network they describe (for conversion: the
+/// parameters are kept, the network dropped).
+pub fn read_checkpoint(path: &Path, overrides: &Overrides) -> Result<(Params, ModelSpec), ModelError> {
+    let imported = import(pspnet_weights::load(path)?, path, overrides)?;
+    let params = imported.params.clone();
+    let (_, spec) = imported.build(path, ConvOptions::default())?;
+    Ok((params, spec))
 }

@@ -23,16 +23,34 @@ impl Normalization {
     /// Turns an interleaved RGB image (`height * width * 3` bytes, row by
     /// row) into a normalised `1 x 3 x H x W` tensor.
     pub fn image(&self, rgb: &[u8], height: usize, width: usize) -> Result<Tensor, ModelError> {
-        let shape = Shape::new(1, 3, height, width)?;
-        if rgb.len() != height * width * 3 {
-            return Err(ModelError::Input(format!(
-                "an RGB image of {height}x{width} needs {} bytes, got {}",
-                height * width * 3,
-                rgb.len()
-            )));
-        }
-        Ok(Tensor::from_fn(shape, |_, c, y, x| (rgb[(y * width + x) * 3 + c] as f32 - self.mean[c]) / self.std[c]))
+        self.apply(&rgb_tensor(rgb, height, width)?, [0, 0], [height, width])
     }
+
+    /// `(image - mean) / std` of a `1 x 3 x h x w` image in 0..255, placed at
+    /// `offset` in a canvas of `size` whose rest is the mean (0 once normalised).
+    pub fn apply(&self, image: &Tensor, offset: [usize; 2], size: [usize; 2]) -> Result<Tensor, ModelError> {
+        let (h, w) = (image.shape().h(), image.shape().w());
+        let src = image.as_slice();
+        let shape = image.shape().with_hw(size[0], size[1])?;
+        Ok(Tensor::from_fn(shape, |_, c, y, x| match (y.checked_sub(offset[0]), x.checked_sub(offset[1])) {
+            (Some(y), Some(x)) if y < h && x < w => (src[(c * h + y) * w + x] - self.mean[c]) / self.std[c],
+            _ => 0.0,
+        }))
+    }
+}
+
+/// An interleaved RGB image (`height * width * 3` bytes, row by row) as a
+/// planar `1 x 3 x H x W` tensor of its values in 0..255.
+pub(crate) fn rgb_tensor(rgb: &[u8], height: usize, width: usize) -> Result<Tensor, ModelError> {
+    let shape = Shape::new(1, 3, height, width)?;
+    if rgb.len() != shape.len() {
+        return Err(ModelError::Input(format!(
+            "an RGB image of {height}x{width} needs {} bytes, got {}",
+            shape.len(),
+            rgb.len()
+        )));
+    }
+    Ok(Tensor::from_fn(shape, |_, c, y, x| f32::from(rgb[(y * width + x) * 3 + c])))
 }
 
 #[cfg(test)]

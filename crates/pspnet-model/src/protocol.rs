@@ -5,6 +5,7 @@
 use pspnet_kernels::{resize_bilinear, softmax_channels};
 use pspnet_tensor::{Shape, Tensor};
 
+use crate::normalize::rgb_tensor;
 use crate::{ModelError, Normalization, PspNet};
 
 /// What is averaged over windows, flips and scales.
@@ -119,15 +120,7 @@ pub fn predict(
     protocol: &Protocol,
 ) -> Result<Tensor, ModelError> {
     protocol.validate()?;
-    let shape = Shape::new(1, 3, height, width)?;
-    if rgb.len() != shape.len() {
-        return Err(ModelError::Input(format!(
-            "an RGB image of {height}x{width} needs {} bytes, got {}",
-            shape.len(),
-            rgb.len()
-        )));
-    }
-    let image = Tensor::from_fn(shape, |_, c, y, x| f32::from(rgb[(y * width + x) * 3 + c]));
+    let image = rgb_tensor(rgb, height, width)?;
     let mut total: Option<Tensor> = None;
     for &scale in &protocol.scales {
         let size = scaled_size(height, width, scale, protocol.base_size)?;
@@ -139,7 +132,7 @@ pub fn predict(
             &resized
         };
         let scores = match protocol.window {
-            Window::Whole => pass(net, &normalize(scaled, norm, [0, 0], size)?, protocol)?,
+            Window::Whole => pass(net, &norm.apply(scaled, [0, 0], size)?, protocol)?,
             Window::Slide { crop, stride } => {
                 slide(net, scaled, norm, crop, stride.unwrap_or_else(|| default_stride(crop)), protocol)?
             }
@@ -191,18 +184,6 @@ fn windows(size: usize, crop: usize, stride: usize) -> Vec<[usize; 2]> {
         .collect()
 }
 
-/// `(image - mean) / std` of a `1 x 3 x h x w` image, placed at `offset` in
-/// a zero (mean-coloured) canvas of `size`.
-fn normalize(image: &Tensor, norm: &Normalization, offset: [usize; 2], size: [usize; 2]) -> Result<Tensor, ModelError> {
-    let (h, w) = (image.shape().h(), image.shape().w());
-    let src = image.as_slice();
-    let shape = image.shape().with_hw(size[0], size[1])?;
-    Ok(Tensor::from_fn(shape, |_, c, y, x| match (y.checked_sub(offset[0]), x.checked_sub(offset[1])) {
-        (Some(y), Some(x)) if y < h && x < w => (src[(c * h + y) * w + x] - norm.mean[c]) / norm.std[c],
-        _ => 0.0,
-    }))
-}
-
 /// One window (or whole image) through the network, with its flip.
 fn pass(net: &PspNet, x: &Tensor, protocol: &Protocol) -> Result<Tensor, ModelError> {
     let scores = |x: &Tensor| -> Result<Tensor, ModelError> {
@@ -236,7 +217,7 @@ fn slide(
     let (h, w) = (image.shape().h(), image.shape().w());
     let (ph, pw) = if protocol.pad_to_crop { (h.max(crop), w.max(crop)) } else { (h, w) };
     let (top, left) = ((ph - h) / 2, (pw - w) / 2);
-    let x = normalize(image, norm, [top, left], [ph, pw])?;
+    let x = norm.apply(image, [top, left], [ph, pw])?;
     let classes = net.classes();
     let mut sum = vec![0.0f32; classes * ph * pw];
     let mut count = vec![0u32; ph * pw];
@@ -325,7 +306,7 @@ mod tests {
     fn normalises_into_a_centred_zero_canvas() {
         let image = Tensor::from_vec(Shape::new(1, 3, 1, 1).unwrap(), vec![3.0, 6.0, 9.0]).unwrap();
         let norm = Normalization { mean: [1.0, 2.0, 3.0], std: [2.0, 4.0, 6.0] };
-        let t = normalize(&image, &norm, [1, 0], [2, 2]).unwrap();
+        let t = norm.apply(&image, [1, 0], [2, 2]).unwrap();
         assert_eq!(t.as_slice(), &[0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0]);
     }
 

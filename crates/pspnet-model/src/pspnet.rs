@@ -2,12 +2,13 @@ use std::time::{Duration, Instant};
 
 use ndarray::Array3;
 use pspnet_kernels::{Conv2d, ConvSpec, Precision, resize_bilinear, resize_bilinear_argmax};
+use pspnet_nn::{Layer, Observer, ParamSource, classifier, conv_bn};
 use pspnet_ppm::{PyramidPooling, PyramidPoolingConfig};
 use pspnet_resnet::{Features, ResNet, ResNetConfig};
-use pspnet_tensor::{Params, Shape, Tensor};
+use pspnet_tensor::{Shape, Tensor};
 
-use crate::bottleneck::Bottleneck;
-use crate::{ModelError, Normalization};
+use crate::ModelError;
+use crate::context_conv::ContextConv;
 
 /// Time spent in each named stage of a forward pass, in order.
 pub type StageTimes = Vec<(&'static str, Duration)>;
@@ -19,14 +20,12 @@ pub struct PspNetConfig {
     pub backbone: ResNetConfig,
     /// The pyramid (its `align_corners` also governs the final upsampling).
     pub ppm: PyramidPoolingConfig,
-    /// Input normalisation.
-    pub normalization: Normalization,
 }
 
 /// A PSPNet with batch-norm folded into every convolution.
 ///
 /// Parameters use the project's canonical names: `backbone.*` (see
-/// [`ResNet::from_params`]), `decode.ppm.{i}.conv.weight` / `.bn.*`,
+/// [`ResNet::build`]), `decode.ppm.{i}.conv.weight` / `.bn.*`,
 /// `decode.bottleneck.conv.weight` / `.bn.*`, `decode.classifier.{weight,bias}`,
 /// and optionally `aux.conv.weight` / `aux.bn.*` / `aux.classifier.{weight,bias}`.
 #[derive(Debug, Clone)]
@@ -34,7 +33,7 @@ pub struct PspNet {
     config: PspNetConfig,
     backbone: ResNet,
     ppm: PyramidPooling,
-    bottleneck: Bottleneck,
+    context: ContextConv,
     classifier: Conv2d,
     aux: Option<[Conv2d; 2]>,
 }
@@ -57,42 +56,34 @@ pub struct Trace {
     pub logits: Tensor,
 }
 
-/// A 1x1 classifier with bias from `{prefix}.weight` / `{prefix}.bias`.
-fn classifier(params: &mut Params, prefix: &str) -> Result<Conv2d, ModelError> {
-    let weight = params.take_tensor4(&format!("{prefix}.weight"))?;
-    let bias = params.take_vector(&format!("{prefix}.bias"), weight.shape().n())?;
-    Ok(Conv2d::from_weight(weight, ConvSpec::default())?.with_bias(&bias)?)
-}
-
-/// A 3x3 conv + BN + ReLU from `{prefix}.conv.weight` / `{prefix}.bn.*`.
-fn conv3x3_bn_relu(params: &mut Params, prefix: &str) -> Result<Conv2d, ModelError> {
-    let conv = Conv2d::from_params_bn(
-        params,
-        &format!("{prefix}.conv.weight"),
-        &format!("{prefix}.bn"),
-        ConvSpec::default().padding(1),
-    )?;
-    Ok(conv.with_relu(true))
-}
-
 impl PspNet {
-    /// Builds the network from canonical parameters, taking each out of
-    /// `params` as it is packed (so the two copies never coexist in full);
-    /// what is left over is unused by the network.
-    pub fn from_params(config: PspNetConfig, params: &mut Params) -> Result<Self, ModelError> {
-        let backbone = ResNet::from_params(&config.backbone, params, "backbone")?;
-        let ppm = PyramidPooling::from_params(config.ppm.clone(), params, "decode.ppm")?;
-        let features = backbone.out_channels()[3];
+    /// Builds the network from canonical parameters under `source`, taking
+    /// each out as it is packed (so the two copies never coexist in full).
+    /// Missing and misshaped parameters are noted in `source`'s store.
+    pub fn build(config: PspNetConfig, source: &mut ParamSource) -> Result<Self, ModelError> {
+        let backbone = ResNet::build(&config.backbone, &mut source.at("backbone"))?;
+        let [_, _, stage3, features] = backbone.out_channels();
+        let ppm = PyramidPooling::build(config.ppm.clone(), &mut source.at("decode.ppm"), features)?;
         let levels = ppm.level_channels(features);
-        let bottleneck =
-            Bottleneck::from_params(params, "decode.bottleneck", features, &levels, config.ppm.align_corners)?;
-        let classifier = classifier(params, "decode.classifier")?;
-        let aux = if params.contains("aux.conv.weight") {
-            Some([conv3x3_bn_relu(params, "aux")?, self::classifier(params, "aux.classifier")?])
+        let context = ContextConv::build(
+            &mut source.at("decode.bottleneck"),
+            features,
+            &levels,
+            &config.ppm.bins,
+            config.ppm.align_corners,
+        )?;
+        let classes =
+            source.dim("decode.classifier.weight", 0).or_else(|| source.dim("decode.classifier.bias", 0)).unwrap_or(0);
+        let classifier = classifier(&mut source.at("decode.classifier"), context.out_channels(), classes)?;
+        let aux = if source.contains("aux.conv.weight") {
+            let spec = ConvSpec::default().padding(1);
+            let conv = conv_bn(&mut source.at("aux"), "conv.weight", "bn", stage3, None, 3, spec)?.with_relu(true);
+            let aux_classifier = self::classifier(&mut source.at("aux.classifier"), conv.weight_dims()[0], classes)?;
+            Some([conv, aux_classifier])
         } else {
             None
         };
-        Ok(PspNet { config, backbone, ppm, bottleneck, classifier, aux })
+        Ok(PspNet { config, backbone, ppm, context, classifier, aux })
     }
 
     /// The configuration.
@@ -113,45 +104,69 @@ impl PspNet {
     /// Floating-point operations of the convolutions (2 per multiply-add)
     /// for one forward pass on an input shape, auxiliary head excluded.
     pub fn flops(&self, input: Shape) -> Result<u64, ModelError> {
-        let (backbone, stages) = self.backbone.flops(input)?;
-        let features = stages[3];
-        let ppm = self.ppm.flops(features)?;
-        let (head, head_out) = self.bottleneck.flops(features, &self.ppm.level_shapes(features)?)?;
-        let (classifier, _) = self.classifier.flops(head_out)?;
-        Ok(backbone + ppm + head + classifier)
+        let features = self.backbone.output_shape(input)?;
+        let head = self.context.output_shape(features)?;
+        Ok(self.backbone.flops(input)?
+            + self.ppm.flops(features)?
+            + self.context.flops(features)?
+            + Layer::flops(&self.classifier, head)?)
     }
 
     /// Parameters used at inference (auxiliary head excluded).
     pub fn parameters(&self) -> usize {
-        self.backbone.parameters() + self.ppm.parameters() + self.bottleneck.parameters() + self.classifier.parameters()
+        self.backbone.parameters() + self.ppm.parameters() + self.context.parameters() + self.classifier.parameters()
     }
 
     /// Sets every convolution's arithmetic ([`Precision::Bf16`]: bf16
     /// operands, f32 sums), whatever dtype the weights were stored in.
     pub fn set_precision(&mut self, precision: Precision) {
-        self.bottleneck.set_precision(precision);
-        let head = std::iter::once(&mut self.classifier).chain(self.aux.iter_mut().flatten());
-        for conv in self.backbone.convs_mut().chain(self.ppm.convs_mut()).chain(head) {
-            conv.set_precision(precision);
-        }
+        let visit = &mut |conv: &mut Conv2d| conv.set_precision(precision);
+        self.backbone.visit_convs(visit);
+        self.ppm.visit_convs(visit);
+        self.context.visit_convs(visit);
+        self.classifier.visit_convs(visit);
+        self.aux.iter_mut().flatten().for_each(|conv| conv.visit_convs(visit));
     }
 
     /// Logits at the input resolution for a normalised `N x 3 x H x W` batch.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
-        self.logits(x, &mut |_| {})
+        self.forward_observed(x, &mut |_, _| {})
     }
 
-    /// The forward pass keeping every intermediate result, auxiliary head included.
+    /// [`PspNet::forward`], calling `observe` as each stage finishes:
+    /// `stem`, `stage1`-`stage4` with their outputs, `ppm` (whose levels
+    /// stay at their own size: no output), `head` (the 3x3 convolution and
+    /// the classifier) with the logits at feature resolution, `upsample`
+    /// with the logits. Each intermediate result is freed as soon as the
+    /// next one exists, unless the observer keeps a copy.
+    pub fn forward_observed(&self, x: &Tensor, observe: &mut Observer) -> Result<Tensor, ModelError> {
+        let low = self.logits_low(x, observe)?;
+        let logits = resize_bilinear(&low, [x.shape().h(), x.shape().w()], self.config.ppm.align_corners)?;
+        observe("upsample", Some(&logits));
+        Ok(logits)
+    }
+
+    /// The forward pass keeping every intermediate result, auxiliary head
+    /// included. The head's input (the pyramid's concatenation, which the
+    /// forward pass never builds) and its 3x3 convolution's output are
+    /// recomputed from the kept stage 4.
     pub fn trace(&self, x: &Tensor) -> Result<Trace, ModelError> {
-        let features = self.backbone.forward(x)?;
-        let ppm = self.ppm.forward(&features.stages[3])?;
-        let head = self.bottleneck.forward(&features.stages[3], &self.ppm.levels(&features.stages[3])?)?;
-        let logits_low = self.classifier.forward(&head)?;
+        let mut kept = Vec::with_capacity(7);
+        let logits = self.forward_observed(x, &mut |stage, out| {
+            if stage != "upsample" {
+                kept.extend(out.cloned())
+            }
+        })?;
+        let logits_low = kept.pop().expect("the head's output");
+        let stages = kept.split_off(1);
+        let features = Features { stem: kept.remove(0), stages };
+        let stage4 = &features.stages[3];
+        let ppm = self.ppm.forward(stage4)?;
+        let head = self.context.forward(stage4, &self.ppm.levels(stage4)?)?;
         let aux_logits = match &self.aux {
             Some([conv, cls]) => Some(cls.forward(&conv.forward(&features.stages[2])?)?),
             None => None,
         };
-        let logits = resize_bilinear(&logits_low, [x.shape().h(), x.shape().w()], self.config.ppm.align_corners)?;
         Ok(Trace { features, ppm, head, logits_low, aux_logits, logits })
     }
 
@@ -160,7 +175,7 @@ impl PspNet {
     pub fn profile(&self, x: &Tensor) -> Result<(Tensor, StageTimes), ModelError> {
         let mut times = Vec::with_capacity(8);
         let mut last = Instant::now();
-        let logits = self.logits(x, &mut |stage| {
+        let logits = self.forward_observed(x, &mut |stage, _| {
             times.push((stage, last.elapsed()));
             last = Instant::now();
         })?;
@@ -170,29 +185,20 @@ impl PspNet {
     /// Class labels at the input resolution (`N x H x W`): the argmax of
     /// [`PspNet::forward`]'s logits, computed without materialising them.
     pub fn labels(&self, x: &Tensor) -> Result<Array3<u32>, ModelError> {
-        let low = self.logits_low(x, &mut |_| {})?;
+        let low = self.logits_low(x, &mut |_, _| {})?;
         Ok(resize_bilinear_argmax(&low, [x.shape().h(), x.shape().w()], self.config.ppm.align_corners)?)
     }
 
-    /// Logits at the input resolution, keeping only what the next step reads.
-    fn logits(&self, x: &Tensor, done: &mut dyn FnMut(&'static str)) -> Result<Tensor, ModelError> {
-        let low = self.logits_low(x, done)?;
-        let logits = resize_bilinear(&low, [x.shape().h(), x.shape().w()], self.config.ppm.align_corners)?;
-        done("upsample");
-        Ok(logits)
-    }
-
-    /// Logits at feature resolution; each intermediate result is freed as
-    /// soon as the next one exists. The pyramid's concatenation is never
+    /// Logits at feature resolution. The pyramid's concatenation is never
     /// built: the head reads its levels at their own size.
-    fn logits_low(&self, x: &Tensor, done: &mut dyn FnMut(&'static str)) -> Result<Tensor, ModelError> {
-        let features = self.backbone.forward_last(x, done)?;
+    fn logits_low(&self, x: &Tensor, observe: &mut Observer) -> Result<Tensor, ModelError> {
+        let features = self.backbone.forward_observed(x, observe)?;
         let levels = self.ppm.levels(&features)?;
-        done("ppm");
-        let head = self.bottleneck.forward(&features, &levels)?;
+        observe("ppm", None);
+        let head = self.context.forward(&features, &levels)?;
         drop(features);
         let logits_low = self.classifier.forward(&head)?;
-        done("head");
+        observe("head", Some(&logits_low));
         Ok(logits_low)
     }
 }

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use pspnet_kernels::softmax_channels;
-use pspnet_model::{Average, Comparison, LoadedModel, Normalization, Overrides, Protocol, Window, predict};
+use pspnet_model::{Average, Comparison, ConvOptions, Normalization, Overrides, Protocol, Segmenter, Window, predict};
 use pspnet_tensor::Tensor;
 
 fn fixture(name: &str) -> PathBuf {
@@ -30,12 +30,12 @@ fn reference(name: &str) -> Reference {
     Reference { rgb: image.iter().map(|&v| v as u8).collect(), height: dims[0], width: dims[1], scores, labels }
 }
 
-fn model(name: &str) -> LoadedModel {
-    LoadedModel::load(&fixture(name).join("checkpoint.pth"), &Overrides::default()).unwrap()
+fn model(name: &str) -> Segmenter {
+    Segmenter::load(&fixture(name).join("checkpoint.pth"), &Overrides::default(), ConvOptions::default()).unwrap()
 }
 
-fn norm(model: &LoadedModel) -> Normalization {
-    Normalization { mean: model.spec.mean, std: model.spec.std }
+fn norm(model: &Segmenter) -> Normalization {
+    model.normalization()
 }
 
 /// Checks `got` (1 x C x H x W) against a reference: argmax agreement with

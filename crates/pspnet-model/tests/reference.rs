@@ -4,9 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use pspnet_model::{Comparison, LoadedModel, Overrides};
+use pspnet_model::{Comparison, ConvOptions, ModelError, Overrides, Segmenter, StorageDtype};
 use pspnet_tensor::{Shape, Tensor};
-use pspnet_weights::{StorageDtype, WeightsError};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
@@ -45,7 +44,7 @@ fn every_stage_matches_pytorch_float64() {
     ];
     for (name, output_stride) in cases {
         let overrides = Overrides { output_stride, ..Overrides::default() };
-        let model = LoadedModel::load(&fixture(name).join("checkpoint.pth"), &overrides).unwrap();
+        let model = Segmenter::load(&fixture(name).join("checkpoint.pth"), &overrides, ConvOptions::default()).unwrap();
         assert!(model.net.has_aux(), "{name}: auxiliary head");
         for reference in references(&fixture(name)) {
             let (x, outputs) = input(&reference);
@@ -88,8 +87,14 @@ fn every_stage_matches_pytorch_float64() {
 fn legacy_and_zip_checkpoints_give_identical_logits() {
     for name in ["semseg_r50", "mmseg_r18"] {
         let (x, _) = input(&references(&fixture(name))[0]);
-        let zip = LoadedModel::load(&fixture(name).join("checkpoint.pth"), &Overrides::default()).unwrap();
-        let legacy = LoadedModel::load(&fixture(name).join("checkpoint_legacy.pth"), &Overrides::default()).unwrap();
+        let zip = Segmenter::load(&fixture(name).join("checkpoint.pth"), &Overrides::default(), ConvOptions::default())
+            .unwrap();
+        let legacy = Segmenter::load(
+            &fixture(name).join("checkpoint_legacy.pth"),
+            &Overrides::default(),
+            ConvOptions::default(),
+        )
+        .unwrap();
         assert_eq!(zip.spec, legacy.spec);
         assert_eq!(zip.net.forward(&x).unwrap(), legacy.net.forward(&x).unwrap(), "{name}");
     }
@@ -97,11 +102,15 @@ fn legacy_and_zip_checkpoints_give_identical_logits() {
 
 #[test]
 fn layouts_record_their_defaults_and_metadata() {
-    let semseg = LoadedModel::load(&fixture("semseg_r50/checkpoint.pth"), &Overrides::default()).unwrap().spec;
+    let semseg = Segmenter::load(&fixture("semseg_r50/checkpoint.pth"), &Overrides::default(), ConvOptions::default())
+        .unwrap()
+        .spec;
     assert_eq!((semseg.layout.name(), semseg.classes, semseg.ppm.align_corners), ("semseg", 7, true));
     assert_eq!(semseg.backbone.layers, [3, 4, 6, 3]);
     assert_eq!(semseg.ppm.bins, [1, 2, 3, 6]);
-    let mmseg = LoadedModel::load(&fixture("mmseg_r18/checkpoint.pth"), &Overrides::default()).unwrap().spec;
+    let mmseg = Segmenter::load(&fixture("mmseg_r18/checkpoint.pth"), &Overrides::default(), ConvOptions::default())
+        .unwrap()
+        .spec;
     assert_eq!((mmseg.layout.name(), mmseg.classes, mmseg.ppm.align_corners), ("mmseg", 5, false));
     assert_eq!(mmseg.class_names.as_deref().unwrap()[4], "class4");
     // The script's palette: [(37 i) % 256, (91 i) % 256, (173 i) % 256].
@@ -113,14 +122,14 @@ fn native_safetensors_round_trip() {
     let dir = std::env::temp_dir().join(format!("pspnet-native-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let source = fixture("mmseg_r18/checkpoint.pth");
-    let (params, spec) = pspnet_weights::load_model(&source, &Overrides::default()).unwrap();
+    let (params, spec) = pspnet_model::read_checkpoint(&source, &Overrides::default()).unwrap();
     let (x, _) = input(&references(&fixture("mmseg_r18"))[0]);
-    let original = LoadedModel::load(&source, &Overrides::default()).unwrap();
+    let original = Segmenter::load(&source, &Overrides::default(), ConvOptions::default()).unwrap();
     let want = original.net.forward(&x).unwrap();
     for (dtype, max_rel) in [(StorageDtype::F32, 0.0), (StorageDtype::F16, 2e-3), (StorageDtype::Bf16, 2e-2)] {
         let path = dir.join(format!("{dtype:?}.safetensors"));
-        pspnet_weights::save_native(&path, &params, &spec, dtype).unwrap();
-        let loaded = LoadedModel::load(&path, &Overrides::default()).unwrap();
+        pspnet_model::save_native(&path, &params, &spec, dtype).unwrap();
+        let loaded = Segmenter::load(&path, &Overrides::default(), ConvOptions::default()).unwrap();
         assert_eq!(loaded.spec.class_names, spec.class_names);
         assert_eq!((loaded.spec.backbone.clone(), loaded.spec.ppm.clone()), (spec.backbone.clone(), spec.ppm.clone()));
         let c = Comparison::of(&loaded.net.forward(&x).unwrap(), want.as_slice()).unwrap();
@@ -133,11 +142,11 @@ fn native_safetensors_round_trip() {
 fn overrides_replace_layout_defaults() {
     let path = fixture("mmseg_r18/checkpoint.pth");
     let overrides = Overrides { align_corners: Some(true), bins: Some(vec![1, 2, 4, 8]), output_stride: Some(16) };
-    let spec = LoadedModel::load(&path, &overrides).unwrap().spec;
+    let spec = Segmenter::load(&path, &overrides, ConvOptions::default()).unwrap().spec;
     assert!(spec.ppm.align_corners);
     assert_eq!((spec.ppm.bins.as_slice(), spec.backbone.output_stride), ([1, 2, 4, 8].as_slice(), 16));
     let wrong = Overrides { bins: Some(vec![1, 2]), ..Overrides::default() };
-    let err = LoadedModel::load(&path, &wrong).unwrap_err().to_string();
+    let err = Segmenter::load(&path, &wrong, ConvOptions::default()).unwrap_err().to_string();
     assert!(err.contains("4 pyramid branches"), "{err}");
 }
 
@@ -155,10 +164,10 @@ fn layout_errors_name_every_bad_key() {
     bias.bytes.truncate(bias.bytes.len() / 2);
     let path = std::env::temp_dir().join(format!("pspnet-broken-{}.safetensors", std::process::id()));
     pspnet_weights::save_safetensors(&path, &state, &Default::default()).unwrap();
-    let err = pspnet_weights::load_model(&path, &Overrides::default()).unwrap_err();
+    let err = Segmenter::load(&path, &Overrides::default(), ConvOptions::default()).unwrap_err();
     std::fs::remove_file(&path).unwrap();
     let text = err.to_string();
-    assert!(matches!(err, WeightsError::Layout { .. }), "{text}");
+    assert!(matches!(err, ModelError::Layout { .. }), "{text}");
     for needle in [
         "backbone.layer2.1.conv1.weight",
         "decode_head.extra.weight",
@@ -178,7 +187,7 @@ fn unknown_layouts_are_refused_by_name() {
     let mut state = pspnet_weights::StateDict::default();
     state.tensors.insert("encoder.weight".into(), pspnet_weights::TensorData::from_f32(vec![1], &[1.0]));
     pspnet_weights::save_safetensors(&path, &state, &Default::default()).unwrap();
-    let err = pspnet_weights::load_model(&path, &Overrides::default()).unwrap_err().to_string();
+    let err = Segmenter::load(&path, &Overrides::default(), ConvOptions::default()).unwrap_err().to_string();
     std::fs::remove_file(&path).unwrap();
     assert!(err.contains("encoder.weight") && err.contains("known layout"), "{err}");
 }
@@ -188,7 +197,9 @@ fn unknown_layouts_are_refused_by_name() {
 #[test]
 fn flop_counts_match_pytorch_hooks() {
     for name in ["semseg_r50", "mmseg_r18"] {
-        let model = LoadedModel::load(&fixture(name).join("checkpoint.pth"), &Overrides::default()).unwrap();
+        let model =
+            Segmenter::load(&fixture(name).join("checkpoint.pth"), &Overrides::default(), ConvOptions::default())
+                .unwrap();
         for reference in references(&fixture(name)) {
             let (_, metadata) = pspnet_weights::load_safetensors(&reference).unwrap();
             let want: u64 = metadata["flops"].parse().unwrap();

@@ -1,5 +1,8 @@
-use pspnet_kernels::{Conv2d, ConvSpec, adaptive_avg_pool2d_levels, adaptive_max_pool2d_levels, resize_bilinear_into};
-use pspnet_tensor::{Params, Shape, Tensor};
+use pspnet_kernels::{
+    Conv2d, ConvSpec, KernelError, adaptive_avg_pool2d_levels, adaptive_max_pool2d_levels, resize_bilinear_into,
+};
+use pspnet_nn::{Layer, ParamSource, conv_bn};
+use pspnet_tensor::{Shape, Tensor};
 
 use crate::PpmError;
 
@@ -63,19 +66,20 @@ impl PyramidPooling {
         Ok(PyramidPooling { config, reductions })
     }
 
-    /// Reads one reduction per bin from `{prefix}.{i}.conv.weight` and
-    /// `{prefix}.{i}.bn.*` (conv + batch-norm + ReLU, as both reference
-    /// implementations build it).
-    pub fn from_params(config: PyramidPoolingConfig, params: &mut Params, prefix: &str) -> Result<Self, PpmError> {
+    /// Reads one reduction per bin from `{i}.conv.weight` and `{i}.bn.*`
+    /// under `source` (conv + batch-norm + ReLU, as both reference
+    /// implementations build it), for `in_channels` channels in. The file's
+    /// branch count must match the bins; a difference is noted in `source`.
+    pub fn build(config: PyramidPoolingConfig, source: &mut ParamSource, in_channels: usize) -> Result<Self, PpmError> {
+        let branches = (0..).take_while(|i| source.contains(&format!("{i}.conv.weight"))).count();
+        if branches != config.bins.len() {
+            let problem =
+                format!("{}: {branches} pyramid branches in the file, bins {:?} given", source.prefix(), config.bins);
+            source.note(problem);
+        }
         let convs = (0..config.bins.len())
             .map(|i| {
-                let name = format!("{prefix}.{i}");
-                let conv = Conv2d::from_params_bn(
-                    params,
-                    &format!("{name}.conv.weight"),
-                    &format!("{name}.bn"),
-                    ConvSpec::default(),
-                )?;
+                let conv = conv_bn(&mut source.at(i), "conv.weight", "bn", in_channels, None, 1, ConvSpec::default())?;
                 Ok(conv.with_relu(true))
             })
             .collect::<Result<Vec<_>, PpmError>>()?;
@@ -90,27 +94,6 @@ impl PyramidPooling {
     /// Channels out for `in_channels` channels in.
     pub fn out_channels(&self, in_channels: usize) -> usize {
         in_channels + self.level_channels(in_channels).iter().sum::<usize>()
-    }
-
-    /// Floating-point operations of the reduction convolutions for an input
-    /// shape (pooling and upsampling are not counted).
-    pub fn flops(&self, input: Shape) -> Result<u64, PpmError> {
-        let Some(convs) = &self.reductions else { return Ok(0) };
-        let mut total = 0;
-        for (conv, &bin) in convs.iter().zip(&self.config.bins) {
-            total += conv.flops(input.with_hw(bin, bin)?)?.0;
-        }
-        Ok(total)
-    }
-
-    /// The reductions' convolutions (none for a reduction-free pyramid).
-    pub fn convs_mut(&mut self) -> impl Iterator<Item = &mut Conv2d> {
-        self.reductions.iter_mut().flatten()
-    }
-
-    /// Parameters of the reductions (batch-norm statistics counted as in the checkpoint).
-    pub fn parameters(&self) -> usize {
-        self.reductions.iter().flatten().map(Conv2d::parameters).sum()
     }
 
     /// Channels of each level for `in_channels` channels in, in the order of
@@ -156,5 +139,32 @@ impl PyramidPooling {
             channel0 += level.shape().c();
         }
         Ok(out)
+    }
+}
+
+/// The module as one layer: the feature map in, its concatenation with the
+/// upsampled levels out.
+impl Layer for PyramidPooling {
+    fn output_shape(&self, input: Shape) -> Result<Shape, KernelError> {
+        Ok(input.with_c(self.out_channels(input.c()))?)
+    }
+
+    /// The reduction convolutions' operations on the pooled bins (pooling
+    /// and upsampling are not counted).
+    fn flops(&self, input: Shape) -> Result<u64, KernelError> {
+        let Some(convs) = &self.reductions else { return Ok(0) };
+        let mut total = 0;
+        for (conv, &bin) in convs.iter().zip(&self.config.bins) {
+            total += Layer::flops(conv, input.with_hw(bin, bin)?)?;
+        }
+        Ok(total)
+    }
+
+    fn parameters(&self) -> usize {
+        self.reductions.iter().flatten().map(Conv2d::parameters).sum()
+    }
+
+    fn visit_convs(&mut self, visit: &mut dyn FnMut(&mut Conv2d)) {
+        self.reductions.iter_mut().flatten().for_each(visit)
     }
 }

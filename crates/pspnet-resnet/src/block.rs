@@ -1,7 +1,8 @@
-use pspnet_kernels::{Conv2d, ConvSpec, PoolSpec, avg_pool2d};
-use pspnet_tensor::{Params, Shape, Tensor};
+use pspnet_kernels::{Conv2d, ConvSpec, KernelError, PoolSpec, avg_pool2d};
+use pspnet_nn::{Layer, ParamSource, conv_bn};
+use pspnet_tensor::{Shape, Tensor};
 
-use crate::{BlockKind, ResNetError, sequence};
+use crate::{BlockKind, ResNetError, StridePlacement};
 
 /// A residual block: `relu(F(x) + shortcut(x))`, where `F` is two 3x3
 /// convolutions (basic) or 1x1-3x3-1x1 (bottleneck), each followed by a
@@ -28,40 +29,51 @@ pub(crate) struct BlockGeometry {
     pub(crate) stride: usize,
     pub(crate) dilation: usize,
     pub(crate) avg_down: bool,
+    pub(crate) stride_placement: StridePlacement,
+}
+
+impl BlockGeometry {
+    /// Each convolution's kernel size and spec, in order.
+    fn convs(&self) -> Vec<(usize, ConvSpec)> {
+        let (s, d) = (self.stride, self.dilation);
+        let dilated = ConvSpec::default().padding(d).dilation(d);
+        match (self.kind, self.stride_placement) {
+            // mmsegmentation's BasicBlock dilates only its first convolution.
+            (BlockKind::Basic, _) => vec![(3, dilated.stride(s)), (3, ConvSpec::default().padding(1))],
+            (BlockKind::Bottleneck, StridePlacement::Middle) => {
+                vec![(1, ConvSpec::default()), (3, dilated.stride(s)), (1, ConvSpec::default())]
+            }
+            (BlockKind::Bottleneck, StridePlacement::Reduce) => {
+                vec![(1, ConvSpec::default().stride(s)), (3, dilated), (1, ConvSpec::default())]
+            }
+        }
+    }
 }
 
 impl Block {
-    /// Reads `{name}.conv{j}.weight`, `{name}.bn{j}.*` and, when present,
-    /// `{name}.downsample.conv.weight` / `{name}.downsample.bn.*`.
-    pub(crate) fn from_params(params: &mut Params, name: &str, g: BlockGeometry) -> Result<Self, ResNetError> {
-        let (s, d) = (g.stride, g.dilation);
-        let specs = match g.kind {
-            // mmsegmentation's BasicBlock dilates only its first convolution.
-            BlockKind::Basic => {
-                vec![ConvSpec::default().stride(s).padding(d).dilation(d), ConvSpec::default().padding(1)]
-            }
-            BlockKind::Bottleneck => {
-                vec![ConvSpec::default(), ConvSpec::default().stride(s).padding(d).dilation(d), ConvSpec::default()]
-            }
-        };
-        let convs = specs
-            .into_iter()
-            .enumerate()
-            .map(|(j, spec)| {
-                let (weight, bn) = (format!("{name}.conv{}.weight", j + 1), format!("{name}.bn{}", j + 1));
-                Ok(Conv2d::from_params_bn(params, &weight, &bn, spec)?.with_relu(true))
-            })
-            .collect::<Result<Vec<_>, ResNetError>>()?;
-        let weight = format!("{name}.downsample.conv.weight");
-        let downsample = if params.contains(&weight) {
-            let pool = (g.avg_down && s > 1).then(|| PoolSpec { ceil_mode: true, ..PoolSpec::square(s, s, 0) });
-            let stride = if pool.is_some() { 1 } else { s };
-            let conv = Conv2d::from_params_bn(
-                params,
-                &weight,
-                &format!("{name}.downsample.bn"),
-                ConvSpec::default().stride(stride),
-            )?;
+    /// Reads `conv{j}.weight`, `bn{j}.*` and, where the block changes shape
+    /// (or the checkpoint has one anyway), `downsample.conv.weight` /
+    /// `downsample.bn.*` under `source`, for `in_channels` channels in. The
+    /// block's width (`planes`) is read off its first convolution.
+    pub(crate) fn build(source: &mut ParamSource, in_channels: usize, g: BlockGeometry) -> Result<Self, ResNetError> {
+        let planes = source.dim("conv1.weight", 0).or_else(|| source.dim("bn1.weight", 0)).unwrap_or(0);
+        let out_channels = planes * g.kind.expansion();
+        let specs = g.convs();
+        let last = specs.len() - 1;
+        let mut convs = Vec::with_capacity(specs.len());
+        let mut channels = in_channels;
+        for (j, (kernel, spec)) in specs.into_iter().enumerate() {
+            let out = if j == last { out_channels } else { planes };
+            let (weight, bn) = (format!("conv{}.weight", j + 1), format!("bn{}", j + 1));
+            convs.push(conv_bn(source, &weight, &bn, channels, Some(out), kernel, spec)?.with_relu(true));
+            channels = out;
+        }
+        let downsample = if g.stride > 1 || in_channels != out_channels || source.contains("downsample.conv.weight") {
+            let pool = (g.avg_down && g.stride > 1)
+                .then(|| PoolSpec { ceil_mode: true, ..PoolSpec::square(g.stride, g.stride, 0) });
+            let spec = ConvSpec::default().stride(if pool.is_some() { 1 } else { g.stride });
+            let mut shortcut = source.at("downsample");
+            let conv = conv_bn(&mut shortcut, "conv.weight", "bn", in_channels, Some(out_channels), 1, spec)?;
             Some(Downsample { pool, conv })
         } else {
             None
@@ -69,31 +81,9 @@ impl Block {
         Ok(Block { convs, downsample })
     }
 
-    /// Every convolution of the block, shortcut included.
-    pub fn convs_mut(&mut self) -> impl Iterator<Item = &mut Conv2d> {
-        self.convs.iter_mut().chain(self.downsample.as_mut().map(|d| &mut d.conv))
-    }
-
     /// Output channels.
     pub fn out_channels(&self) -> usize {
         self.convs.last().map_or(0, |c| c.weight_dims()[0])
-    }
-
-    /// Floating-point operations of its convolutions for an input shape, and
-    /// the output shape.
-    pub fn flops(&self, input: Shape) -> Result<(u64, Shape), ResNetError> {
-        let (mut total, shape) = sequence::flops(&self.convs, input)?;
-        if let Some(d) = &self.downsample {
-            let pooled = d.pool.map_or(Ok(input), |pool| pool.output_shape(input))?;
-            total += d.conv.flops(pooled)?.0;
-        }
-        Ok((total, shape))
-    }
-
-    /// Parameters (batch-norm statistics counted as in the checkpoint).
-    pub fn parameters(&self) -> usize {
-        self.convs.iter().map(Conv2d::parameters).sum::<usize>()
-            + self.downsample.as_ref().map_or(0, |d| d.conv.parameters())
     }
 
     /// Runs the block.
@@ -133,15 +123,40 @@ impl Block {
         let input = inner.last().unwrap_or(x);
         Ok(last.forward_into(input, Some(shortcut), out)?)
     }
+}
 
-    /// The output shape for an input shape.
-    pub fn output_shape(&self, input: Shape) -> Result<Shape, ResNetError> {
-        Ok(self.flops(input)?.1)
+impl Layer for Block {
+    fn output_shape(&self, input: Shape) -> Result<Shape, KernelError> {
+        self.convs.output_shape(input)
+    }
+
+    fn flops(&self, input: Shape) -> Result<u64, KernelError> {
+        let mut total = self.convs.flops(input)?;
+        if let Some(d) = &self.downsample {
+            let pooled = d.pool.map_or(Ok(input), |pool| pool.output_shape(input))?;
+            total += Layer::flops(&d.conv, pooled)?;
+        }
+        Ok(total)
+    }
+
+    fn parameters(&self) -> usize {
+        self.convs.parameters() + self.downsample.as_ref().map_or(0, |d| d.conv.parameters())
+    }
+
+    fn visit_convs(&mut self, visit: &mut dyn FnMut(&mut Conv2d)) {
+        self.convs.visit_convs(visit);
+        if let Some(d) = &mut self.downsample {
+            visit(&mut d.conv);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use pspnet_kernels::ConvOptions;
+    use pspnet_nn::ParamStore;
+    use pspnet_tensor::Params;
+
     use super::*;
 
     /// A pseudo-random value in [-0.5, 0.5) for element `i` of stream `seed`.
@@ -149,27 +164,50 @@ mod tests {
         ((i.wrapping_mul(2_654_435_761) ^ seed.wrapping_mul(40_503)) >> 5) as f32 % 1000.0 / 1000.0 - 0.5
     }
 
-    /// The parameters of a bottleneck block `b`: `channels` -> `mid` -> `channels`.
-    fn bottleneck(channels: usize, mid: usize) -> Params {
+    /// Conv + batch-norm parameters `{name}.weight` (`[o, i, k, k]`) and `{bn}.*`.
+    fn conv_bn_params(params: &mut Params, seed: usize, weight: &str, bn: &str, [o, i, k]: [usize; 3]) {
+        let values = (0..o * i * k * k).map(|v| noise(seed, v) / (i * k * k) as f32 * 6.0).collect();
+        params.insert(weight, vec![o, i, k, k], values).unwrap();
+        // Scales near 1 and small means keep about half of each ReLU's inputs positive.
+        for (s, (stat, base)) in
+            [("weight", 1.0), ("bias", 0.0), ("running_mean", 0.0), ("running_var", 1.0)].into_iter().enumerate()
+        {
+            let values = (0..o).map(|c| base + 0.5 * noise(10 * seed + s, c)).collect();
+            params.insert(format!("{bn}.{stat}"), vec![o], values).unwrap();
+        }
+    }
+
+    /// The parameters of a bottleneck block `channels` -> `mid` -> `out`,
+    /// with a projection shortcut when `out` differs or the block strides.
+    fn bottleneck(channels: usize, mid: usize, out: usize, shortcut: bool) -> Params {
         let mut params = Params::new();
-        for (j, (o, i, k)) in [(mid, channels, 1), (mid, mid, 3), (channels, mid, 1)].into_iter().enumerate() {
-            let weight = (0..o * i * k * k).map(|v| 0.3 * noise(j, v)).collect();
-            params.insert(format!("b.conv{}.weight", j + 1), vec![o, i, k, k], weight).unwrap();
-            for (s, stat) in ["weight", "bias", "running_mean", "running_var"].into_iter().enumerate() {
-                let values = (0..o).map(|c| noise(10 * j + s, c) + if s == 3 { 1.0 } else { 0.0 }).collect();
-                params.insert(format!("b.bn{}.{stat}", j + 1), vec![o], values).unwrap();
-            }
+        for (j, shape) in [[mid, channels, 1], [mid, mid, 3], [out, mid, 1]].into_iter().enumerate() {
+            conv_bn_params(&mut params, j, &format!("conv{}.weight", j + 1), &format!("bn{}", j + 1), shape);
+        }
+        if shortcut {
+            conv_bn_params(&mut params, 7, "downsample.conv.weight", "downsample.bn", [out, channels, 1]);
         }
         params
+    }
+
+    fn build(params: Params, in_channels: usize, g: BlockGeometry) -> Block {
+        let mut store = ParamStore::new(params, ConvOptions::default());
+        let block = Block::build(&mut store.root(), in_channels, g).unwrap();
+        let problems = store.finish();
+        assert!(problems.is_empty(), "{problems:?}");
+        block
+    }
+
+    fn geometry(stride: usize, dilation: usize, stride_placement: StridePlacement) -> BlockGeometry {
+        BlockGeometry { kind: BlockKind::Bottleneck, stride, dilation, avg_down: false, stride_placement }
     }
 
     /// Whatever the buffers held before (the wrong shape, stale values),
     /// the block writes what its convolutions give one after another.
     #[test]
     fn forward_into_overwrites_reused_buffers() {
-        let geometry = BlockGeometry { kind: BlockKind::Bottleneck, stride: 1, dilation: 2, avg_down: false };
-        let block = Block::from_params(&mut bottleneck(8, 4), "b", geometry).unwrap();
-        let shape = Shape::new(1, 8, 9, 11).unwrap();
+        let block = build(bottleneck(16, 4, 16, false), 16, geometry(1, 2, StridePlacement::Middle));
+        let shape = Shape::new(1, 16, 9, 11).unwrap();
         let x = Tensor::from_fn(shape, |_, c, y, x| noise(99, c * 1000 + y * 20 + x));
         let [c1, c2, c3] = &block.convs[..] else { panic!("a bottleneck has three convolutions") };
         let expected = c3.forward_with_residual(&c2.forward(&c1.forward(&x).unwrap()).unwrap(), &x).unwrap();
@@ -181,5 +219,73 @@ mod tests {
             assert_eq!(inner.iter().map(Tensor::shape).collect::<Vec<_>>(), [Shape::new(1, 4, 9, 11).unwrap(); 2]);
         }
         assert_eq!(block.forward(&x).unwrap(), expected);
+    }
+
+    /// A plain f64 convolution (PyTorch's definition) followed by the
+    /// batch-norm `{bn}` in eval mode, for the oracle below.
+    fn conv_bn_f64(
+        x: &[f64],
+        [c, h, w]: [usize; 3],
+        params: &Params,
+        weight: &str,
+        bn: &str,
+        [stride, padding, dilation]: [usize; 3],
+    ) -> (Vec<f64>, [usize; 3]) {
+        let p = params.get(weight).unwrap();
+        let &[o, i, k, _] = p.shape() else { panic!("OIHW") };
+        assert_eq!(i, c);
+        let out_len = |n: usize| (n + 2 * padding - dilation * (k - 1) - 1) / stride + 1;
+        let (oh, ow) = (out_len(h), out_len(w));
+        let stat = |name: &str, ch: usize| params.get(&format!("{bn}.{name}")).unwrap().data()[ch] as f64;
+        let mut y = vec![0.0; o * oh * ow];
+        for (oc, plane) in y.chunks_exact_mut(oh * ow).enumerate() {
+            let scale = stat("weight", oc) / (stat("running_var", oc) + 1e-5).sqrt();
+            for (oy, ox) in (0..oh).flat_map(|oy| (0..ow).map(move |ox| (oy, ox))) {
+                let mut sum = 0.0;
+                for (ic, ky, kx) in (0..c).flat_map(|ic| (0..k).flat_map(move |ky| (0..k).map(move |kx| (ic, ky, kx))))
+                {
+                    let iy = (oy * stride + ky * dilation).checked_sub(padding).filter(|&v| v < h);
+                    let ix = (ox * stride + kx * dilation).checked_sub(padding).filter(|&v| v < w);
+                    if let (Some(iy), Some(ix)) = (iy, ix) {
+                        sum += p.data()[((oc * c + ic) * k + ky) * k + kx] as f64 * x[(ic * h + iy) * w + ix];
+                    }
+                }
+                plane[oy * ow + ox] = (sum - stat("running_mean", oc)) * scale + stat("bias", oc);
+            }
+        }
+        (y, [o, oh, ow])
+    }
+
+    /// A strided bottleneck block, with the stride on the 1x1 reduce
+    /// convolution or on the 3x3, against the block written out in f64.
+    #[test]
+    fn stride_placement_matches_an_f64_oracle() {
+        let relu = |v: Vec<f64>| v.into_iter().map(|v| v.max(0.0)).collect::<Vec<_>>();
+        let mut outputs = Vec::new();
+        for placement in [StridePlacement::Reduce, StridePlacement::Middle] {
+            let params = bottleneck(6, 3, 12, true);
+            let block = build(params.clone(), 6, geometry(2, 2, placement));
+            let shape = Shape::new(1, 6, 11, 14).unwrap();
+            let x = Tensor::from_fn(shape, |_, c, y, x| noise(5, c * 1000 + y * 20 + x));
+            let x64: Vec<f64> = x.as_slice().iter().map(|&v| v as f64).collect();
+            let (s1, s2) = match placement {
+                StridePlacement::Reduce => (2, 1),
+                StridePlacement::Middle => (1, 2),
+            };
+            let (y, dims) = conv_bn_f64(&x64, [6, 11, 14], &params, "conv1.weight", "bn1", [s1, 0, 1]);
+            let (y, dims) = conv_bn_f64(&relu(y), dims, &params, "conv2.weight", "bn2", [s2, 2, 2]);
+            let (y, dims) = conv_bn_f64(&relu(y), dims, &params, "conv3.weight", "bn3", [1, 0, 1]);
+            let (shortcut, _) =
+                conv_bn_f64(&x64, [6, 11, 14], &params, "downsample.conv.weight", "downsample.bn", [2, 0, 1]);
+            let want = relu(y.iter().zip(&shortcut).map(|(a, b)| a + b).collect());
+            let got = block.forward(&x).unwrap();
+            assert_eq!(got.shape().dims(), [1, dims[0], dims[1], dims[2]], "{placement:?}");
+            let err: f64 = got.as_slice().iter().zip(&want).map(|(&g, w)| (g as f64 - w).powi(2)).sum::<f64>().sqrt();
+            let norm: f64 = want.iter().map(|w| w * w).sum::<f64>().sqrt();
+            assert!(err <= 1e-6 * norm, "{placement:?}: relative L2 {}", err / norm);
+            outputs.push(want);
+        }
+        let differ: f64 = outputs[0].iter().zip(&outputs[1]).map(|(a, b)| (a - b).abs()).sum();
+        assert!(differ > 1.0, "the two placements must compute different blocks ({differ})");
     }
 }

@@ -5,8 +5,8 @@ use crate::ResNetError;
 pub enum BlockKind {
     /// Two 3x3 convolutions (ResNet-18/34); expansion 1.
     Basic,
-    /// 1x1 reduce, 3x3, 1x1 expand (ResNet-50/101/152); expansion 4. The
-    /// stride sits on the 3x3 convolution, as in semseg and mmsegmentation.
+    /// 1x1 reduce, 3x3, 1x1 expand (ResNet-50/101/152); expansion 4. Which
+    /// of the first two convolutions strides is [`StridePlacement`].
     Bottleneck,
 }
 
@@ -18,6 +18,17 @@ impl BlockKind {
             BlockKind::Bottleneck => 4,
         }
     }
+}
+
+/// Which convolution of a strided bottleneck block carries the stride.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum StridePlacement {
+    /// The first 1x1 (reduce) convolution, as in the original ResNet and
+    /// the authors' Caffe pspnet50_ADE20K.
+    Reduce,
+    /// The 3x3 convolution (ResNet v1.5), as in semseg and mmsegmentation.
+    #[default]
+    Middle,
 }
 
 /// The layers before the first stage.
@@ -57,6 +68,8 @@ pub struct ResNetConfig {
     /// Strided shortcuts average-pool before their 1x1 convolution
     /// (mmsegmentation's ResNetV1d) instead of striding it.
     pub avg_down: bool,
+    /// Which convolution of a strided bottleneck block strides.
+    pub stride_placement: StridePlacement,
 }
 
 impl ResNetConfig {
@@ -78,6 +91,7 @@ impl ResNetConfig {
             output_stride: 8,
             dilation_rule: DilationRule::EveryBlock,
             avg_down: false,
+            stride_placement: StridePlacement::Middle,
         })
     }
 

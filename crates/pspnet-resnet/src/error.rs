@@ -1,4 +1,5 @@
 use pspnet_kernels::KernelError;
+use pspnet_nn::NnError;
 use pspnet_tensor::TensorError;
 
 /// Why a backbone could not be built or run.
@@ -13,4 +14,7 @@ pub enum ResNetError {
     /// A kernel refused its input.
     #[error(transparent)]
     Kernel(#[from] KernelError),
+    /// A layer could not be built from its parameters.
+    #[error(transparent)]
+    Layer(#[from] NnError),
 }

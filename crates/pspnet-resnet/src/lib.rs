@@ -9,17 +9,18 @@
 //! output, so a head can take stage 4 and an auxiliary head stage 3.
 //!
 //! Batch-norm is folded into each convolution when the network is built;
-//! inference code has no normalisation layer at all.
+//! inference code has no normalisation layer at all. Builders read their
+//! parameters from a [`pspnet_nn::ParamSource`], and every part is a
+//! [`pspnet_nn::Layer`].
 
 mod block;
 mod config;
 mod error;
 mod resnet;
-mod sequence;
 mod stem;
 
 pub use block::Block;
-pub use config::{BlockKind, DilationRule, ResNetConfig, StemKind};
+pub use config::{BlockKind, DilationRule, ResNetConfig, StemKind, StridePlacement};
 pub use error::ResNetError;
 pub use resnet::{Features, ResNet};
 pub use stem::Stem;

@@ -1,5 +1,6 @@
-use pspnet_kernels::Conv2d;
-use pspnet_tensor::{Params, Shape, Tensor};
+use pspnet_kernels::{Conv2d, KernelError};
+use pspnet_nn::{Layer, Observer, ParamSource};
+use pspnet_tensor::{Shape, Tensor};
 
 use crate::block::BlockGeometry;
 use crate::{Block, ResNetConfig, ResNetError, Stem};
@@ -23,32 +24,32 @@ pub struct Features {
 }
 
 impl ResNet {
-    /// Builds the network from parameters named `{prefix}.stem.*` and
-    /// `{prefix}.layer{1..4}.{block}.*` (see [`Stem`] and [`Block`]);
+    /// Builds the network from parameters named `stem.*` and
+    /// `layer{1..4}.{block}.*` under `source` (see [`Stem`] and [`Block`]);
     /// channel widths come from the weights' shapes.
-    pub fn from_params(config: &ResNetConfig, params: &mut Params, prefix: &str) -> Result<Self, ResNetError> {
-        let stem = Stem::from_params(config.stem, params, prefix)?;
-        let geometry = config.stage_geometry()?;
-        let stages = geometry
-            .iter()
-            .zip(config.layers)
-            .enumerate()
-            .map(|(s, (&(stride, dilation), blocks))| {
-                (0..blocks)
-                    .map(|b| {
-                        let g = BlockGeometry {
-                            kind: config.block,
-                            stride: if b == 0 { stride } else { 1 },
-                            dilation: config.block_dilation(dilation, b),
-                            avg_down: config.avg_down,
-                        };
-                        Block::from_params(params, &format!("{prefix}.layer{}.{b}", s + 1), g)
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if stages.iter().any(Vec::is_empty) {
+    pub fn build(config: &ResNetConfig, source: &mut ParamSource) -> Result<Self, ResNetError> {
+        if config.layers.contains(&0) {
             return Err(ResNetError::Config(format!("every stage needs a block, got {:?}", config.layers)));
+        }
+        let stem = Stem::build(config.stem, &mut source.at("stem"))?;
+        let mut channels = stem.out_channels();
+        let mut stages = Vec::with_capacity(4);
+        for (s, (&(stride, dilation), blocks)) in config.stage_geometry()?.iter().zip(config.layers).enumerate() {
+            let mut stage = source.at(format!("layer{}", s + 1));
+            let mut built = Vec::with_capacity(blocks);
+            for b in 0..blocks {
+                let g = BlockGeometry {
+                    kind: config.block,
+                    stride: if b == 0 { stride } else { 1 },
+                    dilation: config.block_dilation(dilation, b),
+                    avg_down: config.avg_down,
+                    stride_placement: config.stride_placement,
+                };
+                let block = Block::build(&mut stage.at(b), channels, g)?;
+                channels = block.out_channels();
+                built.push(block);
+            }
+            stages.push(built);
         }
         Ok(ResNet { config: config.clone(), stem, stages })
     }
@@ -69,61 +70,35 @@ impl ResNet {
         self.stem.out_channels()
     }
 
-    /// Floating-point operations for an input shape, and the shape of each
-    /// stage's output.
-    pub fn flops(&self, input: Shape) -> Result<(u64, Vec<Shape>), ResNetError> {
-        let (mut total, mut shape) = self.stem.flops(input)?;
-        let mut shapes = Vec::with_capacity(4);
-        for stage in &self.stages {
-            for block in stage {
-                let (f, s) = block.flops(shape)?;
-                (total, shape) = (total + f, s);
-            }
-            shapes.push(shape);
+    /// The shape of each stage's output for an input shape.
+    pub fn stage_shapes(&self, input: Shape) -> Result<[Shape; 4], KernelError> {
+        let mut shape = self.stem.output_shape(input)?;
+        let mut shapes = [shape; 4];
+        for (stage, out) in self.stages.iter().zip(&mut shapes) {
+            shape = stage.output_shape(shape)?;
+            *out = shape;
         }
-        Ok((total, shapes))
+        Ok(shapes)
     }
 
-    /// Every convolution of the backbone, stem first.
-    pub fn convs_mut(&mut self) -> impl Iterator<Item = &mut Conv2d> {
-        self.stem.convs_mut().chain(self.stages.iter_mut().flatten().flat_map(Block::convs_mut))
-    }
-
-    /// Parameters (batch-norm statistics counted as in the checkpoint).
-    pub fn parameters(&self) -> usize {
-        self.stem.parameters() + self.stages.iter().flatten().map(Block::parameters).sum::<usize>()
-    }
-
-    /// Runs the backbone on a normalised `N x 3 x H x W` batch.
+    /// Runs the backbone on a normalised `N x 3 x H x W` batch, keeping
+    /// every stage's output.
     pub fn forward(&self, x: &Tensor) -> Result<Features, ResNetError> {
-        self.forward_observed(x, &mut |_| {})
-    }
-
-    /// [`ResNet::forward`], calling `done` with `"stem"`, then `"stage1"` ..
-    /// `"stage4"` as each finishes (for profiling).
-    pub fn forward_observed(&self, x: &Tensor, done: &mut dyn FnMut(&'static str)) -> Result<Features, ResNetError> {
-        let (last, mut kept) = self.run(x, done, true)?;
-        let stem = kept.remove(0);
+        let mut kept = Vec::with_capacity(5);
+        let last = self.forward_observed(x, &mut |_, out| kept.extend(out.cloned()))?;
+        kept.pop();
         kept.push(last);
+        let stem = kept.remove(0);
         Ok(Features { stem, stages: kept })
     }
 
-    /// Only the stage-4 features (what the decoder reads), each earlier
-    /// stage's output freed as soon as the next stage has consumed it.
-    pub fn forward_last(&self, x: &Tensor, done: &mut dyn FnMut(&'static str)) -> Result<Tensor, ResNetError> {
-        Ok(self.run(x, done, false)?.0)
-    }
-
-    /// The last stage's output, and the stem's and earlier stages' if `keep`.
-    fn run(
-        &self,
-        x: &Tensor,
-        done: &mut dyn FnMut(&'static str),
-        keep: bool,
-    ) -> Result<(Tensor, Vec<Tensor>), ResNetError> {
+    /// Runs the backbone and returns stage 4's output, calling `observe`
+    /// with `"stem"`, then `"stage1"` .. `"stage4"` and each one's output as
+    /// it finishes. Each stage's output is freed as soon as the next stage
+    /// has read it, unless the observer keeps a copy.
+    pub fn forward_observed(&self, x: &Tensor, observe: &mut Observer) -> Result<Tensor, ResNetError> {
         let mut y = self.stem.forward(x)?;
-        done("stem");
-        let mut kept = Vec::with_capacity(if keep { 4 } else { 0 });
+        observe("stem", Some(&y));
         for (blocks, name) in self.stages.iter().zip(["stage1", "stage2", "stage3", "stage4"]) {
             let mut z = blocks[0].forward(&y)?;
             // The later blocks keep their shapes: each writes into the
@@ -132,17 +107,40 @@ impl ResNet {
             for block in &blocks[1..] {
                 let mut out = match spare.take() {
                     Some(buffer) => buffer,
-                    None => Tensor::zeros(block.output_shape(z.shape())?),
+                    None => Tensor::zeros(Layer::output_shape(block, z.shape())?),
                 };
                 block.forward_into(&z, &mut inner, &mut out)?;
                 spare = Some(std::mem::replace(&mut z, out));
             }
-            let previous = std::mem::replace(&mut y, z);
-            if keep {
-                kept.push(previous);
-            }
-            done(name);
+            y = z;
+            observe(name, Some(&y));
         }
-        Ok((y, kept))
+        Ok(y)
+    }
+}
+
+impl Layer for ResNet {
+    /// The shape of stage 4's output.
+    fn output_shape(&self, input: Shape) -> Result<Shape, KernelError> {
+        Ok(self.stage_shapes(input)?[3])
+    }
+
+    fn flops(&self, input: Shape) -> Result<u64, KernelError> {
+        let mut total = self.stem.flops(input)?;
+        let mut shape = self.stem.output_shape(input)?;
+        for stage in &self.stages {
+            total += stage.flops(shape)?;
+            shape = stage.output_shape(shape)?;
+        }
+        Ok(total)
+    }
+
+    fn parameters(&self) -> usize {
+        self.stem.parameters() + self.stages.iter().map(|stage| stage.parameters()).sum::<usize>()
+    }
+
+    fn visit_convs(&mut self, visit: &mut dyn FnMut(&mut Conv2d)) {
+        self.stem.visit_convs(visit);
+        self.stages.iter_mut().for_each(|stage| stage.visit_convs(visit));
     }
 }

@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use crate::{Shape, Tensor, TensorError};
+use crate::TensorError;
 
 /// One named parameter: an `f32` array of any rank (a convolution weight is
 /// `[out, in, kh, kw]`, a batch-norm statistic `[channels]`).
@@ -56,57 +56,9 @@ impl Params {
         self.map.contains_key(name)
     }
 
-    /// A rank-4 parameter (a convolution weight, OIHW) as a [`Tensor`].
-    pub fn tensor4(&self, name: &str) -> Result<Tensor, TensorError> {
-        let p = self.get(name)?;
-        let &[o, i, h, w] = p.shape.as_slice() else {
-            return Err(TensorError::ParamShape {
-                name: name.to_string(),
-                expected: "4 dimensions".into(),
-                got: p.shape.clone(),
-            });
-        };
-        Tensor::from_vec(Shape::new(o, i, h, w)?, p.data.clone())
-    }
-
-    /// A rank-1 parameter of exactly `len` values.
-    pub fn vector(&self, name: &str, len: usize) -> Result<&[f32], TensorError> {
-        let p = self.get(name)?;
-        if p.shape != [len] {
-            return Err(TensorError::ParamShape {
-                name: name.to_string(),
-                expected: format!("[{len}]"),
-                got: p.shape.clone(),
-            });
-        }
-        Ok(&p.data)
-    }
-
-    /// Removes and returns a rank-4 parameter as a [`Tensor`] (no copy):
-    /// model builders take their weights so that each is freed once packed.
-    pub fn take_tensor4(&mut self, name: &str) -> Result<Tensor, TensorError> {
-        self.tensor4_shape(name)?;
-        let p = self.map.remove(name).expect("checked above");
-        let &[o, i, h, w] = p.shape.as_slice() else { unreachable!("checked above") };
-        Tensor::from_vec(Shape::new(o, i, h, w)?, p.data)
-    }
-
-    /// Removes and returns a rank-1 parameter of exactly `len` values.
-    pub fn take_vector(&mut self, name: &str, len: usize) -> Result<Vec<f32>, TensorError> {
-        self.vector(name, len)?;
-        Ok(self.map.remove(name).expect("checked above").data)
-    }
-
-    fn tensor4_shape(&self, name: &str) -> Result<(), TensorError> {
-        let p = self.get(name)?;
-        if p.shape.len() != 4 {
-            return Err(TensorError::ParamShape {
-                name: name.to_string(),
-                expected: "4 dimensions".into(),
-                got: p.shape.clone(),
-            });
-        }
-        Ok(())
+    /// Removes and returns a parameter's shape and values.
+    pub fn remove(&mut self, name: &str) -> Option<(Vec<usize>, Vec<f32>)> {
+        self.map.remove(name).map(|p| (p.shape, p.data))
     }
 
     /// Every name, sorted.
@@ -135,22 +87,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn checks_lengths_ranks_and_names() {
+    fn checks_lengths_and_names() {
         let mut p = Params::new();
         assert!(p.insert("w", vec![2, 3], vec![0.0; 5]).is_err());
         p.insert("conv.weight", vec![2, 1, 1, 3], (0..6).map(|v| v as f32).collect()).unwrap();
         p.insert("bn.bias", vec![2], vec![1.0, 2.0]).unwrap();
-        assert_eq!(p.tensor4("conv.weight").unwrap().as_slice()[5], 5.0);
-        assert_eq!(p.vector("bn.bias", 2).unwrap(), &[1.0, 2.0]);
-        let err = p.vector("bn.bias", 3).unwrap_err();
-        assert!(err.to_string().contains("bn.bias"), "{err}");
-        assert!(matches!(p.tensor4("bn.bias"), Err(TensorError::ParamShape { .. })));
+        assert_eq!(p.get("conv.weight").unwrap().data()[5], 5.0);
         assert_eq!(p.get("nope").unwrap_err(), TensorError::MissingParam { name: "nope".into() });
         assert_eq!(p.names().collect::<Vec<_>>(), ["bn.bias", "conv.weight"]);
-        assert!(p.take_vector("bn.bias", 3).is_err() && p.contains("bn.bias"));
-        assert_eq!(p.take_vector("bn.bias", 2).unwrap(), vec![1.0, 2.0]);
-        assert!(p.take_tensor4("bn.bias").is_err());
-        assert_eq!(p.take_tensor4("conv.weight").unwrap().shape().dims(), [2, 1, 1, 3]);
-        assert!(p.is_empty());
+        assert_eq!(p.remove("bn.bias"), Some((vec![2], vec![1.0, 2.0])));
+        assert!(p.remove("bn.bias").is_none() && p.contains("conv.weight"));
+        assert_eq!(p.len(), 1);
     }
 }

@@ -184,43 +184,6 @@ pub enum WeightsError {
         /// The tensor-level error.
         source: Box<WeightsError>,
     },
-    /// The keys match no known checkpoint layout.
-    #[error("{}: not a PSPNet checkpoint of a known layout (semseg, mmsegmentation, pspnet-rs); first keys: {sample:?}", path.display())]
-    UnknownLayout {
-        /// The file.
-        path: PathBuf,
-        /// A few of its keys.
-        sample: Vec<String>,
-    },
-    /// Keys are missing, unexpected or misshaped for the architecture the
-    /// file describes: all of them, by name.
-    #[error("{}: the {layout} layout does not fit:{problems}", path.display())]
-    Layout {
-        /// The file.
-        path: PathBuf,
-        /// The detected layout.
-        layout: &'static str,
-        /// The offending keys.
-        problems: crate::LayoutProblems,
-    },
-    /// Canonical parameters could not be assembled.
-    #[error("{}: {source}", path.display())]
-    Params {
-        /// The file.
-        path: PathBuf,
-        /// What went wrong.
-        source: pspnet_tensor::TensorError,
-    },
-    /// A native file's metadata is unreadable.
-    #[error("{}: metadata `{key}`: {reason}", path.display())]
-    BadMetadata {
-        /// The file.
-        path: PathBuf,
-        /// The metadata key.
-        key: String,
-        /// What is wrong with it.
-        reason: String,
-    },
 }
 
 impl WeightsError {

@@ -17,12 +17,11 @@
 //! The result is a [`Checkpoint`]: the [`StateDict`] (tensors by name, as
 //! raw little-endian bytes with dtype and shape) plus the rest of the file
 //! as an inert [`Value`] tree (e.g. mmsegmentation's `meta` with class
-//! names and palette).
+//! names and palette). The crate reads files only: what the tensors mean
+//! (layouts, key names, architectures) is the model crate's business.
 
 mod dtype;
 mod error;
-mod layout;
-mod native;
 mod pickle;
 mod safetensors_io;
 mod state_dict;
@@ -33,8 +32,6 @@ use std::path::Path;
 
 pub use dtype::DType;
 pub use error::WeightsError;
-pub use layout::{Layout, LayoutProblems, ModelSpec, Overrides, detect};
-pub use native::{FORMAT, FORMAT_KEY, SPEC_KEY, StorageDtype, save_native};
 pub use safetensors_io::{load_safetensors, save_safetensors};
 pub use state_dict::{StateDict, TensorData};
 pub use torch::load_pth;
@@ -101,38 +98,4 @@ pub fn load_bytes(path: &Path, data: Vec<u8>) -> Result<Checkpoint, WeightsError
         return Ok(Checkpoint { state_dict, extra, format: Format::Safetensors });
     }
     torch::load_pth_bytes(path, data)
-}
-
-/// Loads any supported checkpoint as canonical parameters plus the
-/// [`ModelSpec`] its layout and weights determine (`overrides` replace what
-/// the weights cannot tell). Missing, unexpected and misshaped keys are
-/// reported together in one [`WeightsError::Layout`].
-pub fn load_model(path: &Path, overrides: &Overrides) -> Result<(pspnet_tensor::Params, ModelSpec), WeightsError> {
-    import_checkpoint(load(path)?, path, overrides)
-}
-
-/// [`load_model`] for a checkpoint already in memory; `path` only names it
-/// in errors.
-pub fn load_model_bytes(
-    path: &Path,
-    data: Vec<u8>,
-    overrides: &Overrides,
-) -> Result<(pspnet_tensor::Params, ModelSpec), WeightsError> {
-    import_checkpoint(load_bytes(path, data)?, path, overrides)
-}
-
-fn import_checkpoint(
-    checkpoint: Checkpoint,
-    path: &Path,
-    overrides: &Overrides,
-) -> Result<(pspnet_tensor::Params, ModelSpec), WeightsError> {
-    let native = match (&checkpoint.format, &checkpoint.extra) {
-        (Format::Safetensors, Value::Dict(entries)) => {
-            let metadata =
-                entries.iter().filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.as_str()?.to_string()))).collect();
-            native::native_spec(&metadata, path)?
-        }
-        _ => None,
-    };
-    layout::import(checkpoint.state_dict, &checkpoint.extra, native, overrides, path)
 }

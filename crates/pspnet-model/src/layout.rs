@@ -5,74 +5,21 @@
 //! hszhao/semseg, `backbone.*` + `decode_head.psp_modules.*` is
 //! mmsegmentation, `backbone.*` + `decode.ppm.*` is our own safetensors
 //! layout. A table of rules renames each key; the architecture (block type,
-//! depth, stem, widths, bins, classes) is read off the renamed weights, and
-//! the full list of keys that architecture needs, with their shapes, is
-//! checked against what the file holds. Missing, unexpected and misshaped
-//! keys are reported together.
+//! depth, stem, bins, classes) is read off the renamed weights. The
+//! network's builders then take every key they need by name and shape
+//! (`pspnet_nn::ParamSource`), and the keys that do not fit are reported
+//! together, in the checkpoint's own names.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 
+use pspnet_nn::Problems;
 use pspnet_ppm::{Pooling, PyramidPoolingConfig};
-use pspnet_resnet::{BlockKind, DilationRule, ResNetConfig, StemKind};
+use pspnet_resnet::{BlockKind, DilationRule, ResNetConfig, StemKind, StridePlacement};
 use pspnet_tensor::Params;
+use pspnet_weights::{StateDict, Value};
 
-use crate::{StateDict, Value, WeightsError};
-
-/// Which reference implementation's key names a checkpoint uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Layout {
-    /// hszhao/semseg, the official PyTorch PSPNet.
-    Semseg,
-    /// open-mmlab mmsegmentation's `pspnet_r*-d8` models.
-    Mmseg,
-    /// This project's safetensors layout (canonical names + metadata).
-    Native,
-}
-
-impl Layout {
-    /// The layout's name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Layout::Semseg => "semseg",
-            Layout::Mmseg => "mmseg",
-            Layout::Native => "pspnet-rs",
-        }
-    }
-}
-
-/// Everything the forward pass needs besides the weights.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ModelSpec {
-    /// The layout the weights came from.
-    pub layout: Layout,
-    /// The backbone.
-    pub backbone: ResNetConfig,
-    /// The pyramid pooling module (its `align_corners` also governs the final upsampling).
-    pub ppm: PyramidPoolingConfig,
-    /// Number of classes.
-    pub classes: usize,
-    /// Input normalisation mean (R, G, B, in 0..255).
-    pub mean: [f32; 3],
-    /// Input normalisation standard deviation.
-    pub std: [f32; 3],
-    /// Class names, when the checkpoint records them.
-    pub class_names: Option<Vec<String>>,
-    /// Class colours, when the checkpoint records them.
-    pub palette: Option<Vec<[u8; 3]>>,
-}
-
-/// What the weights cannot tell, supplied by the user instead of the
-/// layout's defaults.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Overrides {
-    /// Bilinear corner convention of the PPM and the final upsampling.
-    pub align_corners: Option<bool>,
-    /// Pyramid bins (their count must match the checkpoint's branches).
-    pub bins: Option<Vec<usize>>,
-    /// Backbone output stride (8, 16 or 32).
-    pub output_stride: Option<usize>,
-}
+use crate::{Layout, ModelError, ModelSpec};
 
 /// One renaming rule: `from` and `to` are dotted patterns where `{}`
 /// matches one segment and `{*}` the rest of the key (one or more segments).
@@ -177,7 +124,7 @@ fn fill(pattern: &str, captures: &[String]) -> String {
 
 /// The name a canonical parameter has in `layout` (for error reports; the
 /// ResNetV1d shortcut variant is reported under the plain name).
-fn source_name(layout: Layout, canonical: &str) -> String {
+pub(crate) fn source_name(layout: Layout, canonical: &str) -> String {
     let rules = match layout {
         Layout::Semseg => SEMSEG,
         Layout::Mmseg => MMSEG,
@@ -191,7 +138,7 @@ fn source_name(layout: Layout, canonical: &str) -> String {
 }
 
 /// Detects the layout from the keys present.
-pub fn detect(state: &StateDict) -> Option<Layout> {
+pub(crate) fn detect(state: &StateDict) -> Option<Layout> {
     let has = |k: &str| state.get(k).is_some();
     if has("layer0.0.weight") && state.keys().any(|k| k.starts_with("ppm.features.")) {
         Some(Layout::Semseg)
@@ -205,8 +152,13 @@ pub fn detect(state: &StateDict) -> Option<Layout> {
 }
 
 /// Renames a checkpoint's tensors to canonical names (dropping batch-norm
-/// step counters), converting them to `f32`. Keys no rule matches are returned.
-fn rename(mut state: StateDict, layout: Layout, path: &Path) -> Result<(Params, Vec<String>, bool), WeightsError> {
+/// step counters), converting them to `f32`. Keys no rule matches are
+/// returned, and whether the shortcuts average-pool (ResNetV1d).
+pub(crate) fn rename(
+    mut state: StateDict,
+    layout: Layout,
+    path: &Path,
+) -> Result<(Params, Vec<String>, bool), ModelError> {
     let rules = match layout {
         Layout::Semseg => SEMSEG,
         Layout::Mmseg => MMSEG,
@@ -236,97 +188,14 @@ fn rename(mut state: StateDict, layout: Layout, path: &Path) -> Result<(Params, 
         };
         let target = target.replace("{conv-or-bn}", if pools(key) { "conv" } else { "bn" });
         let (shape, values) = state.take_f32(key).map_err(|e| e.in_file(path))?;
-        params
-            .insert(target, shape, values)
-            .map_err(|e| WeightsError::Params { path: path.to_path_buf(), source: e })?;
+        params.insert(target, shape, values).map_err(|e| ModelError::Params { path: path.to_path_buf(), source: e })?;
     }
     Ok((params, unmatched, avg_down))
 }
 
-/// Shapes of every parameter a network needs: `(name, shape)`.
-fn expected_params(spec: &ModelSpec, params: &Params) -> Vec<(String, Vec<usize>)> {
-    let mut out = Vec::new();
-    // A layer's width: its weight's first dimension, or its batch-norm's
-    // length when the weight itself is the missing key.
-    let out_of = |name: &str| {
-        let bn = name.replace("conv.weight", "bn.weight").replace("conv1.weight", "bn1.weight");
-        [name, bn.as_str()].iter().find_map(|n| params.get(n).ok().and_then(|p| p.shape().first().copied()))
-    };
-    let conv_bn = |out: &mut Vec<(String, Vec<usize>)>,
-                   prefix: &str,
-                   weight: &str,
-                   bn: &str,
-                   cin: usize,
-                   cout: usize,
-                   k: usize| {
-        out.push((format!("{prefix}.{weight}"), vec![cout, cin, k, k]));
-        for stat in ["weight", "bias", "running_mean", "running_var"] {
-            out.push((format!("{prefix}.{bn}.{stat}"), vec![cout]));
-        }
-    };
-    let mut channels = 3;
-    let stems = match spec.backbone.stem {
-        StemKind::Deep => vec![3, 3, 3],
-        StemKind::Classic => vec![7],
-    };
-    for (i, k) in stems.into_iter().enumerate() {
-        let name = format!("backbone.stem.{i}");
-        let cout = out_of(&format!("{name}.conv.weight")).unwrap_or(0);
-        conv_bn(&mut out, &name, "conv.weight", "bn", channels, cout, k);
-        channels = cout;
-    }
-    let expansion = spec.backbone.block.expansion();
-    let mut stage_channels = Vec::new();
-    for (s, &blocks) in spec.backbone.layers.iter().enumerate() {
-        for b in 0..blocks {
-            let name = format!("backbone.layer{}.{b}", s + 1);
-            let planes = out_of(&format!("{name}.conv1.weight")).unwrap_or(0);
-            let kernels: &[usize] = match spec.backbone.block {
-                BlockKind::Basic => &[3, 3],
-                BlockKind::Bottleneck => &[1, 3, 1],
-            };
-            let mut cin = channels;
-            for (j, &k) in kernels.iter().enumerate() {
-                let cout = if j + 1 == kernels.len() { planes * expansion } else { planes };
-                conv_bn(&mut out, &name, &format!("conv{}.weight", j + 1), &format!("bn{}", j + 1), cin, cout, k);
-                cin = cout;
-            }
-            if b == 0
-                && (channels != planes * expansion
-                    || s == 1
-                    || params.contains(&format!("{name}.downsample.conv.weight")))
-            {
-                conv_bn(&mut out, &name, "downsample.conv.weight", "downsample.bn", channels, planes * expansion, 1);
-            }
-            channels = planes * expansion;
-        }
-        stage_channels.push(channels);
-    }
-    let reduction = out_of("decode.ppm.0.conv.weight").unwrap_or(0);
-    for i in 0..spec.ppm.bins.len() {
-        conv_bn(&mut out, &format!("decode.ppm.{i}"), "conv.weight", "bn", channels, reduction, 1);
-    }
-    let head = out_of("decode.bottleneck.conv.weight").unwrap_or(0);
-    conv_bn(&mut out, "decode.bottleneck", "conv.weight", "bn", channels + reduction * spec.ppm.bins.len(), head, 3);
-    out.push(("decode.classifier.weight".into(), vec![spec.classes, head, 1, 1]));
-    out.push(("decode.classifier.bias".into(), vec![spec.classes]));
-    if params.contains("aux.conv.weight") {
-        let aux = out_of("aux.conv.weight").unwrap_or(0);
-        conv_bn(&mut out, "aux", "conv.weight", "bn", stage_channels[2], aux, 3);
-        out.push(("aux.classifier.weight".into(), vec![spec.classes, aux, 1, 1]));
-        out.push(("aux.classifier.bias".into(), vec![spec.classes]));
-    }
-    out
-}
-
-/// Counts `{prefix}{i}{suffix}` keys for i = 0, 1, ...
-fn count(params: &Params, prefix: &str, suffix: &str) -> usize {
-    (0..).take_while(|i| params.contains(&format!("{prefix}{i}{suffix}"))).count()
-}
-
 /// Reads class names and palette from mmsegmentation metadata (0.x
 /// `meta.CLASSES` / `meta.PALETTE`, 1.x `meta.dataset_meta.{classes,palette}`).
-fn class_info(extra: &Value) -> (Option<Vec<String>>, Option<Vec<[u8; 3]>>) {
+pub(crate) fn class_info(extra: &Value) -> (Option<Vec<String>>, Option<Vec<[u8; 3]>>) {
     let meta = extra.get("meta");
     let dataset = meta.and_then(|m| m.get("dataset_meta"));
     let find =
@@ -346,61 +215,6 @@ fn class_info(extra: &Value) -> (Option<Vec<String>>, Option<Vec<[u8; 3]>>) {
     (names, palette)
 }
 
-/// Maps a checkpoint onto canonical parameters and infers its [`ModelSpec`].
-/// `native_spec` is the spec recorded in a native file's metadata.
-pub(crate) fn import(
-    state: StateDict,
-    extra: &Value,
-    native_spec: Option<ModelSpec>,
-    overrides: &Overrides,
-    path: &Path,
-) -> Result<(Params, ModelSpec), WeightsError> {
-    let layout = detect(&state).ok_or_else(|| WeightsError::UnknownLayout {
-        path: path.to_path_buf(),
-        sample: state.keys().take(5).map(str::to_string).collect(),
-    })?;
-    let (params, unmatched, avg_down) = rename(state, layout, path)?;
-    let mut spec = match native_spec {
-        Some(spec) => spec,
-        None => infer(&params, layout, avg_down, extra, path)?,
-    };
-    if let Some(a) = overrides.align_corners {
-        spec.ppm.align_corners = a;
-    }
-    if let Some(os) = overrides.output_stride {
-        spec.backbone.output_stride = os;
-    }
-    if let Some(bins) = &overrides.bins {
-        spec.ppm.bins = bins.clone();
-    }
-    let branches = count(&params, "decode.ppm.", ".conv.weight");
-    let mut problems = LayoutProblems { unexpected: unmatched, ..LayoutProblems::default() };
-    if spec.ppm.bins.len() != branches {
-        problems
-            .misshaped
-            .push(format!("decode.ppm: {branches} pyramid branches in the file, bins {:?} given", spec.ppm.bins));
-    }
-    let expected = expected_params(&spec, &params);
-    let expected_names: BTreeMap<&str, &Vec<usize>> = expected.iter().map(|(n, s)| (n.as_str(), s)).collect();
-    for (name, shape) in &expected {
-        let source = source_name(layout, name);
-        match params.get(name) {
-            Err(_) => problems.missing.push(source),
-            Ok(p) if p.shape() != shape.as_slice() => {
-                problems.misshaped.push(format!("{source}: {:?} in the file, {shape:?} expected", p.shape()))
-            }
-            Ok(_) => {}
-        }
-    }
-    problems
-        .unexpected
-        .extend(params.names().filter(|n| !expected_names.contains_key(n)).map(|n| source_name(layout, n)));
-    if !problems.is_empty() {
-        return Err(WeightsError::Layout { path: path.to_path_buf(), layout: layout.name(), problems });
-    }
-    Ok((params, spec))
-}
-
 /// The keys a checkpoint gets wrong, all at once.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LayoutProblems {
@@ -413,7 +227,23 @@ pub struct LayoutProblems {
 }
 
 impl LayoutProblems {
-    fn is_empty(&self) -> bool {
+    /// The problems a network's builders found, in `layout`'s own key names
+    /// (keys no renaming rule matched come first among the unexpected).
+    pub(crate) fn new(layout: Layout, unmatched: Vec<String>, problems: Problems) -> Self {
+        let name = |n: &str| source_name(layout, n);
+        let misshaped = problems
+            .misshaped
+            .iter()
+            .map(|m| format!("{}: {:?} in the file, {:?} expected", name(&m.name), m.found, m.expected));
+        LayoutProblems {
+            missing: problems.missing.iter().map(|n| name(n)).collect(),
+            unexpected: unmatched.into_iter().chain(problems.unexpected.iter().map(|n| name(n))).collect(),
+            misshaped: problems.notes.into_iter().chain(misshaped).collect(),
+        }
+    }
+
+    /// Whether every key fits.
+    pub(crate) fn is_empty(&self) -> bool {
         self.missing.is_empty() && self.unexpected.is_empty() && self.misshaped.is_empty()
     }
 }
@@ -431,13 +261,15 @@ impl std::fmt::Display for LayoutProblems {
     }
 }
 
-fn infer(
+/// The architecture a checkpoint's renamed weights describe, with its
+/// layout's defaults for what they cannot tell.
+pub(crate) fn infer(
     params: &Params,
     layout: Layout,
     avg_down: bool,
     extra: &Value,
     path: &Path,
-) -> Result<ModelSpec, WeightsError> {
+) -> Result<ModelSpec, ModelError> {
     let stem = if params.contains("backbone.stem.2.conv.weight") { StemKind::Deep } else { StemKind::Classic };
     let block =
         if params.contains("backbone.layer1.0.conv3.weight") { BlockKind::Bottleneck } else { BlockKind::Basic };
@@ -449,7 +281,7 @@ fn infer(
     let dilation_rule = if layout == Layout::Semseg { DilationRule::EveryBlock } else { DilationRule::Contract };
     let classes =
         params.get("decode.classifier.weight").ok().and_then(|p| p.shape().first().copied()).ok_or_else(|| {
-            WeightsError::Layout {
+            ModelError::Layout {
                 path: path.to_path_buf(),
                 layout: layout.name(),
                 problems: LayoutProblems {
@@ -458,12 +290,20 @@ fn infer(
                 },
             }
         })?;
-    let branches = count(params, "decode.ppm.", ".conv.weight");
+    let branches = (0..).take_while(|i| params.contains(&format!("decode.ppm.{i}.conv.weight"))).count();
     let bins = if branches == 4 { vec![1, 2, 3, 6] } else { (1..=branches).collect() };
     let (class_names, palette) = class_info(extra);
     Ok(ModelSpec {
         layout,
-        backbone: ResNetConfig { block, layers, stem, output_stride: 8, dilation_rule, avg_down },
+        backbone: ResNetConfig {
+            block,
+            layers,
+            stem,
+            output_stride: 8,
+            dilation_rule,
+            avg_down,
+            stride_placement: StridePlacement::Middle,
+        },
         ppm: PyramidPoolingConfig { bins, pooling: Pooling::Average, align_corners: layout == Layout::Semseg },
         classes,
         mean: [123.675, 116.28, 103.53],

@@ -1,88 +1,67 @@
-//! The project's own checkpoint layout: safetensors with canonical names and
-//! metadata recording everything the forward needs, so a converted file
-//! loads with no guessing and no flags.
+//! What a checkpoint says about its network beyond the weights' shapes:
+//! the [`ModelSpec`], the [`Layout`] it came in, and the JSON form a
+//! native file records it in.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-
-use half::{bf16, f16};
 use pspnet_ppm::{Pooling, PyramidPoolingConfig};
-use pspnet_resnet::{BlockKind, DilationRule, ResNetConfig, StemKind};
-use pspnet_tensor::Params;
+use pspnet_resnet::{BlockKind, DilationRule, ResNetConfig, StemKind, StridePlacement};
 use serde_json::{Value as Json, json};
 
-use crate::{DType, Layout, ModelSpec, StateDict, TensorData, WeightsError, save_safetensors};
-
-/// Metadata key holding the format tag.
-pub const FORMAT_KEY: &str = "pspnet.format";
-/// The format tag this version writes and reads.
-pub const FORMAT: &str = "pspnet-rs/1";
-/// Metadata key holding the [`ModelSpec`] as JSON.
-pub const SPEC_KEY: &str = "pspnet.spec";
-
-/// How converted weights are stored on disk (compute is always `f32`).
+/// Which reference implementation's key names a checkpoint uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StorageDtype {
-    /// 4 bytes per weight, exact.
-    F32,
-    /// 2 bytes, 10-bit mantissa.
-    F16,
-    /// 2 bytes, 7-bit mantissa, f32's range.
-    Bf16,
+pub enum Layout {
+    /// hszhao/semseg, the official PyTorch PSPNet.
+    Semseg,
+    /// open-mmlab mmsegmentation's `pspnet_r*-d8` models.
+    Mmseg,
+    /// This project's safetensors layout (canonical names + metadata).
+    Native,
 }
 
-impl std::str::FromStr for StorageDtype {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "f32" => Ok(StorageDtype::F32),
-            "f16" => Ok(StorageDtype::F16),
-            "bf16" => Ok(StorageDtype::Bf16),
-            other => Err(format!("unknown storage dtype {other:?} (f32, f16, bf16)")),
+impl Layout {
+    /// The layout's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Semseg => "semseg",
+            Layout::Mmseg => "mmseg",
+            Layout::Native => "pspnet-rs",
         }
     }
 }
 
-/// Writes `params` and `spec` as a native safetensors file (atomically).
-pub fn save_native(path: &Path, params: &Params, spec: &ModelSpec, dtype: StorageDtype) -> Result<(), WeightsError> {
-    let tensors = params
-        .iter()
-        .map(|(name, p)| {
-            let data = p.data();
-            let (dtype, bytes): (DType, Vec<u8>) = match dtype {
-                StorageDtype::F32 => (DType::F32, data.iter().flat_map(|v| v.to_le_bytes()).collect()),
-                StorageDtype::F16 => (DType::F16, data.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect()),
-                StorageDtype::Bf16 => {
-                    (DType::BF16, data.iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes()).collect())
-                }
-            };
-            (name.to_string(), TensorData { dtype, shape: p.shape().to_vec(), bytes })
-        })
-        .collect();
-    let metadata = BTreeMap::from([
-        (FORMAT_KEY.to_string(), FORMAT.to_string()),
-        (SPEC_KEY.to_string(), spec_to_json(spec).to_string()),
-    ]);
-    save_safetensors(path, &StateDict { tensors }, &metadata)
+/// Everything the forward pass needs besides the weights.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    /// The layout the weights came from.
+    pub layout: Layout,
+    /// The backbone.
+    pub backbone: ResNetConfig,
+    /// The pyramid pooling module (its `align_corners` also governs the final upsampling).
+    pub ppm: PyramidPoolingConfig,
+    /// Number of classes.
+    pub classes: usize,
+    /// Input normalisation mean (R, G, B, in 0..255).
+    pub mean: [f32; 3],
+    /// Input normalisation standard deviation.
+    pub std: [f32; 3],
+    /// Class names, when the checkpoint records them.
+    pub class_names: Option<Vec<String>>,
+    /// Class colours, when the checkpoint records them.
+    pub palette: Option<Vec<[u8; 3]>>,
 }
 
-/// The spec recorded in a native file's metadata, if it is one.
-pub(crate) fn native_spec(metadata: &BTreeMap<String, String>, path: &Path) -> Result<Option<ModelSpec>, WeightsError> {
-    match (metadata.get(FORMAT_KEY), metadata.get(SPEC_KEY)) {
-        (Some(format), Some(spec)) if format == FORMAT => spec_from_json(spec).map(Some).map_err(|reason| {
-            WeightsError::BadMetadata { path: path.to_path_buf(), key: SPEC_KEY.to_string(), reason }
-        }),
-        (Some(format), _) => Err(WeightsError::BadMetadata {
-            path: path.to_path_buf(),
-            key: FORMAT_KEY.to_string(),
-            reason: format!("format {format:?} is not {FORMAT:?}"),
-        }),
-        _ => Ok(None),
-    }
+/// What the weights cannot tell, supplied by the user instead of the
+/// layout's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// Bilinear corner convention of the PPM and the final upsampling.
+    pub align_corners: Option<bool>,
+    /// Pyramid bins (their count must match the checkpoint's branches).
+    pub bins: Option<Vec<usize>>,
+    /// Backbone output stride (8, 16 or 32).
+    pub output_stride: Option<usize>,
 }
 
-fn spec_to_json(spec: &ModelSpec) -> Json {
+pub(crate) fn spec_to_json(spec: &ModelSpec) -> Json {
     let b = &spec.backbone;
     json!({
         "source_layout": spec.layout.name(),
@@ -93,6 +72,7 @@ fn spec_to_json(spec: &ModelSpec) -> Json {
             "output_stride": b.output_stride,
             "dilation_rule": match b.dilation_rule { DilationRule::EveryBlock => "every_block", DilationRule::Contract => "contract" },
             "avg_down": b.avg_down,
+            "stride_placement": match b.stride_placement { StridePlacement::Reduce => "reduce", StridePlacement::Middle => "middle" },
         },
         "ppm": {
             "bins": spec.ppm.bins,
@@ -106,7 +86,7 @@ fn spec_to_json(spec: &ModelSpec) -> Json {
     })
 }
 
-fn spec_from_json(text: &str) -> Result<ModelSpec, String> {
+pub(crate) fn spec_from_json(text: &str) -> Result<ModelSpec, String> {
     let j: Json = serde_json::from_str(text).map_err(|e| e.to_string())?;
     let field =
         |path: &[&str]| path.iter().try_fold(&j, |v, k| v.get(k)).ok_or_else(|| format!("no field {}", path.join(".")));
@@ -162,6 +142,12 @@ fn spec_from_json(text: &str) -> Result<ModelSpec, String> {
             dilation_rule: [DilationRule::EveryBlock, DilationRule::Contract]
                 [pick(&["backbone", "dilation_rule"], &["every_block", "contract"])?],
             avg_down: field(&["backbone", "avg_down"])?.as_bool().ok_or("backbone.avg_down is not a bool")?,
+            // Files written before the option existed strode on the 3x3.
+            stride_placement: match field(&["backbone", "stride_placement"]) {
+                Ok(_) => [StridePlacement::Reduce, StridePlacement::Middle]
+                    [pick(&["backbone", "stride_placement"], &["reduce", "middle"])?],
+                Err(_) => StridePlacement::Middle,
+            },
         },
         ppm: PyramidPoolingConfig {
             bins,
@@ -191,6 +177,7 @@ mod tests {
                 output_stride: 8,
                 dilation_rule: DilationRule::Contract,
                 avg_down: true,
+                stride_placement: StridePlacement::Reduce,
             },
             ppm: PyramidPoolingConfig { bins: vec![1, 2, 3, 6], pooling: Pooling::Max, align_corners: false },
             classes: 2,
@@ -201,5 +188,8 @@ mod tests {
         };
         assert_eq!(spec_from_json(&spec_to_json(&spec).to_string()).unwrap(), spec);
         assert!(spec_from_json("{}").unwrap_err().contains("no field"));
+        let mut old = spec_to_json(&spec);
+        old["backbone"].as_object_mut().unwrap().remove("stride_placement");
+        assert_eq!(spec_from_json(&old.to_string()).unwrap().backbone.stride_placement, StridePlacement::Middle);
     }
 }
