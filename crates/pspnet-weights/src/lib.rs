@@ -26,6 +26,7 @@ mod pickle;
 mod safetensors_io;
 mod state_dict;
 mod torch;
+mod torch_pickle;
 mod value;
 
 use std::path::Path;

@@ -10,7 +10,7 @@ use std::path::Path;
 use zip::ZipArchive;
 use zip::result::ZipError;
 
-use crate::pickle::{StorageDecl, Storages, Unpickled, unpickle};
+use crate::torch_pickle::{self, StorageDecl, Storages, TorchPickle};
 use crate::{Checkpoint, Format, StateDict, Value, WeightsError};
 
 /// First bytes of a zip archive (a local file header).
@@ -118,7 +118,7 @@ fn load_zip<R: Read + Seek>(path: &Path, reader: R, file_len: usize) -> Result<C
     let pkl = read_entry(path, &mut archive, &pkl_name, MAX_PICKLE_BYTES, file_len)?
         .ok_or_else(|| WeightsError::MissingEntry { path: path.to_path_buf(), entry: pkl_name.clone() })?;
     let pickle_path = path.join(&pkl_name);
-    let unpickled = unpickle(&pickle_path, &pkl, 0)?;
+    let unpickled = torch_pickle::read(&pickle_path, &pkl, 0)?;
     let mut owned = HashMap::new();
     for (key, decl) in unpickled.storages() {
         let entry = format!("{prefix}data/{key}");
@@ -145,13 +145,13 @@ fn storage_short(path: &Path, key: &str, decl: &StorageDecl, got: usize) -> Weig
 }
 
 /// Reads the next pickle of a legacy file, which starts at `*pos`.
-fn next_pickle(path: &Path, data: &[u8], pos: &mut usize) -> Result<Unpickled, WeightsError> {
-    let unpickled = unpickle(path, &data[*pos..], *pos as u64)?;
-    *pos += unpickled.end;
+fn next_pickle(path: &Path, data: &[u8], pos: &mut usize) -> Result<TorchPickle, WeightsError> {
+    let unpickled = torch_pickle::read(path, &data[*pos..], *pos as u64)?;
+    *pos += unpickled.end();
     Ok(unpickled)
 }
 
-fn small_value(unpickled: &Unpickled) -> Result<Value, WeightsError> {
+fn small_value(unpickled: &TorchPickle) -> Result<Value, WeightsError> {
     unpickled.to_value(Storages::Borrowed(HashMap::new()), 1 << 20)
 }
 
