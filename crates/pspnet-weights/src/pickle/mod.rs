@@ -37,3 +37,31 @@ pub(crate) type Allowlist = fn(module: &str, name: &str) -> bool;
 pub(crate) fn unpickle(path: &Path, data: &[u8], base: u64, allowed: Allowlist) -> Result<Pickle, WeightsError> {
     machine::Machine::new(input::Input::new(path, data, base), allowed).run()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(bytes: &[u8], allowed: Allowlist) -> Result<Pickle, WeightsError> {
+        unpickle(Path::new("test.pkl"), bytes, 0, allowed)
+    }
+
+    #[test]
+    fn a_call_is_recorded_not_made() {
+        let pickle = read(b"\x80\x02cmy.mod\nfn\nK\x05\x85R.", |_, _| true).unwrap();
+        let Obj::Ref(id) = pickle.root else { panic!("{:?}", pickle.root) };
+        let Origin::Call { callable: Obj::Global(g), args: Obj::Tuple(args), .. } = &pickle.arena[id].origin else {
+            panic!("{:?}", pickle.arena[id]);
+        };
+        assert_eq!(g.qualname(), "my.mod.fn");
+        assert!(matches!(args.items.as_slice(), [Obj::Int(5)]));
+    }
+
+    #[test]
+    fn the_allowlist_sees_python_3_names_and_errors_keep_the_pickled_one() {
+        let bytes = b"\x80\x02c__builtin__\nset\n)R.";
+        assert!(read(bytes, |module, name| (module, name) == ("builtins", "set")).is_ok());
+        let err = read(bytes, |_, _| false).unwrap_err();
+        assert!(matches!(err, WeightsError::ForbiddenGlobal { ref module, offset: 2, .. } if module == "__builtin__"));
+    }
+}
