@@ -61,13 +61,11 @@ pub enum ConvAlgorithm {
 }
 
 /// The fewest input channels for which [`ConvAlgorithm::Auto`] picks
-/// Winograd in bf16. Measured on PSPNet-50's 3x3 layers at 473x473 (2
-/// threads, Zen 5, interleaved runs), with the input transform writing bf16
-/// pairs: the stem's 64 -> 64 (237x237) 10.3-11.0 ms direct against 8.0-8.4
-/// Winograd, its 64 -> 128 15.6-15.9 against 13.4-13.7, stage 2's 128 ->
-/// 128 1.62-1.63 against 1.24-1.25; only stage 1's 64 -> 64 (119x119) is 5%
-/// faster direct. Inside the network the stem takes 33 ms instead of 45.
-/// Narrower layers keep the direct sum, about 5x more exact in bf16.
+/// Winograd in bf16. With the input transform writing bf16 pairs, Winograd
+/// beats the direct sum on PSPNet-50's 3x3 layers from the 64-channel stem on
+/// (stage 1's 64 -> 64 at 119x119 is the exception, slightly faster direct;
+/// docs/performance-history.md has the numbers). Narrower layers keep the
+/// direct sum, which is more exact in bf16.
 pub const BF16_WINOGRAD_MIN_CHANNELS: usize = 64;
 
 /// The arithmetic of a convolution's multiply-adds.

@@ -1,10 +1,9 @@
 //! Transparent huge pages for large activations.
 //!
 //! A forward pass allocates hundreds of megabytes of fresh activations, and
-//! the kernel maps fresh memory in on first touch, one fault per page. With
-//! 4 KiB pages a fault costs about 1.5 µs on the virtual machines we measure
-//! on (20-28 ms for a 59 MB buffer, as large as PSPNet-50's pyramid concatenation); a 2 MiB huge page
-//! maps 512 of them at once (3-8 ms for the same buffer). Linux only backs a
+//! the kernel maps fresh memory in on first touch, one fault per page. A
+//! 2 MiB huge page maps 512 pages of 4 KiB with one fault, which made
+//! first touch several times cheaper on the virtual machine we measured. Linux only backs a
 //! range with huge pages by default when it is asked to (`madvise` mode of
 //! `/sys/kernel/mm/transparent_hugepage/enabled`): this asks.
 

@@ -16,9 +16,8 @@ use crate::Isa;
 /// How far ahead, in `A` values, the kernels prefetch their `A` panel. A
 /// task streams each panel once from memory (a Winograd `U` chunk or a large
 /// layer's weights outgrow the caches), and the hardware prefetchers stop at
-/// every 4 KiB page: asking for the data a page ahead made the Winograd
-/// layers about 3% faster in interleaved A/B runs (bf16 head 111.7 -> 108.5
-/// ms, stage 3 6.01 -> 5.80 ms; f32 gains were larger but noisier).
+/// every 4 KiB page: asking for the data a page ahead keeps the stream going
+/// across page boundaries.
 const PREFETCH_A: usize = 1024;
 
 /// Asks, with intent to write, for the `rows` rows of `width` values, `rs`
@@ -26,8 +25,7 @@ const PREFETCH_A: usize = 1024;
 /// the end of their loop, so that the misses on a tile of `C` (read back
 /// when a Winograd layer or a deep 1x1 layer accumulates chunk after chunk,
 /// owned for writing otherwise) overlap with the arithmetic instead of
-/// following it: the PSPNet-50 head ran 128 -> 119 ms in fp32 and 79 -> 74
-/// ms in bf16, stage 4 197 -> 192 ms and 121 -> 117 ms (interleaved A/B).
+/// following it.
 /// Asking for the tile at the start of the loop instead gains less in fp32
 /// (its lines are evicted by the panels streaming past before the end).
 #[inline(always)]

@@ -49,8 +49,8 @@ const M_BUDGET: usize = 6 << 20;
 /// Budget in bytes of the `B` panels one task multiplies per point: three
 /// quarters of a 1 MB L2. The larger the group, the fewer tasks share a
 /// point's `A` panels, and the fewer times each is read from memory: for
-/// the head's 3x3 (4096 -> 512), 768 KiB instead of 256 KiB lets one task
-/// cover all of a chunk's tiles and runs the layer 8-15% faster.
+/// the head's 3x3 (4096 -> 512), 768 KiB lets one task cover all of a
+/// chunk's tiles.
 const B_GROUP_BYTES: usize = 768 * 1024;
 /// Tiles (or output channels) each transform handles as one vector.
 const LANES: usize = 8;
@@ -90,10 +90,9 @@ impl TileSize {
     /// is `points x tiles`, counting the zero-padded columns of the last
     /// panel of `nr` tiles, plus writing and reading `U` once, which costs
     /// about as much as multiplying it with one more panel (calibrated on
-    /// PSPNet-50's 3x3 layers at 473x473, where F(5) runs the head 8% and
-    /// the dilated layers 15-18% faster than F(4): a dilated layer's 15x15
-    /// or 30x30 sub-grids take whole 5x5 tiles, but 4x4 tiles padded to 16
-    /// or 32).
+    /// PSPNet-50's 3x3 layers at 473x473, where F(5) gains most on the
+    /// dilated layers: their 15x15 or 30x30 sub-grids take whole 5x5 tiles,
+    /// but 4x4 tiles padded to 16 or 32).
     fn for_layer(g: &ConvGeometry, nr: usize) -> TileSize {
         let work = |size: TileSize| {
             let tiles: usize = subgrids(g, size.out()).map(|(_, rows, cols)| rows * cols).sum();
@@ -446,8 +445,8 @@ impl PanelInput<'_> {
     /// Transforms input channels `first_channel + mine` into `V`. Each
     /// point's row of `NR` tiles is assembled in a local buffer and stored
     /// at once, as whole cache lines: storing each group of `LANES` tiles
-    /// into its rows as it came made the 3x3 layers of PSPNet-50 3-5% slower
-    /// inside the network. In pairs, two channels' rows are stored as one
+    /// into its rows as it came wrote each cache line of `V` in two halves
+    /// at different times. In pairs, two channels' rows are stored as one
     /// row of pairs.
     #[inline(always)]
     fn transform<T: Tiling>(&self, mine: std::ops::Range<usize>, v: &Target) {

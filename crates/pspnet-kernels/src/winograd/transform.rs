@@ -51,8 +51,8 @@ pub(crate) trait Tiling {
 /// `y` gets `R x R` values, row major. Each map loops over the lanes inside
 /// each formula, which compiles to plain vector arithmetic: with one lane's
 /// column at a time, the compiler assembled the columns of the output
-/// transform with masked gathers (80 `vgatherqps`), slow on this AVX-512
-/// CPU, and the 3x3 layers ran 3-21% slower.
+/// transform with masked gathers (`vgatherqps`), which were slow on the
+/// AVX-512 CPU we measured.
 #[inline(always)]
 fn separable<const L: usize, const N: usize, const R: usize>(
     x: &[Lanes<L>],
