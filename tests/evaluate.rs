@@ -63,7 +63,7 @@ struct Fixture {
 }
 
 fn cityscapes_train_ids() -> HashMap<u8, Option<usize>> {
-    let json: Value = serde_json::from_str(include_str!("../src/cli/classes/cityscapes.json")).unwrap();
+    let json: Value = serde_json::from_str(include_str!("../crates/pspnet-data/classes/cityscapes.json")).unwrap();
     json["label_ids"]
         .as_array()
         .unwrap()

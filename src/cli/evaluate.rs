@@ -9,12 +9,11 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use pspnet_data::{Dataset, IGNORE, LabelMap, Sample, read_label_png, read_rgb};
 use pspnet_kernels::argmax_channels;
 use pspnet_model::{ConfusionMatrix, Protocol, Scores, Segmenter};
 use serde_json::{Value, json};
 
-use super::dataset::{Dataset, IGNORE, Sample, read_label_png};
-use super::image_io::read_rgb;
 use super::outputs::Staged;
 use super::{ModelArgs, OverrideArgs, ProtocolArgs};
 
@@ -41,8 +40,14 @@ impl FromStr for Shard {
 
 #[derive(Debug, Args)]
 pub(crate) struct EvaluateArgs {
-    /// Dataset layout and label convention.
-    #[arg(long, value_enum)]
+    /// Dataset layout and label convention: camvid (ROOT/SPLIT/{images,labels}/NAME.png; 11 = void), ade20k
+    /// (ADEChallengeData2016: ROOT/{images,annotations}/SPLIT; 0 = void), voc2012 (ROOT/JPEGImages,
+    /// ROOT/SegmentationClass for the names in ROOT/ImageSets/Segmentation/SPLIT.txt; 255 = border), cityscapes
+    /// (ROOT/leftImg8bit/SPLIT/CITY, ROOT/gtFine/SPLIT/CITY/*_gtFine_labelIds.png; label ids -> 19 train ids).
+    #[arg(long, value_parser = clap::builder::TypedValueParser::try_map(
+        clap::builder::PossibleValuesParser::new(Dataset::ALL.map(Dataset::name)),
+        |name| name.parse::<Dataset>(),
+    ))]
     dataset: Dataset,
     /// The dataset's root folder, in its official layout.
     #[arg(long)]
@@ -136,7 +141,7 @@ pub(crate) fn run(args: EvaluateArgs) -> Result<ExitCode> {
 /// One image's labels (converted, checked against its size) and predictions.
 fn score(args: &EvaluateArgs, model: &Segmenter, protocol: &Protocol, sample: &Sample) -> Result<(Vec<u16>, Vec<u32>)> {
     let photo = read_rgb(&sample.image, args.max_pixels)?;
-    let (raw, lw, lh) = read_label_png(&sample.label)?;
+    let LabelMap { values: raw, width: lw, height: lh } = read_label_png(&sample.label, args.max_pixels)?;
     if (lw, lh) != photo.dimensions() {
         bail!(
             "{}: label map is {lw}x{lh}, its image {} is {}x{}",

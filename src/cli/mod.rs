@@ -2,9 +2,7 @@
 //! subcommands, and one module per subcommand.
 
 mod convert;
-mod dataset;
 mod evaluate;
-mod image_io;
 mod info;
 mod legend;
 mod outputs;

@@ -9,10 +9,10 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use image::DynamicImage;
 use ndarray::{Array3, Axis};
+use pspnet_data::{collect_inputs, read_rgb};
 use pspnet_kernels::argmax_channels;
 use pspnet_model::{Protocol, Segmenter};
 
-use super::image_io::{collect_inputs, read_rgb};
 use super::legend::{class_shares, legend_image};
 use super::outputs::{Staged, color_image, labels_image, npy, overlay_image, png};
 

@@ -1,19 +1,17 @@
 //! The official folder layouts and label conventions of the four datasets
-//! (../shared/datasets/classes/README.md), and raw label PNG reading.
+//! (../shared/datasets/classes/README.md).
 
-use std::fs::File;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
-use anyhow::{Context, Result, bail};
-use clap::ValueEnum;
+use crate::{DataError, has_image_extension};
 
 /// Label value meaning "not evaluated".
-pub(crate) const IGNORE: u16 = 255;
+pub const IGNORE: u16 = 255;
 
 /// A dataset with an official layout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum Dataset {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dataset {
     /// `ROOT/SPLIT/images/NAME.png` + `ROOT/SPLIT/labels/NAME.png`; 11 classes, 11 = void.
     Camvid,
     /// ADEChallengeData2016: `ROOT/images/SPLIT/*.jpg` + `ROOT/annotations/SPLIT/*.png`; 0 = void, 1..150 -> 0..149.
@@ -26,19 +24,21 @@ pub(crate) enum Dataset {
 }
 
 /// One image and its label map.
-#[derive(Debug, Clone)]
-pub(crate) struct Sample {
-    pub(crate) image: PathBuf,
-    pub(crate) label: PathBuf,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sample {
+    /// The image file.
+    pub image: PathBuf,
+    /// Its label map.
+    pub label: PathBuf,
 }
 
 /// Class names and palettes from mmsegmentation, label conventions from the
 /// datasets' documentation.
 const CLASSES: [(&str, &str); 4] = [
-    ("camvid", include_str!("classes/camvid.json")),
-    ("ade20k", include_str!("classes/ade20k.json")),
-    ("voc2012", include_str!("classes/voc2012.json")),
-    ("cityscapes", include_str!("classes/cityscapes.json")),
+    ("camvid", include_str!("../classes/camvid.json")),
+    ("ade20k", include_str!("../classes/ade20k.json")),
+    ("voc2012", include_str!("../classes/voc2012.json")),
+    ("cityscapes", include_str!("../classes/cityscapes.json")),
 ];
 
 /// Cityscapes label id (0..=33) -> train id (0..=18, or IGNORE).
@@ -47,14 +47,28 @@ const CITYSCAPES_TRAIN_IDS: [u16; 34] = [
     15, 255, 255, 16, 17, 18,
 ];
 
+impl FromStr for Dataset {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Dataset::ALL.into_iter().find(|d| d.name() == name).ok_or_else(|| {
+            let names: Vec<&str> = Dataset::ALL.iter().map(|d| d.name()).collect();
+            format!("unknown dataset {name:?} (expected one of {})", names.join(", "))
+        })
+    }
+}
+
 impl Dataset {
+    /// Every dataset, in the order of [`Dataset::name`]'s table.
+    pub const ALL: [Dataset; 4] = [Dataset::Camvid, Dataset::Ade20k, Dataset::Voc2012, Dataset::Cityscapes];
+
     /// The name used on the command line and in reports.
-    pub(crate) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         CLASSES[self as usize].0
     }
 
     /// Class names, in output-channel order.
-    pub(crate) fn class_names(self) -> Vec<String> {
+    pub fn class_names(self) -> Vec<String> {
         let json: serde_json::Value =
             serde_json::from_str(CLASSES[self as usize].1).expect("embedded class file is JSON");
         json["classes"]
@@ -66,7 +80,7 @@ impl Dataset {
     }
 
     /// Lists the split's samples, sorted by image file name.
-    pub(crate) fn samples(self, root: &Path, split: &str) -> Result<Vec<Sample>> {
+    pub fn samples(self, root: &Path, split: &str) -> Result<Vec<Sample>, DataError> {
         let mut samples = match self {
             Dataset::Camvid => {
                 pair_folder(&root.join(split).join("images"), &root.join(split).join("labels"), "", "", "png")?
@@ -76,8 +90,11 @@ impl Dataset {
             }
             Dataset::Voc2012 => {
                 let list = root.join("ImageSets/Segmentation").join(format!("{split}.txt"));
-                let text = std::fs::read_to_string(&list)
-                    .with_context(|| format!("{}: cannot read the split list", list.display()))?;
+                let text = std::fs::read_to_string(&list).map_err(|source| DataError::Io {
+                    path: list.clone(),
+                    what: "cannot read the split list",
+                    source,
+                })?;
                 text.lines()
                     .map(str::trim)
                     .filter(|l| !l.is_empty())
@@ -98,13 +115,15 @@ impl Dataset {
             }
         };
         if samples.is_empty() {
-            bail!("{}: no {} images for split {split:?}", root.display(), self.name());
+            let reason = format!("no {} images for split {split:?}", self.name());
+            return Err(DataError::Layout { path: root.to_path_buf(), reason });
         }
         samples.sort_by(|a, b| a.image.file_name().cmp(&b.image.file_name()));
         for s in &samples {
             for path in [&s.image, &s.label] {
                 if !path.is_file() {
-                    bail!("{}: missing (expected by the {} layout)", path.display(), self.name());
+                    let reason = format!("missing (expected by the {} layout)", self.name());
+                    return Err(DataError::Layout { path: path.clone(), reason });
                 }
             }
         }
@@ -113,7 +132,7 @@ impl Dataset {
 
     /// Maps raw label values to classes (or [`IGNORE`]), refusing values the
     /// convention does not define.
-    pub(crate) fn convert_labels(self, raw: &[u16], path: &Path) -> Result<Vec<u16>> {
+    pub fn convert_labels(self, raw: &[u16], path: &Path) -> Result<Vec<u16>, DataError> {
         let classes = self.class_names().len() as u16;
         raw.iter()
             .map(|&v| {
@@ -126,16 +145,15 @@ impl Dataset {
                     Dataset::Cityscapes => CITYSCAPES_TRAIN_IDS.get(v as usize).copied(),
                     _ => None,
                 };
-                mapped
-                    .with_context(|| format!("{}: label value {v} is not defined for {}", path.display(), self.name()))
+                mapped.ok_or_else(|| DataError::LabelValue { path: path.to_path_buf(), value: v, dataset: self.name() })
             })
             .collect()
     }
 }
 
-fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
+fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("{}: cannot list folder", dir.display()))?
+        .map_err(|source| DataError::Io { path: dir.to_path_buf(), what: "cannot list folder", source })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
     entries.sort();
@@ -149,10 +167,10 @@ fn pair_folder(
     image_suffix: &str,
     label_suffix: &str,
     label_ext: &str,
-) -> Result<Vec<Sample>> {
+) -> Result<Vec<Sample>, DataError> {
     Ok(sorted_entries(images)?
         .into_iter()
-        .filter(|p| p.is_file() && super::image_io::has_image_extension(p))
+        .filter(|p| p.is_file() && has_image_extension(p))
         .filter_map(|image| {
             let stem = image.file_stem()?.to_str()?.strip_suffix(image_suffix)?.to_string();
             Some(Sample { label: labels.join(format!("{stem}{label_suffix}.{label_ext}")), image })
@@ -160,34 +178,22 @@ fn pair_folder(
         .collect())
 }
 
-/// A label PNG's raw values (a palette PNG's indices, never its colours),
-/// with its size.
-pub(crate) fn read_label_png(path: &Path) -> Result<(Vec<u16>, u32, u32)> {
-    let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    let mut decoder = png::Decoder::new(BufReader::new(file));
-    decoder.set_transformations(png::Transformations::IDENTITY);
-    let mut reader = decoder.read_info().with_context(|| format!("{}: not a PNG", path.display()))?;
-    let (color, depth) = reader.output_color_type();
-    if !matches!(color, png::ColorType::Grayscale | png::ColorType::Indexed) {
-        bail!("{}: a label map must be a grayscale or palette PNG, this one is {color:?}", path.display());
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_conventions_map_labels() {
+        for d in Dataset::ALL {
+            assert_eq!(d.name().parse::<Dataset>().unwrap(), d);
+        }
+        assert!("kitti".parse::<Dataset>().unwrap_err().contains("camvid, ade20k, voc2012, cityscapes"));
+        assert_eq!(Dataset::Camvid.class_names().len(), 11);
+        let path = Path::new("l.png");
+        assert_eq!(Dataset::Camvid.convert_labels(&[0, 10, 11], path).unwrap(), [0, 10, IGNORE]);
+        assert_eq!(Dataset::Ade20k.convert_labels(&[0, 1, 150], path).unwrap(), [IGNORE, 0, 149]);
+        assert_eq!(Dataset::Cityscapes.convert_labels(&[7, 33, 0], path).unwrap(), [0, 18, IGNORE]);
+        let err = Dataset::Camvid.convert_labels(&[12], path).unwrap_err().to_string();
+        assert_eq!(err, "l.png: label value 12 is not defined for camvid");
     }
-    let mut buf = vec![0; reader.output_buffer_size().context("label PNG too large")?];
-    let info = reader.next_frame(&mut buf).with_context(|| format!("{}: corrupt or truncated PNG", path.display()))?;
-    let (w, h) = (info.width, info.height);
-    let bits = depth as usize;
-    let values = buf[..info.buffer_size()]
-        .chunks_exact(info.line_size)
-        .flat_map(|row| {
-            (0..w as usize).map(move |x| match bits {
-                16 => u16::from_be_bytes([row[2 * x], row[2 * x + 1]]),
-                8 => row[x] as u16,
-                _ => {
-                    let per_byte = 8 / bits;
-                    let shift = 8 - bits * (x % per_byte + 1);
-                    ((row[x / per_byte] >> shift) & ((1 << bits) - 1) as u8) as u16
-                }
-            })
-        })
-        .collect();
-    Ok((values, w, h))
 }
