@@ -86,14 +86,14 @@ pub enum KernelError {
     /// An instruction set was requested that this CPU lacks.
     #[error("instruction set {0} is not available on this CPU (available: {avail})", avail = Isa::available().iter().map(|i| i.name()).collect::<Vec<_>>().join(", "))]
     IsaUnavailable(Isa),
-    /// A precision name (`PSPNET_PRECISION`, `--precision`) is unknown.
+    /// A precision name is unknown.
     #[error("precision {0:?} is not one of f32, bf16")]
     UnknownPrecision(String),
-    /// `PSPNET_CONV` names no known algorithm.
-    #[error("PSPNET_CONV={0:?} is not one of auto, direct")]
+    /// An algorithm name is unknown.
+    #[error("convolution algorithm {0:?} is not one of auto, direct")]
     UnknownConvAlgorithm(String),
-    /// `PSPNET_ISA` names no known instruction set.
-    #[error("PSPNET_ISA={0:?} is not one of portable, avx2, avx512")]
+    /// An instruction set name is unknown.
+    #[error("instruction set {0:?} is not one of portable, avx2, avx512")]
     UnknownIsa(String),
     /// A shape could not be built.
     #[error(transparent)]
