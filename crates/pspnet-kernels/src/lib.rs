@@ -28,6 +28,7 @@ mod adaptive;
 mod batch_norm;
 mod channels;
 mod conv;
+mod disjoint;
 mod error;
 mod gemm;
 mod isa;

@@ -23,6 +23,7 @@ use rayon::prelude::*;
 pub(crate) use bf16::PackedPairs;
 pub(crate) use pack::{ConvGeometry, PackedWeights};
 
+use crate::disjoint::Disjoint;
 use crate::{Isa, winograd};
 
 /// A register-blocked kernel computing one `MR` x `NR` output tile.
@@ -220,7 +221,7 @@ fn drive<K: MicroKernel>(
     debug_assert_eq!(weights.depth(), k);
     debug_assert_eq!(out.len(), m * n);
     let plan = Plan::new::<K>(m, n, k);
-    let output = SharedOutput::new(out, n);
+    let output = Disjoint::new(out);
     (0..plan.n_blocks * plan.m_chunks).into_par_iter().for_each_init(
         || pack::Scratch::new(plan.kc, plan.max_block_panels * K::NR),
         |scratch, task| {
@@ -239,7 +240,7 @@ fn run_task<K: MicroKernel>(
     geometry: &ConvGeometry,
     input: &[f32],
     epilogue: Epilogue<'_>,
-    output: &SharedOutput,
+    output: &Disjoint<'_, f32>,
     plan: &Plan,
     scratch: &mut pack::Scratch,
     rows: std::ops::Range<usize>,
@@ -266,7 +267,8 @@ fn run_task<K: MicroKernel>(
             let tile_rows = K::MR.min(rows.end - row0);
             for p in 0..cols.len().div_ceil(K::NR) {
                 let col0 = cols.start + p * K::NR;
-                let tile = TileRegion { row0, col0, rows: tile_rows, cols: K::NR.min(cols.end - col0) };
+                let tile_cols = K::NR.min(cols.end - col0);
+                let tile = TileRegion { row0, col0, rows: tile_rows, cols: tile_cols, row_stride: geometry.pixels() };
                 let run = |c: *mut f32, rs: usize| match pairs {
                     None => {
                         let (a, b) = (weights.panel(panel, k0, kc), &packed[p * kc * K::NR..][..kc * K::NR]);
@@ -294,13 +296,22 @@ fn run_task<K: MicroKernel>(
     }
 }
 
-/// A rectangle of the output: `rows` channels from `row0`, `cols` pixels from `col0`.
+/// A rectangle of the output: `rows` channels from `row0`, `cols` pixels
+/// from `col0`, in rows `row_stride` apart.
 #[derive(Clone, Copy)]
 struct TileRegion {
     row0: usize,
     col0: usize,
     rows: usize,
     cols: usize,
+    row_stride: usize,
+}
+
+impl TileRegion {
+    /// Where row `r` of the region starts in the output.
+    fn start(&self, r: usize) -> usize {
+        (self.row0 + r) * self.row_stride + self.col0
+    }
 }
 
 /// Runs a micro-kernel call (`run(c, row_stride)`) on one tile; a partial
@@ -309,22 +320,22 @@ struct TileRegion {
 ///
 /// # Safety
 /// `tile` must lie inside the output and no other thread may touch it.
-unsafe fn compute_tile<K: MicroKernel>(output: &SharedOutput, tile: TileRegion, run: impl Fn(*mut f32, usize)) {
+unsafe fn compute_tile<K: MicroKernel>(output: &Disjoint<'_, f32>, tile: TileRegion, run: impl Fn(*mut f32, usize)) {
     if tile.rows == K::MR && tile.cols == K::NR {
-        run(output.ptr_at(tile.row0, tile.col0), output.row_stride);
+        run(output.piece(tile.start(0), K::MR, K::NR, tile.row_stride), tile.row_stride);
         return;
     }
     let mut local = [0.0f32; 512];
     let local = &mut local[..K::MR * K::NR];
     for r in 0..tile.rows {
         // SAFETY: row r of the tile is inside the output and ours (caller).
-        let row = unsafe { output.row_mut(tile.row0 + r, tile.col0, tile.cols) };
+        let row = unsafe { output.run_mut(tile.start(r), tile.cols) };
         local[r * K::NR..r * K::NR + tile.cols].copy_from_slice(row);
     }
     run(local.as_mut_ptr(), K::NR);
     for r in 0..tile.rows {
         // SAFETY: as above.
-        let row = unsafe { output.row_mut(tile.row0 + r, tile.col0, tile.cols) };
+        let row = unsafe { output.run_mut(tile.start(r), tile.cols) };
         row.copy_from_slice(&local[r * K::NR..r * K::NR + tile.cols]);
     }
 }
@@ -333,12 +344,11 @@ unsafe fn compute_tile<K: MicroKernel>(output: &SharedOutput, tile: TileRegion, 
 ///
 /// # Safety
 /// `tile` must lie inside the output and no other thread may touch it.
-unsafe fn apply_epilogue(output: &SharedOutput, tile: TileRegion, epilogue: Epilogue<'_>) {
+unsafe fn apply_epilogue(output: &Disjoint<'_, f32>, tile: TileRegion, epilogue: Epilogue<'_>) {
     for r in 0..tile.rows {
-        let channel = tile.row0 + r;
         // SAFETY: inside the output and ours (caller).
-        let row = unsafe { output.row_mut(channel, tile.col0, tile.cols) };
-        epilogue.apply(row, channel, channel * output.row_stride + tile.col0);
+        let row = unsafe { output.run_mut(tile.start(r), tile.cols) };
+        epilogue.apply(row, tile.row0 + r, tile.start(r));
     }
 }
 
@@ -363,39 +373,5 @@ impl Epilogue<'_> {
             }
             None => row.iter_mut().for_each(|v| *v = finish(*v, 0.0)),
         }
-    }
-}
-
-/// The output matrix shared by all tasks, each writing its own rectangle.
-struct SharedOutput {
-    ptr: *mut f32,
-    len: usize,
-    row_stride: usize,
-}
-
-// SAFETY: the pointer comes from a `&mut [f32]` that outlives every task
-// (the parallel loop borrows it), and tasks write disjoint rectangles.
-unsafe impl Sync for SharedOutput {}
-
-impl SharedOutput {
-    fn new(out: &mut [f32], row_stride: usize) -> Self {
-        SharedOutput { ptr: out.as_mut_ptr(), len: out.len(), row_stride }
-    }
-
-    fn ptr_at(&self, row: usize, col: usize) -> *mut f32 {
-        let offset = row * self.row_stride + col;
-        assert!(offset < self.len, "tile origin outside the output");
-        self.ptr.wrapping_add(offset)
-    }
-
-    /// # Safety
-    /// No other live reference may overlap the returned row segment.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn row_mut(&self, row: usize, col: usize, len: usize) -> &mut [f32] {
-        let offset = row * self.row_stride + col;
-        assert!(offset + len <= self.len, "row segment outside the output");
-        // SAFETY: in bounds (asserted), exclusive (caller), and the buffer
-        // outlives `self`.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(offset), len) }
     }
 }
