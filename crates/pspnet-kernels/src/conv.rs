@@ -2,8 +2,10 @@
 
 use pspnet_tensor::{Shape, Tensor};
 
-use crate::gemm::{self, ConvGeometry, Epilogue, Operands, PackedPairs, PackedWeights};
-use crate::{Isa, KernelError, winograd};
+use crate::algorithm::{Algorithm, Execution};
+use crate::gemm::{self, ConvJob, Epilogue, PackedWeights};
+use crate::geometry::{ConvGeometry, output_len};
+use crate::{ConvAlgorithm, ConvOptions, Isa, KernelError, Precision, winograd};
 
 /// Stride, zero padding and dilation of a convolution, per axis `[y, x]`,
 /// with PyTorch's `nn.Conv2d` meaning.
@@ -40,90 +42,6 @@ impl ConvSpec {
     }
 }
 
-/// How a [`Conv2d`] computes its sums.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum ConvAlgorithm {
-    /// Winograd for 3x3 stride-1 layers (dilated or not), the direct
-    /// implicit GEMM for every other shape. In bf16, whose GEMMs cost
-    /// half as much while the transforms do not get cheaper, Winograd is
-    /// taken from [`BF16_WINOGRAD_MIN_CHANNELS`] input channels on: narrower
-    /// 3x3 layers run direct there (5x more exact).
-    #[default]
-    Auto,
-    /// The direct implicit GEMM: each output is a plain sum of
-    /// `in x kh x kw` products, the most exact order.
-    Direct,
-    /// Winograd F(4x4, 3x3) or F(5x5, 3x3), whichever does less work on the
-    /// input ([`Conv2d::winograd_tile`]): a quarter or a fifth of the
-    /// multiplications, at a rounding error still far below the 1e-5
-    /// relative budget of the model tests. Only 3x3 kernels with stride 1.
-    Winograd,
-}
-
-/// The fewest input channels for which [`ConvAlgorithm::Auto`] picks
-/// Winograd in bf16. With the input transform writing bf16 pairs, Winograd
-/// beats the direct sum on PSPNet-50's 3x3 layers from the 64-channel stem on
-/// (stage 1's 64 -> 64 at 119x119 is the exception, slightly faster direct;
-/// docs/performance-history.md has the numbers). Narrower layers keep the
-/// direct sum, which is more exact in bf16.
-pub const BF16_WINOGRAD_MIN_CHANNELS: usize = 64;
-
-/// The arithmetic of a convolution's multiply-adds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Precision {
-    /// f32 operands and sums.
-    #[default]
-    F32,
-    /// Operands rounded to bfloat16 (8-bit mantissa), products summed in
-    /// f32: twice the multiply-adds per instruction where the CPU has
-    /// AVX512-BF16 (a portable kernel elsewhere), at about 3 significant
-    /// digits per operand. The pyramid bins' tiny 1x1 convolutions stay f32.
-    Bf16,
-}
-
-impl std::str::FromStr for Precision {
-    type Err = KernelError;
-
-    fn from_str(name: &str) -> Result<Self, Self::Err> {
-        match name.trim().to_ascii_lowercase().as_str() {
-            "" | "f32" | "fp32" => Ok(Precision::F32),
-            "bf16" => Ok(Precision::Bf16),
-            _ => Err(KernelError::UnknownPrecision(name.to_string())),
-        }
-    }
-}
-
-impl std::str::FromStr for ConvAlgorithm {
-    type Err = KernelError;
-
-    fn from_str(name: &str) -> Result<Self, Self::Err> {
-        match name.trim().to_ascii_lowercase().as_str() {
-            "" | "auto" => Ok(ConvAlgorithm::Auto),
-            "direct" => Ok(ConvAlgorithm::Direct),
-            _ => Err(KernelError::UnknownConvAlgorithm(name.to_string())),
-        }
-    }
-}
-
-/// How new convolutions run, chosen by the caller as a value (the binary
-/// reads it from its environment; libraries never do).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ConvOptions {
-    /// The micro-kernels' instruction set; this CPU must support it.
-    pub isa: Isa,
-    /// How the sums are computed.
-    pub algorithm: ConvAlgorithm,
-    /// The arithmetic of the multiply-adds.
-    pub precision: Precision,
-}
-
-impl Default for ConvOptions {
-    /// The fastest instruction set this CPU has, [`ConvAlgorithm::Auto`], f32.
-    fn default() -> Self {
-        ConvOptions { isa: Isa::best(), algorithm: ConvAlgorithm::Auto, precision: Precision::F32 }
-    }
-}
-
 /// A convolution layer ready to run: weights packed for the chosen
 /// instruction set, plus an epilogue computing, per output value,
 /// `relu?(conv(x) * scale[c] + shift[c] + residual)`.
@@ -135,13 +53,10 @@ pub struct Conv2d {
     dims: [usize; 4],
     spec: ConvSpec,
     isa: Isa,
+    /// The algorithm asked for; `execution` is what it comes to.
     algorithm: ConvAlgorithm,
-    /// Whether `algorithm` comes to Winograd for this shape and precision.
-    winograd: bool,
     packed: PackedWeights,
-    /// The weights in bf16 pairs, for a direct layer in bf16.
-    pairs: Option<PackedPairs>,
-    precision: Precision,
+    execution: Execution,
     scale: Option<Vec<f32>>,
     shift: Option<Vec<f32>>,
     relu: bool,
@@ -182,10 +97,8 @@ impl Conv2d {
             spec,
             isa,
             algorithm: ConvAlgorithm::Auto,
-            winograd: false,
             packed,
-            pairs: None,
-            precision: Precision::F32,
+            execution: Execution::Direct,
             scale: None,
             shift: None,
             relu: false,
@@ -195,15 +108,11 @@ impl Conv2d {
 
     /// Chooses how the sums are computed (by default [`ConvAlgorithm::Auto`]).
     pub fn with_algorithm(self, algorithm: ConvAlgorithm) -> Result<Self, KernelError> {
-        if algorithm == ConvAlgorithm::Winograd && !self.winograd_supported() {
+        if algorithm == ConvAlgorithm::Winograd && !winograd::supports([self.dims[2], self.dims[3]], self.spec.stride) {
             return Err(KernelError::WinogradUnsupported { weight: self.dims, stride: self.spec.stride });
         }
-        let precision = self.precision;
+        let precision = self.precision();
         Ok(Conv2d { algorithm, ..self }.with_precision(precision))
-    }
-
-    fn winograd_supported(&self) -> bool {
-        winograd::supports([self.dims[2], self.dims[3]], self.spec.stride)
     }
 
     /// Chooses the arithmetic (by default f32).
@@ -214,26 +123,17 @@ impl Conv2d {
 
     /// [`Conv2d::with_precision`] in place, for a model switching every layer.
     pub fn set_precision(&mut self, precision: Precision) {
-        self.winograd = match self.algorithm {
-            ConvAlgorithm::Auto => {
-                self.winograd_supported() && (precision == Precision::F32 || self.dims[1] >= BF16_WINOGRAD_MIN_CHANNELS)
-            }
-            ConvAlgorithm::Direct => false,
-            ConvAlgorithm::Winograd => true,
-        };
-        // Direct layers multiply bf16 from paired weights; Winograd layers do not.
-        self.pairs = (precision == Precision::Bf16 && !self.winograd).then(|| PackedPairs::new(self.isa, &self.packed));
-        self.precision = precision;
+        self.execution = Execution::new(self.algorithm, precision, self.dims, self.spec.stride, self.isa, &self.packed);
     }
 
     /// The arithmetic of this layer.
     pub fn precision(&self) -> Precision {
-        self.precision
+        self.execution.precision()
     }
 
     /// Whether this layer runs in the Winograd domain.
     pub fn is_winograd(&self) -> bool {
-        self.winograd
+        matches!(self.execution, Execution::Winograd(_))
     }
 
     /// The side `m` of the output tiles of the Winograd transform F(m x m,
@@ -241,7 +141,10 @@ impl Conv2d {
     /// less work there), or `None` if it convolves directly.
     pub fn winograd_tile(&self, input: Shape) -> Result<Option<usize>, KernelError> {
         let (geometry, _) = self.geometry(input)?;
-        Ok(self.winograd.then(|| winograd::tile_side(&geometry, gemm::tile_dims(self.isa).1)))
+        Ok(match Algorithm::choose(&self.execution, &geometry, self.isa) {
+            Algorithm::Winograd { size, .. } => Some(size.out()),
+            _ => None,
+        })
     }
 
     /// Adds a per-output-channel bias (replacing any shift set before).
@@ -277,7 +180,7 @@ impl Conv2d {
             relu: self.relu,
             ..conv
         };
-        Ok(conv.with_precision(self.precision))
+        Ok(conv.with_precision(self.precision()))
     }
 
     /// The instruction set this layer runs on.
@@ -353,10 +256,7 @@ impl Conv2d {
                 _ => {}
             }
         }
-        let operands = match self.precision {
-            Precision::F32 => Operands::F32,
-            Precision::Bf16 => Operands::Bf16(self.pairs.as_ref()),
-        };
+        let algorithm = Algorithm::choose(&self.execution, &geometry, self.isa);
         for n in 0..shape.n() {
             let epilogue = Epilogue {
                 scale: self.scale.as_deref(),
@@ -364,17 +264,8 @@ impl Conv2d {
                 residual: residual.map(|r| r.image_slice(n)).transpose()?,
                 relu: self.relu,
             };
-            let image = input.image_slice(n)?;
-            gemm::conv_image(
-                self.isa,
-                self.winograd,
-                operands,
-                &self.packed,
-                &geometry,
-                image,
-                epilogue,
-                out.image_slice_mut(n)?,
-            );
+            let job = ConvJob { weights: &self.packed, geometry: &geometry, input: input.image_slice(n)?, epilogue };
+            algorithm.run(self.isa, &job, out.image_slice_mut(n)?);
         }
         Ok(())
     }
@@ -426,32 +317,4 @@ impl Conv2d {
         };
         Ok((geometry, shape))
     }
-}
-
-/// PyTorch's output length `floor((len + 2p - d(k-1) - 1) / s) + 1`, refusing
-/// a window larger than the padded input and any overflow.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn output_len(
-    what: &'static str,
-    axis: &'static str,
-    input: Shape,
-    len: usize,
-    kernel: usize,
-    stride: usize,
-    padding: usize,
-    dilation: usize,
-) -> Result<usize, KernelError> {
-    let overflow = KernelError::Overflow { what: "convolution window" };
-    let window = dilation.checked_mul(kernel - 1).and_then(|v| v.checked_add(1)).ok_or(overflow.clone())?;
-    // Bounding the padded length keeps every pixel coordinate the packer
-    // computes (at most `padded`) representable as an `isize`.
-    let padded = padding
-        .checked_mul(2)
-        .and_then(|p| p.checked_add(len))
-        .filter(|&p| p <= isize::MAX as usize / 2)
-        .ok_or(overflow)?;
-    if padded < window {
-        return Err(KernelError::WindowLargerThanInput { what, axis, input, kernel, dilation, padding, window });
-    }
-    Ok((padded - window) / stride + 1)
 }

@@ -1,7 +1,5 @@
 use pspnet_tensor::{Shape, TensorError};
 
-use crate::Isa;
-
 /// Everything a kernel can refuse, with the shapes and values involved.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KernelError {
@@ -84,8 +82,13 @@ pub enum KernelError {
         stride: [usize; 2],
     },
     /// An instruction set was requested that this CPU lacks.
-    #[error("instruction set {0} is not available on this CPU (available: {avail})", avail = Isa::available().iter().map(|i| i.name()).collect::<Vec<_>>().join(", "))]
-    IsaUnavailable(Isa),
+    #[error("instruction set {isa} is not available on this CPU (available: {available})")]
+    IsaUnavailable {
+        /// The set's name.
+        isa: &'static str,
+        /// The names of those this CPU has.
+        available: String,
+    },
     /// A precision name is unknown.
     #[error("precision {0:?} is not one of f32, bf16")]
     UnknownPrecision(String),

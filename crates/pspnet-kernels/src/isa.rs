@@ -50,7 +50,11 @@ impl Isa {
 
     /// `Ok(self)` if available, else [`KernelError::IsaUnavailable`].
     pub fn check_available(self) -> Result<Isa, KernelError> {
-        if self.is_available() { Ok(self) } else { Err(KernelError::IsaUnavailable(self)) }
+        if self.is_available() {
+            return Ok(self);
+        }
+        let available = Isa::available().iter().map(|isa| isa.name()).collect::<Vec<_>>().join(", ");
+        Err(KernelError::IsaUnavailable { isa: self.name(), available })
     }
 
     /// The set's name (`portable`, `avx2`, `avx512`).

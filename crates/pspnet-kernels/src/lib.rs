@@ -25,13 +25,18 @@
 //! The crate knows nothing of models: it sees tensors and numbers.
 
 mod adaptive;
+mod algorithm;
 mod batch_norm;
+mod cache;
 mod channels;
 mod conv;
 mod disjoint;
 mod error;
 mod gemm;
+mod gemv;
+mod geometry;
 mod isa;
+mod options;
 mod planes;
 mod pool;
 mod resize;
@@ -39,11 +44,13 @@ mod upsampled;
 mod winograd;
 
 pub use adaptive::{adaptive_avg_pool2d, adaptive_avg_pool2d_levels, adaptive_max_pool2d, adaptive_max_pool2d_levels};
+pub use algorithm::BF16_WINOGRAD_MIN_CHANNELS;
 pub use batch_norm::{BN_EPS, BatchNorm};
 pub use channels::{argmax_channels, softmax_channels};
-pub use conv::{BF16_WINOGRAD_MIN_CHANNELS, Conv2d, ConvAlgorithm, ConvOptions, ConvSpec, Precision};
+pub use conv::{Conv2d, ConvSpec};
 pub use error::KernelError;
 pub use isa::Isa;
+pub use options::{ConvAlgorithm, ConvOptions, Precision};
 pub use pool::{PoolSpec, avg_pool2d, max_pool2d};
 pub use pspnet_tensor::{Shape, Tensor, TensorError, bf16};
 pub use resize::{resize_bilinear, resize_bilinear_argmax, resize_bilinear_into};

@@ -78,7 +78,7 @@ pub fn resize_bilinear_into(
 ) -> Result<(), KernelError> {
     let (s, o) = (input.shape(), out.shape());
     if s.n() != o.n() || channel0.checked_add(s.c()).is_none_or(|end| end > o.c()) {
-        return Err(TensorError::ChannelRange { target: o, channel0, part: s }.into());
+        return Err(TensorError::ChannelRange { target: o.dims(), channel0, part: s.dims() }.into());
     }
     Resize::new(s, [o.h(), o.w()], align_corners)?.run(input, out, channel0)
 }

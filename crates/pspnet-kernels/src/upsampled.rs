@@ -14,7 +14,7 @@
 use pspnet_tensor::{Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::conv::output_len;
+use crate::geometry::output_len;
 use crate::resize::{Taps, blend_rows, taps};
 use crate::{Conv2d, ConvOptions, ConvSpec, KernelError};
 

@@ -7,8 +7,6 @@ use pspnet_resnet::ResNetError;
 use pspnet_tensor::TensorError;
 use pspnet_weights::WeightsError;
 
-use crate::LayoutProblems;
-
 /// Why a PSPNet could not be loaded, built or run.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -70,4 +68,35 @@ pub enum ModelError {
     /// An input image the model cannot take.
     #[error("{0}")]
     Input(String),
+}
+
+/// The keys a checkpoint gets wrong, all at once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LayoutProblems {
+    /// Keys the architecture needs that the file lacks.
+    pub missing: Vec<String>,
+    /// Keys in the file that no part of the architecture uses.
+    pub unexpected: Vec<String>,
+    /// Keys whose shape contradicts the rest of the network.
+    pub misshaped: Vec<String>,
+}
+
+impl LayoutProblems {
+    /// Whether every key fits.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.missing.is_empty() && self.unexpected.is_empty() && self.misshaped.is_empty()
+    }
+}
+
+impl std::fmt::Display for LayoutProblems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (what, keys) in
+            [("missing", &self.missing), ("unexpected", &self.unexpected), ("misshaped", &self.misshaped)]
+        {
+            if !keys.is_empty() {
+                write!(f, "\n  {what} ({}): {}", keys.len(), keys.join(", "))?;
+            }
+        }
+        Ok(())
+    }
 }

@@ -19,7 +19,7 @@ use pspnet_resnet::{BlockKind, DilationRule, ResNetConfig, StemKind, StridePlace
 use pspnet_tensor::Params;
 use pspnet_weights::{StateDict, Value};
 
-use crate::{Layout, ModelError, ModelSpec};
+use crate::{Layout, LayoutProblems, ModelError, ModelSpec};
 
 /// One renaming rule: `from` and `to` are dotted patterns where `{}`
 /// matches one segment and `{*}` the rest of the key (one or more segments).
@@ -215,49 +215,18 @@ pub(crate) fn class_info(extra: &Value) -> (Option<Vec<String>>, Option<Vec<[u8;
     (names, palette)
 }
 
-/// The keys a checkpoint gets wrong, all at once.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LayoutProblems {
-    /// Keys the architecture needs that the file lacks (canonical names).
-    pub missing: Vec<String>,
-    /// Keys in the file that no part of the architecture uses.
-    pub unexpected: Vec<String>,
-    /// Keys whose shape contradicts the rest of the network.
-    pub misshaped: Vec<String>,
-}
-
-impl LayoutProblems {
-    /// The problems a network's builders found, in `layout`'s own key names
-    /// (keys no renaming rule matched come first among the unexpected).
-    pub(crate) fn new(layout: Layout, unmatched: Vec<String>, problems: Problems) -> Self {
-        let name = |n: &str| source_name(layout, n);
-        let misshaped = problems
-            .misshaped
-            .iter()
-            .map(|m| format!("{}: {:?} in the file, {:?} expected", name(&m.name), m.found, m.expected));
-        LayoutProblems {
-            missing: problems.missing.iter().map(|n| name(n)).collect(),
-            unexpected: unmatched.into_iter().chain(problems.unexpected.iter().map(|n| name(n))).collect(),
-            misshaped: problems.notes.into_iter().chain(misshaped).collect(),
-        }
-    }
-
-    /// Whether every key fits.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.missing.is_empty() && self.unexpected.is_empty() && self.misshaped.is_empty()
-    }
-}
-
-impl std::fmt::Display for LayoutProblems {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (what, keys) in
-            [("missing", &self.missing), ("unexpected", &self.unexpected), ("misshaped", &self.misshaped)]
-        {
-            if !keys.is_empty() {
-                write!(f, "\n  {what} ({}): {}", keys.len(), keys.join(", "))?;
-            }
-        }
-        Ok(())
+/// The problems a network's builders found, in `layout`'s own key names
+/// (keys no renaming rule matched come first among the unexpected).
+pub(crate) fn layout_problems(layout: Layout, unmatched: Vec<String>, problems: Problems) -> LayoutProblems {
+    let name = |n: &str| source_name(layout, n);
+    let misshaped = problems
+        .misshaped
+        .iter()
+        .map(|m| format!("{}: {:?} in the file, {:?} expected", name(&m.name), m.found, m.expected));
+    LayoutProblems {
+        missing: problems.missing.iter().map(|n| name(n)).collect(),
+        unexpected: unmatched.into_iter().chain(problems.unexpected.iter().map(|n| name(n))).collect(),
+        misshaped: problems.notes.into_iter().chain(misshaped).collect(),
     }
 }
 

@@ -22,8 +22,7 @@ mod segmenter;
 mod spec;
 
 pub use compare::Comparison;
-pub use error::ModelError;
-pub use layout::LayoutProblems;
+pub use error::{LayoutProblems, ModelError};
 pub use load::read_checkpoint;
 pub use metrics::{ClassScore, ConfusionMatrix, Scores};
 pub use native::{FORMAT, FORMAT_KEY, SPEC_KEY, StorageDtype, save_native};

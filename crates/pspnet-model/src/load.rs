@@ -8,7 +8,7 @@ use pspnet_nn::ParamStore;
 use pspnet_tensor::Params;
 use pspnet_weights::{Checkpoint, Format, Value};
 
-use crate::layout::{LayoutProblems, detect, infer, rename};
+use crate::layout::{detect, infer, layout_problems, rename};
 use crate::native::native_spec;
 use crate::{Layout, ModelError, ModelSpec, Overrides, PspNet, PspNetConfig};
 
@@ -64,7 +64,7 @@ impl Imported {
         let config = PspNetConfig { backbone: spec.backbone.clone(), ppm: spec.ppm.clone() };
         let mut store = ParamStore::new(params, options);
         let net = PspNet::build(config, &mut store.root());
-        let problems = LayoutProblems::new(layout, unmatched, store.finish());
+        let problems = layout_problems(layout, unmatched, store.finish());
         if !problems.is_empty() {
             return Err(ModelError::Layout { path: path.to_path_buf(), layout: layout.name(), problems });
         }

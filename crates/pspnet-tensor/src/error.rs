@@ -1,5 +1,3 @@
-use crate::Shape;
-
 /// Everything that can go wrong when building or indexing a tensor.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TensorError {
@@ -18,24 +16,24 @@ pub enum TensorError {
         dims: [usize; 4],
     },
     /// A buffer's length does not match the shape it is meant to fill.
-    #[error("a tensor of shape {shape} needs {expected} elements, got {actual}")]
+    #[error("a tensor of shape {shape:?} needs {expected} elements, got {actual}")]
     LengthMismatch {
-        /// The shape asked for.
-        shape: Shape,
+        /// The shape asked for, `[n, c, h, w]`.
+        shape: [usize; 4],
         /// Its element count.
         expected: usize,
         /// The buffer's length.
         actual: usize,
     },
     /// An image or channel index is past the end of its axis.
-    #[error("{axis} index {index} is out of range for a tensor of shape {shape}")]
+    #[error("{axis} index {index} is out of range for a tensor of shape {shape:?}")]
     IndexOutOfRange {
         /// `"image"` or `"channel"`.
         axis: &'static str,
         /// The index asked for.
         index: usize,
-        /// The tensor's shape.
-        shape: Shape,
+        /// The tensor's shape, `[n, c, h, w]`.
+        shape: [usize; 4],
     },
     /// A named parameter is absent.
     #[error("parameter `{name}` is missing")]
@@ -54,21 +52,21 @@ pub enum TensorError {
         got: Vec<usize>,
     },
     /// A tensor written into a channel range does not fit there.
-    #[error("cannot write {part} into channels {channel0}.. of {target}")]
+    #[error("cannot write {part:?} into channels {channel0}.. of {target:?}")]
     ChannelRange {
-        /// The tensor written into.
-        target: Shape,
+        /// The shape of the tensor written into.
+        target: [usize; 4],
         /// The first channel written.
         channel0: usize,
-        /// The tensor written.
-        part: Shape,
+        /// The shape of the tensor written.
+        part: [usize; 4],
     },
     /// Tensors to concatenate differ in batch or spatial size.
-    #[error("cannot concatenate {other} onto {first}: batch and spatial sizes differ")]
+    #[error("cannot concatenate {other:?} onto {first:?}: batch and spatial sizes differ")]
     ConcatMismatch {
         /// The first tensor's shape.
-        first: Shape,
+        first: [usize; 4],
         /// The mismatching tensor's shape.
-        other: Shape,
+        other: [usize; 4],
     },
 }

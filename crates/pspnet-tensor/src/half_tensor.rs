@@ -54,7 +54,7 @@ impl<T: HalfFloat> HalfTensor<T> {
     /// Wraps a flat NCHW buffer; its length must equal the shape's.
     pub fn from_vec(shape: Shape, data: Vec<T>) -> Result<Self, TensorError> {
         if data.len() != shape.len() {
-            return Err(TensorError::LengthMismatch { shape, expected: shape.len(), actual: data.len() });
+            return Err(TensorError::LengthMismatch { shape: shape.dims(), expected: shape.len(), actual: data.len() });
         }
         Ok(HalfTensor { shape, data })
     }

@@ -33,11 +33,11 @@ impl Tensor {
     /// Wraps a flat NCHW buffer; its length must equal the shape's.
     pub fn from_vec(shape: Shape, data: Vec<f32>) -> Result<Self, TensorError> {
         if data.len() != shape.len() {
-            return Err(TensorError::LengthMismatch { shape, expected: shape.len(), actual: data.len() });
+            return Err(TensorError::LengthMismatch { shape: shape.dims(), expected: shape.len(), actual: data.len() });
         }
         let [n, c, h, w] = shape.dims();
         let data = Array4::from_shape_vec((n, c, h, w), data).map_err(|_| TensorError::LengthMismatch {
-            shape,
+            shape: shape.dims(),
             expected: shape.len(),
             actual: 0,
         })?;
@@ -114,7 +114,7 @@ impl Tensor {
     pub fn channel(&self, n: usize, c: usize) -> Result<ArrayView2<'_, f32>, TensorError> {
         self.check_image(n)?;
         if c >= self.shape.c() {
-            return Err(TensorError::IndexOutOfRange { axis: "channel", index: c, shape: self.shape });
+            return Err(TensorError::IndexOutOfRange { axis: "channel", index: c, shape: self.shape.dims() });
         }
         Ok(self.data.index_axis(Axis(0), n).index_axis_move(Axis(0), c))
     }
@@ -139,7 +139,7 @@ impl Tensor {
         for part in parts {
             let s = part.shape();
             if (s.n(), s.h(), s.w()) != (first.n(), first.h(), first.w()) {
-                return Err(TensorError::ConcatMismatch { first, other: s });
+                return Err(TensorError::ConcatMismatch { first: first.dims(), other: s.dims() });
             }
             channels = channels
                 .checked_add(s.c())
@@ -160,7 +160,7 @@ impl Tensor {
     pub fn write_channels(&mut self, channel0: usize, part: &Tensor) -> Result<(), TensorError> {
         let (s, p) = (self.shape, part.shape());
         if (s.n(), s.h(), s.w()) != (p.n(), p.h(), p.w()) || channel0.checked_add(p.c()).is_none_or(|end| end > s.c()) {
-            return Err(TensorError::ChannelRange { target: s, channel0, part: p });
+            return Err(TensorError::ChannelRange { target: s.dims(), channel0, part: p.dims() });
         }
         let plane = s.plane_len();
         for n in 0..s.n() {
@@ -171,7 +171,7 @@ impl Tensor {
 
     fn check_image(&self, n: usize) -> Result<(), TensorError> {
         if n >= self.shape.n() {
-            return Err(TensorError::IndexOutOfRange { axis: "image", index: n, shape: self.shape });
+            return Err(TensorError::IndexOutOfRange { axis: "image", index: n, shape: self.shape.dims() });
         }
         Ok(())
     }

@@ -2,39 +2,7 @@
 //! them, so that its inner loop walks memory strictly forward.
 
 use super::{MicroKernel, bf16};
-
-/// The shape of one image's convolution, validated by [`crate::Conv2d`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ConvGeometry {
-    pub(crate) cin: usize,
-    pub(crate) h: usize,
-    pub(crate) w: usize,
-    pub(crate) kh: usize,
-    pub(crate) kw: usize,
-    pub(crate) stride: [usize; 2],
-    pub(crate) padding: [usize; 2],
-    pub(crate) dilation: [usize; 2],
-    pub(crate) oh: usize,
-    pub(crate) ow: usize,
-}
-
-impl ConvGeometry {
-    /// `N` of the GEMM: output pixels.
-    pub(crate) fn pixels(&self) -> usize {
-        self.oh * self.ow
-    }
-
-    /// `K` of the GEMM: input channels x kernel taps.
-    pub(crate) fn depth(&self) -> usize {
-        self.cin * self.kh * self.kw
-    }
-
-    /// A 1x1, stride 1, unpadded convolution reads each output pixel's own
-    /// input pixel: its `B` matrix is the input itself.
-    pub(crate) fn is_pointwise(&self) -> bool {
-        self.kh == 1 && self.kw == 1 && self.stride == [1, 1] && self.padding == [0, 0]
-    }
-}
+use crate::geometry::ConvGeometry;
 
 /// Weights (`M x K`, row-major OIHW) packed into `MR`-row panels: panel `i`
 /// holds, for each `k`, the `MR` values `A[i*MR .. i*MR+MR][k]` (zero-padded

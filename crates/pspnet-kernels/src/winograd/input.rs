@@ -7,7 +7,8 @@ use super::plan::{Plan, Tile, TileSize};
 use super::transform::{F4, F5, Lanes, MAX_POINTS, Tiling};
 use super::{LANES, MAX_NR};
 use crate::disjoint::Disjoint;
-use crate::gemm::{ConvGeometry, bf16};
+use crate::gemm::bf16;
+use crate::geometry::ConvGeometry;
 use crate::isa::multiversion;
 
 /// Where the input transform writes `V`: in f32, or in bf16 pairs of

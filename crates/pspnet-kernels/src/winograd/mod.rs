@@ -42,9 +42,9 @@ use self::input::{VOut, transform_input};
 use self::multiply::{multiply, multiply_bf16};
 use self::output::transform_output;
 use self::plan::Plan;
-pub(crate) use self::plan::tile_side;
+pub(crate) use self::plan::TileSize;
 use self::weights::transform_weights;
-use crate::gemm::{ConvGeometry, Epilogue, MicroKernel, Operands, PackedWeights};
+use crate::gemm::{ConvJob, MicroKernel};
 
 /// Tiles (or output channels) each transform handles as one vector.
 const LANES: usize = 8;
@@ -63,22 +63,16 @@ thread_local! {
     static PAIRS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Convolves one image (`input` is `cin x h x w`, `out` is `rows x oh x ow`)
-/// with weights packed for `K`, which the CPU must support.
-pub(crate) fn conv_image<K: MicroKernel>(
-    operands: Operands<'_>,
-    weights: &PackedWeights,
-    g: &ConvGeometry,
-    input: &[f32],
-    epilogue: Epilogue<'_>,
-    out: &mut [f32],
-) {
+/// Convolves one image (`out` is `rows x oh x ow`) in tiles of `size`, on
+/// micro-kernel `K` (which the CPU must support), multiplying bf16
+/// operands if `bf16`.
+pub(crate) fn convolve<K: MicroKernel>(job: &ConvJob<'_>, size: TileSize, bf16: bool, out: &mut [f32]) {
+    let (weights, g, input, epilogue) = (job.weights, job.geometry, job.input, job.epilogue);
     debug_assert!(supports([g.kh, g.kw], g.stride) && weights.mr() == K::MR);
-    let plan = Plan::new::<K>(g, weights.rows());
+    let plan = Plan::new::<K>(g, size, weights.rows());
     // Taken out of the thread-local (not borrowed), so a nested call on this
     // thread simply allocates its own.
     let mut workspace = WORKSPACE.take();
-    let bf16 = matches!(operands, Operands::Bf16(_));
     // In bf16, `U` only ever exists in pairs: each panel is transformed into
     // a scratch of its own (see `transform_weights`).
     let u_len = if bf16 { 0 } else { plan.u_len() };

@@ -8,11 +8,12 @@ use crate::disjoint::Disjoint;
 use crate::gemm::MicroKernel;
 
 /// Budget in bytes of the `B` panels one task multiplies per point: three
-/// quarters of a 1 MB L2. The larger the group, the fewer tasks share a
-/// point's `A` panels, and the fewer times each is read from memory: for
-/// the head's 3x3 (4096 -> 512), 768 KiB lets one task cover all of a
-/// chunk's tiles.
-const B_GROUP_BYTES: usize = 768 * 1024;
+/// quarters of the L2 cache. The larger the group, the fewer tasks share a
+/// point's `A` panels, and the fewer times each is read from memory (at
+/// 1 MiB of L2, one task covers all of a chunk's tiles in the head's 3x3).
+fn b_group_bytes() -> usize {
+    crate::cache::l2_bytes() * 3 / 4
+}
 /// Sets (`first`) or accumulates `M += U · V` over one chunk of `kc`
 /// channels for a band of `tiles` tiles. As in the direct GEMM, each `A`
 /// panel (a point's `U` for `MR` output channels) stays in L1 while the
@@ -68,7 +69,7 @@ fn multiply_with<K: MicroKernel>(
     tile: impl Fn(usize, usize, usize, *mut f32, usize, usize) + Sync,
 ) {
     let tile_panels = tiles.div_ceil(K::NR);
-    let group = (B_GROUP_BYTES / (kc * K::NR * size_of::<f32>())).clamp(1, tile_panels);
+    let group = (b_group_bytes() / (kc * K::NR * size_of::<f32>())).clamp(1, tile_panels);
     let groups = tile_panels.div_ceil(group);
     let threads = rayon::current_num_threads().max(1);
     let row_chunks = (4 * threads).div_ceil(groups).clamp(1, plan.row_panels);

@@ -6,7 +6,8 @@ use rayon::prelude::*;
 use super::LANES;
 use super::plan::{Plan, Tile, TileSize};
 use super::transform::{F4, F5, MAX_POINTS, Tiling};
-use crate::gemm::{ConvGeometry, Epilogue};
+use crate::gemm::Epilogue;
+use crate::geometry::ConvGeometry;
 use crate::isa::multiversion;
 
 /// How far ahead, in tiles, [`output_plane`] asks for its products: its 36

@@ -5,7 +5,8 @@
 use super::transform::{F4, F5, Tiling};
 use super::{LANES, MAX_NR};
 use crate::Isa;
-use crate::gemm::{ConvGeometry, MicroKernel};
+use crate::gemm::MicroKernel;
+use crate::geometry::ConvGeometry;
 
 /// Budget in floats of `U`, the transformed weights of one chunk (32 MiB).
 const U_BUDGET: usize = 8 << 20;
@@ -16,7 +17,7 @@ const M_BUDGET: usize = 6 << 20;
 /// The tile size of a layer's Winograd transform, F(m x m, 3x3): the
 /// [`Tiling`] its transforms are compiled for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum TileSize {
+pub(crate) enum TileSize {
     F4,
     F5,
 }
@@ -25,7 +26,7 @@ impl TileSize {
     const ALL: [TileSize; 2] = [TileSize::F4, TileSize::F5];
 
     /// Side of an output tile.
-    pub(super) fn out(self) -> usize {
+    pub(crate) fn out(self) -> usize {
         match self {
             TileSize::F4 => F4::OUT,
             TileSize::F5 => F5::OUT,
@@ -44,19 +45,13 @@ impl TileSize {
     /// PSPNet-50's 3x3 layers at 473x473, where F(5) gains most on the
     /// dilated layers: their 15x15 or 30x30 sub-grids take whole 5x5 tiles,
     /// but 4x4 tiles padded to 16 or 32).
-    fn for_layer(g: &ConvGeometry, nr: usize) -> TileSize {
+    pub(crate) fn for_layer(g: &ConvGeometry, nr: usize) -> TileSize {
         let work = |size: TileSize| {
             let tiles: usize = subgrids(g, size.out()).map(|(_, rows, cols)| rows * cols).sum();
             size.points() * (tiles.next_multiple_of(nr) + nr)
         };
         TileSize::ALL.into_iter().min_by_key(|&size| work(size)).expect("two sizes")
     }
-}
-
-/// The output tile side `m` of the F(m x m, 3x3) transform a Winograd layer
-/// of this geometry uses with micro-kernels `nr` columns wide.
-pub(crate) fn tile_side(g: &ConvGeometry, nr: usize) -> usize {
-    TileSize::for_layer(g, nr).out()
 }
 
 /// One output tile: its first output pixel; its pixels, and its input
@@ -111,10 +106,9 @@ pub(super) struct Plan {
 }
 
 impl Plan {
-    pub(super) fn new<K: MicroKernel>(g: &ConvGeometry, rows: usize) -> Plan {
+    pub(super) fn new<K: MicroKernel>(g: &ConvGeometry, size: TileSize, rows: usize) -> Plan {
         debug_assert!(K::NR % LANES == 0 && K::MR % 4 == 0, "transforms work on whole lane groups");
         debug_assert!(K::NR <= MAX_NR, "the input transform assembles whole B panel rows");
-        let size = TileSize::for_layer(g, K::NR);
         let (points, tiles) = (size.points(), tiles(g, size.out()));
         let row_panels = rows.div_ceil(K::MR);
         let padded_rows = row_panels * K::MR;

@@ -7,7 +7,8 @@
 
 use rayon::prelude::*;
 
-use super::{Epilogue, PackedWeights};
+use crate::Isa;
+use crate::gemm::ConvJob;
 use crate::isa::multiversion;
 
 /// The most output pixels this path takes (a third of the widest `NR`).
@@ -15,15 +16,9 @@ pub(crate) const MAX_PIXELS: usize = 16;
 
 /// `out[m][j] = sum_k weights[m][k] * input[k][j]` for a 1x1 convolution
 /// over `n <= MAX_PIXELS` pixels (`input` is `K x n`), then the epilogue.
-pub(crate) fn pointwise(
-    isa: crate::Isa,
-    weights: &PackedWeights,
-    input: &[f32],
-    n: usize,
-    epilogue: Epilogue<'_>,
-    out: &mut [f32],
-) {
-    debug_assert!(n <= MAX_PIXELS);
+pub(crate) fn convolve(isa: Isa, job: &ConvJob<'_>, out: &mut [f32]) {
+    let (weights, input, n, epilogue) = (job.weights, job.input, job.geometry.pixels(), job.epilogue);
+    debug_assert!(job.geometry.is_pointwise() && n <= MAX_PIXELS);
     let mr = weights.mr();
     out.par_chunks_mut(mr * n).enumerate().for_each(|(panel, out)| {
         panel_product(isa, weights.panel(panel, 0, weights.depth()), mr, input, n, out);
