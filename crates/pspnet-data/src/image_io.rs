@@ -36,12 +36,12 @@ pub fn decode_rgb(path: &Path, bytes: &[u8], max_pixels: u64) -> Result<RgbImage
 
 /// [`decode_rgb`] of a file.
 pub fn read_rgb(path: &Path, max_pixels: u64) -> Result<RgbImage, DataError> {
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        what: "cannot open",
-        source,
-    })?;
-    decode_rgb(path, &bytes, max_pixels)
+    decode_rgb(path, &read_file(path)?, max_pixels)
+}
+
+/// A whole file's bytes.
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
+    std::fs::read(path).map_err(|source| DataError::Io { path: path.to_path_buf(), what: "cannot open", source })
 }
 
 /// Expands the inputs: files as given, folders to their image files (not

@@ -5,6 +5,7 @@ use std::io::Cursor;
 use std::path::Path;
 
 use crate::DataError;
+use crate::image_io::read_file;
 
 /// A label map's raw values, row by row, with its size.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,12 +57,7 @@ pub fn decode_label_png(path: &Path, bytes: &[u8], max_pixels: u64) -> Result<La
 
 /// [`decode_label_png`] of a file.
 pub fn read_label_png(path: &Path, max_pixels: u64) -> Result<LabelMap, DataError> {
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        what: "cannot open",
-        source,
-    })?;
-    decode_label_png(path, &bytes, max_pixels)
+    decode_label_png(path, &read_file(path)?, max_pixels)
 }
 
 #[cfg(test)]

@@ -282,26 +282,20 @@ impl Conv2d {
         if input.c() != cin {
             return Err(KernelError::ChannelMismatch { input, weight: self.dims, expected: cin, got: input.c() });
         }
-        let oh = output_len(
-            "convolution",
-            "height",
-            input,
-            input.h(),
-            kh,
-            self.spec.stride[0],
-            self.spec.padding[0],
-            self.spec.dilation[0],
-        )?;
-        let ow = output_len(
-            "convolution",
-            "width",
-            input,
-            input.w(),
-            kw,
-            self.spec.stride[1],
-            self.spec.padding[1],
-            self.spec.dilation[1],
-        )?;
+        let (spec, lens, kernel) = (self.spec, [input.h(), input.w()], [kh, kw]);
+        let len = |axis: usize, name| {
+            output_len(
+                "convolution",
+                name,
+                input,
+                lens[axis],
+                kernel[axis],
+                spec.stride[axis],
+                spec.padding[axis],
+                spec.dilation[axis],
+            )
+        };
+        let (oh, ow) = (len(0, "height")?, len(1, "width")?);
         let shape = Shape::new(input.n(), cout, oh, ow)?;
         let geometry = ConvGeometry {
             cin,

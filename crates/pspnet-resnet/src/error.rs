@@ -1,6 +1,5 @@
 use pspnet_kernels::KernelError;
 use pspnet_nn::NnError;
-use pspnet_tensor::TensorError;
 
 /// Why a backbone could not be built or run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -8,9 +7,6 @@ pub enum ResNetError {
     /// A configuration value no ResNet has.
     #[error("invalid ResNet configuration: {0}")]
     Config(String),
-    /// A parameter is missing or misshaped.
-    #[error(transparent)]
-    Tensor(#[from] TensorError),
     /// A kernel refused its input.
     #[error(transparent)]
     Kernel(#[from] KernelError),

@@ -22,25 +22,23 @@ mod private {
     impl Sealed for half::bf16 {}
 }
 
-impl HalfFloat for f16 {
-    const NAME: &'static str = "f16";
-    fn from_f32(v: f32) -> Self {
-        f16::from_f32(v)
-    }
-    fn to_f32(self) -> f32 {
-        f16::to_f32(self)
-    }
+/// Implements [`HalfFloat`] for one of `half`'s types.
+macro_rules! half_float {
+    ($t:ident) => {
+        impl HalfFloat for $t {
+            const NAME: &'static str = stringify!($t);
+            fn from_f32(v: f32) -> Self {
+                $t::from_f32(v)
+            }
+            fn to_f32(self) -> f32 {
+                $t::to_f32(self)
+            }
+        }
+    };
 }
 
-impl HalfFloat for bf16 {
-    const NAME: &'static str = "bf16";
-    fn from_f32(v: f32) -> Self {
-        bf16::from_f32(v)
-    }
-    fn to_f32(self) -> f32 {
-        bf16::to_f32(self)
-    }
-}
+half_float!(f16);
+half_float!(bf16);
 
 /// An NCHW tensor stored in 16 bits per element: half the memory of a
 /// [`Tensor`], for weights at rest. Compute widens it back to `f32`.

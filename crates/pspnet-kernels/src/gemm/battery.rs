@@ -129,26 +129,19 @@ pub(super) fn bf16_pairs<K: MicroKernel>() {
     }
 }
 
-/// Expands the battery for one micro-kernel.
+/// Expands the battery for one micro-kernel: a test per check.
 macro_rules! battery {
     ($name:ident, $kernel:ty) => {
+        battery!($name, $kernel: identity, ragged, epilogue, bf16_pairs);
+    };
+    ($name:ident, $kernel:ty: $($check:ident),*) => {
         mod $name {
-            #[test]
-            fn identity() {
-                super::identity::<$kernel>()
-            }
-            #[test]
-            fn ragged() {
-                super::ragged::<$kernel>()
-            }
-            #[test]
-            fn epilogue() {
-                super::epilogue::<$kernel>()
-            }
-            #[test]
-            fn bf16_pairs() {
-                super::bf16_pairs::<$kernel>()
-            }
+            $(
+                #[test]
+                fn $check() {
+                    super::$check::<$kernel>()
+                }
+            )*
         }
     };
 }
