@@ -181,7 +181,7 @@ fn imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
         }
         for target in targets {
             if let Some((from, to)) = siblings(module, &target) {
-                edges.entry(from).or_insert_with(BTreeSet::new).insert(to);
+                edges.entry(from).or_default().insert(to);
             }
         }
         edges.entry(module.clone()).or_default();

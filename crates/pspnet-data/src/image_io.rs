@@ -1,6 +1,6 @@
 //! Input images, decoded the way the reference pipelines see them: 8-bit RGB.
 
-use std::io::Cursor;
+use std::io::{BufRead, Cursor, Seek};
 use std::path::{Path, PathBuf};
 
 use image::{ImageReader, RgbImage};
@@ -16,12 +16,33 @@ pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "tif", "tif
 /// header declares more than `max_pixels` pixels is refused before
 /// decoding; `path` names it in errors.
 pub fn decode_rgb(path: &Path, bytes: &[u8], max_pixels: u64) -> Result<RgbImage, DataError> {
+    decode(path, || Ok(ImageReader::new(Cursor::new(bytes))), max_pixels)
+}
+
+/// [`decode_rgb`] of a file, streamed from it.
+pub fn read_rgb(path: &Path, max_pixels: u64) -> Result<RgbImage, DataError> {
+    let open = || {
+        ImageReader::open(path).map_err(|source| DataError::Io {
+            path: path.to_path_buf(),
+            what: "cannot open",
+            source,
+        })
+    };
+    decode(path, open, max_pixels)
+}
+
+/// Reads the header of what `open` gives, checks the pixel limit, then
+/// decodes from a second `open`.
+fn decode<R: BufRead + Seek>(
+    path: &Path,
+    open: impl Fn() -> Result<ImageReader<R>, DataError>,
+    max_pixels: u64,
+) -> Result<RgbImage, DataError> {
     let decode_error = |reason: &str, e: &dyn std::fmt::Display| DataError::Decode {
         path: path.to_path_buf(),
         reason: format!("{reason}: {e}"),
     };
-    let reader =
-        || ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| decode_error("cannot read", &e));
+    let reader = || open()?.with_guessed_format().map_err(|e| decode_error("cannot read", &e));
     let (width, height) = reader()?.into_dimensions().map_err(|e| decode_error("not a readable image", &e))?;
     if u64::from(width) * u64::from(height) > max_pixels {
         return Err(DataError::TooManyPixels { path: path.to_path_buf(), width, height, limit: max_pixels });
@@ -32,16 +53,6 @@ pub fn decode_rgb(path: &Path, bytes: &[u8], max_pixels: u64) -> Result<RgbImage
     reader.no_limits();
     let image = reader.decode().map_err(|e| decode_error("corrupt or truncated image", &e))?;
     Ok(image.to_rgb8())
-}
-
-/// [`decode_rgb`] of a file.
-pub fn read_rgb(path: &Path, max_pixels: u64) -> Result<RgbImage, DataError> {
-    decode_rgb(path, &read_file(path)?, max_pixels)
-}
-
-/// A whole file's bytes.
-pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
-    std::fs::read(path).map_err(|source| DataError::Io { path: path.to_path_buf(), what: "cannot open", source })
 }
 
 /// Expands the inputs: files as given, folders to their image files (not

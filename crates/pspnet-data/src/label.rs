@@ -1,11 +1,11 @@
 //! Label maps: PNGs whose pixel values are class ids (a palette PNG's
 //! indices, never its colours).
 
-use std::io::Cursor;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Cursor, Seek};
 use std::path::Path;
 
 use crate::DataError;
-use crate::image_io::read_file;
 
 /// A label map's raw values, row by row, with its size.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,8 +22,20 @@ pub struct LabelMap {
 /// whose header declares more than `max_pixels` pixels is refused before
 /// anything is allocated; `path` names it in errors.
 pub fn decode_label_png(path: &Path, bytes: &[u8], max_pixels: u64) -> Result<LabelMap, DataError> {
+    decode(path, Cursor::new(bytes), max_pixels)
+}
+
+/// [`decode_label_png`] of a file, streamed from it.
+pub fn read_label_png(path: &Path, max_pixels: u64) -> Result<LabelMap, DataError> {
+    let file =
+        File::open(path).map_err(|source| DataError::Io { path: path.to_path_buf(), what: "cannot open", source })?;
+    decode(path, BufReader::new(file), max_pixels)
+}
+
+/// [`decode_label_png`] from any reader.
+fn decode<R: BufRead + Seek>(path: &Path, input: R, max_pixels: u64) -> Result<LabelMap, DataError> {
     let error = |reason: String| DataError::Decode { path: path.to_path_buf(), reason };
-    let mut decoder = png::Decoder::new(Cursor::new(bytes));
+    let mut decoder = png::Decoder::new(input);
     decoder.set_transformations(png::Transformations::IDENTITY);
     let mut reader = decoder.read_info().map_err(|e| error(format!("not a PNG: {e}")))?;
     let (width, height) = (reader.info().width, reader.info().height);
@@ -53,11 +65,6 @@ pub fn decode_label_png(path: &Path, bytes: &[u8], max_pixels: u64) -> Result<La
         })
         .collect();
     Ok(LabelMap { values, width: info.width, height: info.height })
-}
-
-/// [`decode_label_png`] of a file.
-pub fn read_label_png(path: &Path, max_pixels: u64) -> Result<LabelMap, DataError> {
-    decode_label_png(path, &read_file(path)?, max_pixels)
 }
 
 #[cfg(test)]

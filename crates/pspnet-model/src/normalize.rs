@@ -23,7 +23,7 @@ impl Normalization {
     /// Turns an interleaved RGB image (`height * width * 3` bytes, row by
     /// row) into a normalised `1 x 3 x H x W` tensor.
     pub fn image(&self, rgb: &[u8], height: usize, width: usize) -> Result<Tensor, ModelError> {
-        self.apply(&rgb_tensor(rgb, height, width)?, [0, 0], [height, width])
+        rgb_tensor(rgb, height, width, |c, v| (v - self.mean[c]) / self.std[c])
     }
 
     /// `(image - mean) / std` of a `1 x 3 x h x w` image in 0..255, placed at
@@ -40,8 +40,13 @@ impl Normalization {
 }
 
 /// An interleaved RGB image (`height * width * 3` bytes, row by row) as a
-/// planar `1 x 3 x H x W` tensor of its values in 0..255.
-pub(crate) fn rgb_tensor(rgb: &[u8], height: usize, width: usize) -> Result<Tensor, ModelError> {
+/// planar `1 x 3 x H x W` tensor of `map(channel, value)`, values in 0..255.
+pub(crate) fn rgb_tensor(
+    rgb: &[u8],
+    height: usize,
+    width: usize,
+    map: impl Fn(usize, f32) -> f32,
+) -> Result<Tensor, ModelError> {
     let shape = Shape::new(1, 3, height, width)?;
     if rgb.len() != shape.len() {
         return Err(ModelError::Input(format!(
@@ -50,7 +55,7 @@ pub(crate) fn rgb_tensor(rgb: &[u8], height: usize, width: usize) -> Result<Tens
             rgb.len()
         )));
     }
-    Ok(Tensor::from_fn(shape, |_, c, y, x| f32::from(rgb[(y * width + x) * 3 + c])))
+    Ok(Tensor::from_fn(shape, |_, c, y, x| map(c, f32::from(rgb[(y * width + x) * 3 + c]))))
 }
 
 #[cfg(test)]

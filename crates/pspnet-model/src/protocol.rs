@@ -120,7 +120,7 @@ pub fn predict(
     protocol: &Protocol,
 ) -> Result<Tensor, ModelError> {
     protocol.validate()?;
-    let image = rgb_tensor(rgb, height, width)?;
+    let image = rgb_tensor(rgb, height, width, |_, v| v)?;
     let mut total: Option<Tensor> = None;
     for &scale in &protocol.scales {
         let size = scaled_size(height, width, scale, protocol.base_size)?;
