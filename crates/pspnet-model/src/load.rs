@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use pspnet_kernels::ConvOptions;
+use pspnet_kernels::{ConvOptions, Precision};
 use pspnet_nn::ParamStore;
 use pspnet_tensor::Params;
 use pspnet_weights::{Checkpoint, Format, Value};
@@ -62,13 +62,17 @@ impl Imported {
     fn build(self, path: &Path, options: ConvOptions) -> Result<(PspNet, ModelSpec), ModelError> {
         let Imported { params, spec, layout, unmatched } = self;
         let config = PspNetConfig { backbone: spec.backbone.clone(), ppm: spec.ppm.clone() };
-        let mut store = ParamStore::new(params, options);
+        // Built in f32 and switched after: bf16 copies of the weights made
+        // while the checkpoint's copy is still held would raise the peak.
+        let mut store = ParamStore::new(params, ConvOptions { precision: Precision::F32, ..options });
         let net = PspNet::build(config, &mut store.root());
         let problems = layout_problems(layout, unmatched, store.finish());
         if !problems.is_empty() {
             return Err(ModelError::Layout { path: path.to_path_buf(), layout: layout.name(), problems });
         }
-        Ok((net?, spec))
+        let mut net = net?;
+        net.set_precision(options.precision);
+        Ok((net, spec))
     }
 }
 
