@@ -3,6 +3,7 @@
 //!
 //! This facade re-exports the workspace's crates under one name:
 //! - [`tensor`]: the NCHW `f32` tensor and its `f16` / `bf16` storage;
+//! - [`data`]: dataset layouts, image and label decoding;
 //! - [`kernels`]: convolution, pooling, resize and channel reductions;
 //! - [`nn`]: the layer protocol and the parameter source builders read;
 //! - [`resnet`]: dilated ResNet backbones;
@@ -10,6 +11,7 @@
 //! - [`weights`]: checkpoint file formats;
 //! - [`model`]: PSPNet itself, checkpoint layouts, inference protocols.
 
+pub use pspnet_data as data;
 pub use pspnet_kernels as kernels;
 pub use pspnet_model as model;
 pub use pspnet_nn as nn;
