@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use pspnet::kernels::{
-    Conv2d, ConvAlgorithm, ConvOptions, ConvSpec, Isa, PoolSpec, max_pool2d, resize_bilinear, resize_bilinear_argmax,
+    Conv2d, ConvOptions, ConvSpec, Isa, PoolSpec, max_pool2d, resize_bilinear, resize_bilinear_argmax,
 };
 use pspnet::tensor::{Shape, Tensor};
 use rayon::prelude::*;
@@ -180,15 +180,8 @@ fn pool(threads: usize) -> rayon::ThreadPool {
 
 fn convolutions(c: &mut Criterion) {
     // As the binary does, PSPNET_ISA and PSPNET_CONV choose the kernels.
-    let variable = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-    let options = ConvOptions {
-        isa: variable("PSPNET_ISA").map_or_else(Isa::best, |name| {
-            name.parse::<Isa>().and_then(Isa::check_available).expect("PSPNET_ISA names an available instruction set")
-        }),
-        algorithm: variable("PSPNET_CONV")
-            .map_or(ConvAlgorithm::Auto, |name| name.parse().expect("PSPNET_CONV is auto or direct")),
-        ..ConvOptions::default()
-    };
+    let (isa, algorithm) = (std::env::var("PSPNET_ISA").ok(), std::env::var("PSPNET_CONV").ok());
+    let options = ConvOptions::from_names(isa.as_deref(), algorithm.as_deref()).expect("PSPNET_ISA / PSPNET_CONV");
     for l in LAYERS {
         let mut group = c.benchmark_group(format!("conv/{}", l.name));
         group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));

@@ -43,6 +43,25 @@ fn workspace_dependencies(manifest: &Path) -> BTreeSet<String> {
     found
 }
 
+/// The two binaries on top: the `pspnet` package (binary and facade) and
+/// `xtask`, with the workspace crates each uses.
+const TOP: &[(&str, &[&str])] = &[
+    (
+        ".",
+        &[
+            "pspnet-data",
+            "pspnet-kernels",
+            "pspnet-model",
+            "pspnet-nn",
+            "pspnet-ppm",
+            "pspnet-resnet",
+            "pspnet-tensor",
+            "pspnet-weights",
+        ],
+    ),
+    ("xtask", &["pspnet-model", "pspnet-tensor", "pspnet-weights"]),
+];
+
 #[test]
 fn crates_depend_only_on_the_crates_below_them() {
     for (i, (name, allowed)) in GRAPH.iter().enumerate() {
@@ -59,6 +78,10 @@ fn crates_depend_only_on_the_crates_below_them() {
         .collect();
     let listed: BTreeSet<String> = GRAPH.iter().map(|(n, _)| n.to_string()).collect();
     assert_eq!(crates, listed, "every crate has its place in the graph");
+    for (dir, allowed) in TOP {
+        let allowed: BTreeSet<String> = allowed.iter().map(|d| d.to_string()).collect();
+        assert_eq!(workspace_dependencies(&root().join(dir).join("Cargo.toml")), allowed, "{dir}");
+    }
 }
 
 /// A source file's code without comments and without its unit tests.

@@ -13,7 +13,6 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use pspnet_kernels::{ConvAlgorithm, Isa};
 use pspnet_model::{Average, ConvOptions, Overrides, Precision, Protocol, Segmenter, Window};
 
 /// PSPNet scene parsing: a class for every pixel, from the convolution kernel up.
@@ -84,15 +83,8 @@ impl ModelArgs {
 /// (`portable`, `avx2`, `avx512`; default: the best this CPU has) and
 /// `PSPNET_CONV` (`auto`, `direct`; default `auto`) choose them.
 fn conv_options() -> Result<ConvOptions> {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-    let mut options = ConvOptions::default();
-    if let Some(isa) = var("PSPNET_ISA") {
-        options.isa = isa.parse::<Isa>().and_then(Isa::check_available).context("PSPNET_ISA")?;
-    }
-    if let Some(algorithm) = var("PSPNET_CONV") {
-        options.algorithm = algorithm.parse::<ConvAlgorithm>().context("PSPNET_CONV")?;
-    }
-    Ok(options)
+    let (isa, algorithm) = (std::env::var("PSPNET_ISA").ok(), std::env::var("PSPNET_CONV").ok());
+    ConvOptions::from_names(isa.as_deref(), algorithm.as_deref()).context("PSPNET_ISA / PSPNET_CONV")
 }
 
 /// What a checkpoint's weights cannot tell, when the layout's default is wrong.

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use pspnet_model::{ConvOptions, Overrides, Precision, Segmenter, StageTimes};
+use pspnet_model::{Overrides, Precision, Segmenter, StageTimes};
 use serde_json::Value;
 
 /// One benchmark configuration.
@@ -152,7 +152,7 @@ pub(crate) fn run(root: &Path, python: &str, args: &[String]) -> Result<()> {
             crate::crosscheck::reference(root, python, &args)
                 .context("the benchmark checkpoints are written by reference.py (pip install torch numpy)")?;
         }
-        let mut model = Segmenter::load(&checkpoint, &Overrides::default(), ConvOptions::default())?;
+        let mut model = Segmenter::load(&checkpoint, &Overrides::default(), crate::conv_options()?)?;
         let (h, w) = case.size;
         let rgb: Vec<u8> = (0..h * w * 3).map(|i| ((i * 2_654_435_761) >> 13) as u8).collect();
         let image_path = dir.join("input.png");

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
-use pspnet_model::{Comparison, ConvOptions, Overrides, Segmenter};
+use pspnet_model::{Comparison, Overrides, Segmenter};
 use pspnet_tensor::{Shape, Tensor};
 
 /// Runs `xtask/python/reference.py` with the given arguments.
@@ -50,7 +50,7 @@ pub(crate) fn crosscheck(args: &[String]) -> Result<()> {
         }
     }
     let (model, reference) = (model.context("--model is required")?, reference.context("--reference is required")?);
-    let loaded = Segmenter::load(&model, &overrides, ConvOptions::default())?;
+    let loaded = Segmenter::load(&model, &overrides, crate::conv_options()?)?;
     let (outputs, _) = pspnet_weights::load_safetensors(&reference)?;
     let (dims, input) = outputs.f32("input").map_err(|e| e.in_file(&reference))?;
     let input = tensor(&dims, input)?;

@@ -49,6 +49,13 @@ fn python() -> String {
     std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string())
 }
 
+/// The convolutions' options as `PSPNET_ISA` and `PSPNET_CONV` choose them,
+/// as the `pspnet` binary reads them.
+fn conv_options() -> Result<pspnet_model::ConvOptions> {
+    let (isa, algorithm) = (std::env::var("PSPNET_ISA").ok(), std::env::var("PSPNET_CONV").ok());
+    pspnet_model::ConvOptions::from_names(isa.as_deref(), algorithm.as_deref()).context("PSPNET_ISA / PSPNET_CONV")
+}
+
 fn kernel_fixtures() -> Result<()> {
     let root = workspace_root();
     let script = root.join("xtask/python/kernel_fixtures.py");

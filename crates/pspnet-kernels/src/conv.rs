@@ -75,13 +75,9 @@ impl Conv2d {
         Conv2d::with_options(weight.clone(), spec, ConvOptions { isa, ..ConvOptions::default() })
     }
 
-    /// [`Conv2d::new`], taking the weights by value: the packed panels reuse
-    /// their buffer, so a model being loaded never holds a layer twice.
-    pub fn from_weight(weight: Tensor, spec: ConvSpec) -> Result<Self, KernelError> {
-        Conv2d::with_options(weight, spec, ConvOptions::default())
-    }
-
-    /// Builds a convolution that runs as `options` say, taking the weights by value.
+    /// Builds a convolution that runs as `options` say, taking the weights by
+    /// value: the packed panels reuse their buffer, so a model being loaded
+    /// never holds a layer twice.
     pub fn with_options(weight: Tensor, spec: ConvSpec, options: ConvOptions) -> Result<Self, KernelError> {
         let isa = options.isa.check_available()?;
         for (what, value) in [("stride", spec.stride), ("dilation", spec.dilation)] {

@@ -72,9 +72,39 @@ pub struct ConvOptions {
     pub precision: Precision,
 }
 
+impl ConvOptions {
+    /// The options an instruction set's and an algorithm's names choose
+    /// (as `PSPNET_ISA` and `PSPNET_CONV` spell them; absent or blank: the
+    /// defaults), in f32. The set must be available on this CPU.
+    pub fn from_names(isa: Option<&str>, algorithm: Option<&str>) -> Result<ConvOptions, KernelError> {
+        let mut options = ConvOptions::default();
+        if let Some(isa) = isa.filter(|n| !n.trim().is_empty()) {
+            options.isa = isa.parse::<Isa>()?.check_available()?;
+        }
+        if let Some(algorithm) = algorithm.filter(|n| !n.trim().is_empty()) {
+            options.algorithm = algorithm.parse()?;
+        }
+        Ok(options)
+    }
+}
+
 impl Default for ConvOptions {
     /// The fastest instruction set this CPU has, [`ConvAlgorithm::Auto`], f32.
     fn default() -> Self {
         ConvOptions { isa: Isa::best(), algorithm: ConvAlgorithm::Auto, precision: Precision::F32 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_choose_the_options() {
+        assert_eq!(ConvOptions::from_names(None, Some(" ")).unwrap(), ConvOptions::default());
+        let chosen = ConvOptions::from_names(Some("portable"), Some("direct")).unwrap();
+        assert_eq!((chosen.isa, chosen.algorithm), (Isa::Portable, ConvAlgorithm::Direct));
+        assert!(ConvOptions::from_names(Some("sse9"), None).unwrap_err().to_string().contains("\"sse9\""));
+        assert!(ConvOptions::from_names(None, Some("fast")).unwrap_err().to_string().contains("\"fast\""));
     }
 }

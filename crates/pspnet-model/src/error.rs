@@ -55,6 +55,14 @@ pub enum ModelError {
         /// What went wrong.
         source: TensorError,
     },
+    /// The architecture a checkpoint describes is not one this crate builds.
+    #[error("{}: {reason}", path.display())]
+    Spec {
+        /// The file.
+        path: PathBuf,
+        /// What is implausible.
+        reason: String,
+    },
     /// A native file's metadata is unreadable.
     #[error("{}: metadata `{key}`: {reason}", path.display())]
     BadMetadata {

@@ -8,7 +8,7 @@ use pspnet_nn::ParamStore;
 use pspnet_tensor::Params;
 use pspnet_weights::{Checkpoint, Format, Value};
 
-use crate::layout::{detect, infer, layout_problems, rename};
+use crate::layout::{detect, infer, layout_problems, rename, source_name};
 use crate::native::native_spec;
 use crate::{Layout, ModelError, ModelSpec, Overrides, PspNet, PspNetConfig};
 
@@ -53,7 +53,29 @@ fn import(checkpoint: Checkpoint, path: &Path, overrides: &Overrides) -> Result<
     if let Some(bins) = &overrides.bins {
         spec.ppm.bins = bins.clone();
     }
+    check_plausible(&spec).map_err(|reason| ModelError::Spec { path: path.to_path_buf(), reason })?;
     Ok(Imported { params, spec, layout, unmatched })
+}
+
+/// The most blocks per stage (ResNet-152 has 36) and pyramid levels (the
+/// paper's has 4), and the largest bin: beyond them a spec is taken for
+/// corrupt rather than built.
+const MAX_BLOCKS: usize = 256;
+const MAX_LEVELS: usize = 16;
+const MAX_BIN: usize = 256;
+
+/// Refuses an architecture no checkpoint describes, before anything is built
+/// for it (its counts may come from a stranger's file).
+fn check_plausible(spec: &ModelSpec) -> Result<(), String> {
+    let layers = spec.backbone.layers;
+    if layers.iter().any(|&blocks| blocks == 0 || blocks > MAX_BLOCKS) {
+        return Err(format!("blocks per stage {layers:?}: each must be 1 to {MAX_BLOCKS}"));
+    }
+    let bins = &spec.ppm.bins;
+    if bins.is_empty() || bins.len() > MAX_LEVELS || bins.iter().any(|&bin| bin == 0 || bin > MAX_BIN) {
+        return Err(format!("pyramid bins {bins:?}: 1 to {MAX_LEVELS} levels of 1 to {MAX_BIN} bins"));
+    }
+    Ok(())
 }
 
 impl Imported {
@@ -65,12 +87,16 @@ impl Imported {
         // Built in f32 and switched after: bf16 copies of the weights made
         // while the checkpoint's copy is still held would raise the peak.
         let mut store = ParamStore::new(params, ConvOptions { precision: Precision::F32, ..options });
-        let net = PspNet::build(config, &mut store.root());
-        let problems = layout_problems(layout, unmatched, store.finish());
+        // A build that failed left keys untaken: its own error says why.
+        let mut net = PspNet::build(config, &mut store.root())?;
+        let mut problems = layout_problems(layout, unmatched, store.finish());
+        if net.classes() != spec.classes {
+            let classifier = source_name(layout, "decode.classifier.weight");
+            problems.misshaped.push(format!("{classifier}: {} classes, the spec says {}", net.classes(), spec.classes));
+        }
         if !problems.is_empty() {
             return Err(ModelError::Layout { path: path.to_path_buf(), layout: layout.name(), problems });
         }
-        let mut net = net?;
         net.set_precision(options.precision);
         Ok((net, spec))
     }

@@ -28,7 +28,7 @@ impl Normalization {
 
     /// `(image - mean) / std` of a `1 x 3 x h x w` image in 0..255, placed at
     /// `offset` in a canvas of `size` whose rest is the mean (0 once normalised).
-    pub fn apply(&self, image: &Tensor, offset: [usize; 2], size: [usize; 2]) -> Result<Tensor, ModelError> {
+    pub(crate) fn apply(&self, image: &Tensor, offset: [usize; 2], size: [usize; 2]) -> Result<Tensor, ModelError> {
         let (h, w) = (image.shape().h(), image.shape().w());
         let src = image.as_slice();
         let shape = image.shape().with_hw(size[0], size[1])?;

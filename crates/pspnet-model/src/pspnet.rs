@@ -136,33 +136,31 @@ impl PspNet {
     /// [`PspNet::forward`], calling `observe` as each stage finishes:
     /// `stem`, `stage1`-`stage4` with their outputs, `ppm` (whose levels
     /// stay at their own size: no output), `head` (the 3x3 convolution and
-    /// the classifier) with the logits at feature resolution, `upsample`
-    /// with the logits. Each intermediate result is freed as soon as the
-    /// next one exists, unless the observer keeps a copy.
+    /// the classifier) with the 3x3 convolution's output, `upsample` with
+    /// the logits. Each intermediate result is freed as soon as the next
+    /// one exists, unless the observer keeps a copy.
     pub fn forward_observed(&self, x: &Tensor, observe: &mut Observer) -> Result<Tensor, ModelError> {
-        let low = self.logits_low(x, observe)?;
-        let logits = resize_bilinear(&low, [x.shape().h(), x.shape().w()], self.config.ppm.align_corners)?;
+        let logits = self.upsample(&self.logits_low(x, observe)?, x)?;
         observe("upsample", Some(&logits));
         Ok(logits)
     }
 
-    /// The forward pass keeping every intermediate result, auxiliary head
-    /// included. The head's input (the pyramid's concatenation, which the
-    /// forward pass never builds) and its 3x3 convolution's output are
-    /// recomputed from the kept stage 4.
+    /// Logits at feature resolution brought to the input `x`'s size.
+    fn upsample(&self, low: &Tensor, x: &Tensor) -> Result<Tensor, ModelError> {
+        Ok(resize_bilinear(low, [x.shape().h(), x.shape().w()], self.config.ppm.align_corners)?)
+    }
+
+    /// The forward pass keeping a copy of every intermediate result, the
+    /// auxiliary head's included. The pyramid's concatenation, which the
+    /// forward pass never builds, is assembled from the kept stage 4.
     pub fn trace(&self, x: &Tensor) -> Result<Trace, ModelError> {
-        let mut kept = Vec::with_capacity(7);
-        let logits = self.forward_observed(x, &mut |stage, out| {
-            if stage != "upsample" {
-                kept.extend(out.cloned())
-            }
-        })?;
-        let logits_low = kept.pop().expect("the head's output");
+        let mut kept = Vec::with_capacity(6);
+        let logits_low = self.logits_low(x, &mut |_, out| kept.extend(out.cloned()))?;
+        let logits = self.upsample(&logits_low, x)?;
+        let head = kept.pop().expect("the head's output");
         let stages = kept.split_off(1);
         let features = Features { stem: kept.remove(0), stages };
-        let stage4 = &features.stages[3];
-        let ppm = self.ppm.forward(stage4)?;
-        let head = self.context.forward(stage4, &self.ppm.levels(stage4)?)?;
+        let ppm = self.ppm.forward(&features.stages[3])?;
         let aux_logits = match &self.aux {
             Some([conv, cls]) => Some(cls.forward(&conv.forward(&features.stages[2])?)?),
             None => None,
@@ -198,7 +196,7 @@ impl PspNet {
         let head = self.context.forward(&features, &levels)?;
         drop(features);
         let logits_low = self.classifier.forward(&head)?;
-        observe("head", Some(&logits_low));
+        observe("head", Some(&head));
         Ok(logits_low)
     }
 }

@@ -208,3 +208,40 @@ fn flop_counts_match_pytorch_hooks() {
         }
     }
 }
+
+/// Counts a stranger's file sets are checked before anything is built for
+/// them, and a build that cannot start says why instead of listing the
+/// keys it never reached.
+#[test]
+fn implausible_architectures_are_refused_before_building() {
+    let source = fixture("mmseg_r18/checkpoint.pth");
+    let mut state = pspnet_weights::load(&source).unwrap().state_dict;
+    let block = state.tensors["backbone.layer1.1.conv1.weight"].clone();
+    state.tensors.insert("backbone.layer1.99999999.conv1.weight".into(), block);
+    let path = std::env::temp_dir().join(format!("pspnet-blocks-{}.safetensors", std::process::id()));
+    pspnet_weights::save_safetensors(&path, &state, &Default::default()).unwrap();
+    let err = Segmenter::load(&path, &Overrides::default(), ConvOptions::default()).unwrap_err();
+    std::fs::remove_file(&path).unwrap();
+    assert!(matches!(err, ModelError::Spec { .. }) && err.to_string().contains("blocks per stage"), "{err}");
+
+    let stride = Overrides { output_stride: Some(4), ..Overrides::default() };
+    let err = Segmenter::load(&source, &stride, ConvOptions::default()).unwrap_err().to_string();
+    assert!(err.contains("output stride 4") && !err.contains("unexpected"), "{err}");
+    let bins = Overrides { bins: Some(vec![1, 0]), ..Overrides::default() };
+    let err = Segmenter::load(&source, &bins, ConvOptions::default()).unwrap_err().to_string();
+    assert!(err.contains("pyramid bins [1, 0]"), "{err}");
+}
+
+/// A native file whose recorded class count disagrees with its classifier.
+#[test]
+fn a_native_spec_must_agree_with_its_weights() {
+    let (params, mut spec) =
+        pspnet_model::read_checkpoint(&fixture("mmseg_r18/checkpoint.pth"), &Overrides::default()).unwrap();
+    spec.classes += 1;
+    let path = std::env::temp_dir().join(format!("pspnet-classes-{}.safetensors", std::process::id()));
+    pspnet_model::save_native(&path, &params, &spec, StorageDtype::F32).unwrap();
+    let err = Segmenter::load(&path, &Overrides::default(), ConvOptions::default()).unwrap_err();
+    std::fs::remove_file(&path).unwrap();
+    let text = err.to_string();
+    assert!(matches!(err, ModelError::Layout { .. }) && text.contains("5 classes, the spec says 6"), "{text}");
+}

@@ -77,6 +77,20 @@ mod tests {
         assert_eq!(problems.unexpected, ["stray"]);
     }
 
+    /// A small misshaped weight whose width would make the next layer's
+    /// stand-in far larger than the file is refused, not allocated.
+    #[test]
+    fn stand_ins_never_outgrow_the_checkpoint() {
+        let mut params = Params::new();
+        params.insert("a.weight", vec![100_000, 1, 1, 1], vec![0.0; 100_000]).unwrap();
+        let mut store = ParamStore::new(params, ConvOptions::default());
+        let mut root = store.root();
+        let width = root.dim("a.weight", 0).unwrap();
+        let err = root.take("b.weight", &[width, width, 3, 3]).unwrap_err();
+        assert!(matches!(err, NnError::StandIn { ref name, .. } if name == "b.weight"), "{err}");
+        assert!(err.to_string().contains("more than the checkpoint holds"), "{err}");
+    }
+
     /// With both the weight and its batch-norm gone, the width is unknown:
     /// every key is still named, and building goes on.
     #[test]

@@ -12,7 +12,7 @@ pub enum NnError {
     Tensor(#[from] TensorError),
     /// A missing or misshaped parameter's expected shape is too large to
     /// stand in for while the rest of the checkpoint is checked.
-    #[error("parameter `{name}`: the network would need shape {shape:?}, too large to check the rest against")]
+    #[error("parameter `{name}`: the network would need shape {shape:?}, more than the checkpoint holds")]
     StandIn {
         /// The parameter's path.
         name: String,

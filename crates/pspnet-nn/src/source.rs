@@ -3,9 +3,9 @@ use pspnet_tensor::{Params, Shape, Tensor};
 
 use crate::NnError;
 
-/// The most values a stand-in for a missing or misshaped parameter may
-/// have (1 GiB of f32): beyond that the checkpoint is not worth reading on.
-const MAX_STAND_IN: usize = 1 << 28;
+/// Values of stand-ins allowed beyond the parameters' own count, so that a
+/// checkpoint missing most of its keys is still named whole.
+const STAND_IN_SLACK: usize = 1 << 20;
 
 /// A parameter whose shape contradicts the network being built.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,12 +46,17 @@ pub struct ParamStore {
     params: Params,
     options: ConvOptions,
     problems: Problems,
+    /// Values the stand-ins may still take: the parameters' own count (so
+    /// a hostile file cannot make building take more memory than it holds)
+    /// plus [`STAND_IN_SLACK`].
+    stand_in_budget: usize,
 }
 
 impl ParamStore {
     /// A store over `params`, whose convolutions will run with `options`.
     pub fn new(params: Params, options: ConvOptions) -> Self {
-        ParamStore { params, options, problems: Problems::default() }
+        let values: usize = params.iter().map(|(_, p)| p.data().len()).sum();
+        ParamStore { params, options, problems: Problems::default(), stand_in_budget: values + STAND_IN_SLACK }
     }
 
     /// The source at the root of the parameter paths.
@@ -118,7 +123,9 @@ impl ParamSource<'_> {
     ///
     /// A dimension the checkpoint left unknown (0: both the weight that
     /// gives a width and its batch-norm are missing) stands in as 1. Fails
-    /// only when the stand-in itself would be unreasonably large.
+    /// when the stand-ins together would hold more values than the
+    /// parameters themselves (and some slack): a checkpoint whose shapes
+    /// call for more is refused without allocating it.
     pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>, NnError> {
         let path = self.path(name);
         let problems = &mut self.store.problems;
@@ -132,7 +139,10 @@ impl ParamSource<'_> {
         }
         let len = shape.iter().try_fold(1usize, |len, &d| len.checked_mul(d.max(1)));
         match len {
-            Some(len) if len <= MAX_STAND_IN => Ok(vec![0.0; len]),
+            Some(len) if len <= self.store.stand_in_budget => {
+                self.store.stand_in_budget -= len;
+                Ok(vec![0.0; len])
+            }
             _ => Err(NnError::StandIn { name: path, shape: shape.to_vec() }),
         }
     }

@@ -105,13 +105,6 @@ impl PyramidPooling {
         }
     }
 
-    /// The shapes of [`PyramidPooling::levels`] for an input of shape `input`.
-    pub fn level_shapes(&self, input: Shape) -> Result<Vec<Shape>, PpmError> {
-        let channels = self.level_channels(input.c());
-        let shape = |(&bin, c): (&usize, usize)| Ok(input.with_c(c)?.with_hw(bin, bin)?);
-        self.config.bins.iter().zip(channels).map(shape).collect()
-    }
-
     /// The levels at their own resolution (`bin x bin`), pooled in one pass
     /// over the features and reduced: the context before it is upsampled,
     /// for a consumer that can use it at that size (see

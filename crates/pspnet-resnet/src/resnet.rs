@@ -31,12 +31,13 @@ impl ResNet {
         if config.layers.contains(&0) {
             return Err(ResNetError::Config(format!("every stage needs a block, got {:?}", config.layers)));
         }
+        let geometry = config.stage_geometry()?;
         let stem = Stem::build(config.stem, &mut source.at("stem"))?;
         let mut channels = stem.out_channels();
         let mut stages = Vec::with_capacity(4);
-        for (s, (&(stride, dilation), blocks)) in config.stage_geometry()?.iter().zip(config.layers).enumerate() {
+        for (s, (&(stride, dilation), blocks)) in geometry.iter().zip(config.layers).enumerate() {
             let mut stage = source.at(format!("layer{}", s + 1));
-            let mut built = Vec::with_capacity(blocks);
+            let mut built = Vec::new();
             for b in 0..blocks {
                 let g = BlockGeometry {
                     kind: config.block,
@@ -84,11 +85,10 @@ impl ResNet {
     /// Runs the backbone on a normalised `N x 3 x H x W` batch, keeping
     /// every stage's output.
     pub fn forward(&self, x: &Tensor) -> Result<Features, ResNetError> {
-        let mut kept = Vec::with_capacity(5);
-        let last = self.forward_observed(x, &mut |_, out| kept.extend(out.cloned()))?;
-        kept.pop();
-        kept.push(last);
+        let mut kept = Vec::with_capacity(4);
+        let last = self.run(x, &mut |_, _| {}, Some(&mut kept))?;
         let stem = kept.remove(0);
+        kept.push(last);
         Ok(Features { stem, stages: kept })
     }
 
@@ -97,6 +97,17 @@ impl ResNet {
     /// it finishes. Each stage's output is freed as soon as the next stage
     /// has read it, unless the observer keeps a copy.
     pub fn forward_observed(&self, x: &Tensor, observe: &mut Observer) -> Result<Tensor, ResNetError> {
+        self.run(x, observe, None)
+    }
+
+    /// Stage 4's output; the stem's and earlier stages' outputs go to
+    /// `kept` when given, and are freed once read otherwise.
+    fn run(
+        &self,
+        x: &Tensor,
+        observe: &mut Observer,
+        mut kept: Option<&mut Vec<Tensor>>,
+    ) -> Result<Tensor, ResNetError> {
         let mut y = self.stem.forward(x)?;
         observe("stem", Some(&y));
         for (blocks, name) in self.stages.iter().zip(["stage1", "stage2", "stage3", "stage4"]) {
@@ -112,7 +123,10 @@ impl ResNet {
                 block.forward_into(&z, &mut inner, &mut out)?;
                 spare = Some(std::mem::replace(&mut z, out));
             }
-            y = z;
+            let previous = std::mem::replace(&mut y, z);
+            if let Some(kept) = kept.as_deref_mut() {
+                kept.push(previous);
+            }
             observe(name, Some(&y));
         }
         Ok(y)

@@ -1,6 +1,10 @@
-//! The blocked driver of the direct convolution: a task grid of pixel
-//! blocks x channel chunks, `KC` slices of `K`, the micro-kernel on each
-//! tile and the fused epilogue on each finished one.
+//! The blocked driver of the direct convolution: the input pixels `B` (`K`
+//! x `N = output pixels`) are gathered (implicit im2col, see [`super::pack`])
+//! block by block into a cache-sized buffer of `NR`-column panels. Loop nest
+//! of one task (a block of output pixels x a chunk of out channels): `for
+//! each KC slice of K: pack B; for each A panel (kept in L1): for each B
+//! panel (streamed from L2): micro-kernel` and, after the last slice, the
+//! fused epilogue on the tile while it is still in L1.
 
 use rayon::prelude::*;
 

@@ -1,15 +1,10 @@
-//! The blocked GEMM driver behind every convolution, organised as in the BLIS
+//! The GEMM frame the convolutions multiply on, organised as in the BLIS
 //! papers (Van Zee & van de Geijn): the weights `A` (`M = out channels` x
-//! `K = in channels x kernel taps`) are packed once into `MR`-row panels; the
-//! input pixels `B` (`K` x `N = output pixels`) are gathered (implicit im2col,
-//! see [`pack`]) block by block into a cache-sized buffer of `NR`-column
-//! panels; a register-blocked [`MicroKernel`] multiplies one `A` panel by one
-//! `B` panel into an `MR` x `NR` tile of the output.
-//!
-//! Loop nest of one task (a block of output pixels x a chunk of out channels):
-//! `for each KC slice of K: pack B; for each A panel (kept in L1): for each
-//! B panel (streamed from L2): micro-kernel` and, after the last slice, the
-//! fused epilogue on the tile while it is still in L1.
+//! `K = in channels x kernel taps`) packed once into `MR`-row panels
+//! ([`pack`]), register-blocked [`MicroKernel`]s that multiply one `A` panel
+//! by one `B` panel into an `MR` x `NR` tile, the fused [`Epilogue`], and the
+//! blocked driver of the direct convolution ([`driver`]). The Winograd
+//! convolution and the matrix-vector path build on it; it knows neither.
 
 #[cfg(test)]
 mod battery;

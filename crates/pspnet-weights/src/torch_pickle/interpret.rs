@@ -4,8 +4,11 @@
 //!
 //! Objects are interpreted once each, in the order the pickle made them
 //! (the order Python would have called them), so an argument is always
-//! interpreted before the call that takes it. Tensors are validated here
-//! against their storage's declared size; their bytes are read later.
+//! interpreted before the call that takes it. A call sees its arguments as
+//! they are at the end of the pickle: a list appended to after a call took
+//! it would differ from Python's; `torch.save` never writes one. Tensors are
+//! validated here against their storage's declared size; their bytes are
+//! read later.
 
 use std::collections::BTreeMap;
 use std::path::Path;
