@@ -175,6 +175,28 @@ pub enum WeightsError {
         /// The key asked for.
         key: String,
     },
+    /// A `.caffemodel` is not a well-formed `NetParameter`.
+    #[error("{}: byte {offset}{}: {reason}", path.display(), layer.as_ref().map(|l| format!(" (layer `{l}`)")).unwrap_or_default())]
+    Protobuf {
+        /// The file.
+        path: PathBuf,
+        /// Offset in the file of what is wrong.
+        offset: u64,
+        /// The layer it is in, when known.
+        layer: Option<String>,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A `.prototxt` is not a well-formed network in protobuf's text format.
+    #[error("{}: line {line}: {reason}", path.display())]
+    Prototxt {
+        /// The file.
+        path: PathBuf,
+        /// The line (1-based) of what is wrong.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
     /// A tensor-level error ([`WeightsError::Missing`], [`WeightsError::NotFloat`],
     /// [`WeightsError::BadTensor`]) in a named file.
     #[error("{}: {source}", path.display())]

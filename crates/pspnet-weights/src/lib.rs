@@ -20,6 +20,7 @@
 //! names and palette). The crate reads files only: what the tensors mean
 //! (layouts, key names, architectures) is the model crate's business.
 
+pub mod caffe;
 mod dtype;
 mod error;
 mod pickle;
