@@ -2,11 +2,12 @@
 //! the pyramid pooling module's way of cutting any feature map into a fixed
 //! grid of bins.
 
-use pspnet_tensor::Tensor;
+use pspnet_tensor::{Shape, Tensor};
 
 use rayon::prelude::*;
 
 use crate::KernelError;
+use crate::planes::{backward_planes, first_maximum};
 
 /// Bin `i` of `bins` over a length `len`: `[floor(i*len/bins), ceil((i+1)*len/bins))`.
 /// Bins overlap when `bins` does not divide `len`, and repeat pixels when
@@ -119,6 +120,44 @@ pub fn adaptive_avg_pool2d_levels(input: &Tensor, sizes: &[[usize; 2]]) -> Resul
 /// [`adaptive_max_pool2d`] to several grids at once, reading the input once.
 pub fn adaptive_max_pool2d_levels(input: &Tensor, sizes: &[[usize; 2]]) -> Result<Vec<Tensor>, KernelError> {
     adaptive(input, sizes, maximum())
+}
+
+/// The input gradient of [`adaptive_avg_pool2d`] on an input of shape
+/// `input`: each bin's gradient spread evenly over its pixels.
+pub fn adaptive_avg_pool2d_backward(grad_output: &Tensor, input: Shape) -> Result<Tensor, KernelError> {
+    let out = input.with_hw(grad_output.shape().h(), grad_output.shape().w())?;
+    let (h, w) = (input.h(), input.w());
+    backward_planes(input, out, grad_output, None, |go, _, g| {
+        for (oy, row) in go.chunks_exact(out.w()).enumerate() {
+            let ys = bin(oy, out.h(), h);
+            for (ox, &d) in row.iter().enumerate() {
+                let xs = bin(ox, out.w(), w);
+                let share = d / (ys.len() * xs.len()) as f32;
+                for y in ys.clone() {
+                    g[y * w + xs.start..y * w + xs.end].iter_mut().for_each(|v| *v += share);
+                }
+            }
+        }
+    })
+}
+
+/// The input gradient of [`adaptive_max_pool2d`]: each bin's gradient goes
+/// to the pixel its maximum came from, the first in row-major order (a NaN
+/// wins), as PyTorch's kernel picks it.
+pub fn adaptive_max_pool2d_backward(input: &Tensor, grad_output: &Tensor) -> Result<Tensor, KernelError> {
+    let shape = input.shape();
+    let out = shape.with_hw(grad_output.shape().h(), grad_output.shape().w())?;
+    let (h, w) = (shape.h(), shape.w());
+    backward_planes(shape, out, grad_output, Some(input), |go, src, g| {
+        let src = src.expect("the input's values");
+        for (oy, row) in go.chunks_exact(out.w()).enumerate() {
+            let ys = bin(oy, out.h(), h);
+            for (ox, &d) in row.iter().enumerate() {
+                let xs = bin(ox, out.w(), w);
+                g[first_maximum(src, w, ys.clone(), xs)] += d;
+            }
+        }
+    })
 }
 
 #[cfg(test)]

@@ -89,6 +89,22 @@ pub enum KernelError {
         /// The names of those this CPU has.
         available: String,
     },
+    /// A label names no class.
+    #[error("label {label} is not a class (0..{classes}) nor the ignore index")]
+    LabelOutOfRange {
+        /// The label.
+        label: u16,
+        /// How many classes the scores have.
+        classes: usize,
+    },
+    /// The labels do not cover the scores' pixels one to one.
+    #[error("{got} labels for {expected} pixels")]
+    LabelCount {
+        /// Pixels of the scores.
+        expected: usize,
+        /// Labels given.
+        got: usize,
+    },
     /// A precision name is unknown.
     #[error("precision {0:?} is not one of f32, bf16")]
     UnknownPrecision(String),

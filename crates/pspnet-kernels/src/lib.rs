@@ -21,6 +21,10 @@
 //!   [`adaptive_max_pool2d`]), [`resize_bilinear`], and the per-pixel channel
 //!   reductions [`argmax_channels`] and [`softmax_channels`], each with
 //!   PyTorch's exact index arithmetic.
+//! - Gradients for training, each beside its forward pass:
+//!   [`max_pool2d_backward`], [`avg_pool2d_backward`], the adaptive poolings',
+//!   [`resize_bilinear_backward`], [`relu_backward`], and the loss
+//!   [`softmax_cross_entropy`] with its gradient.
 //!
 //! The crate knows nothing of models: it sees tensors and numbers.
 
@@ -36,6 +40,7 @@ mod gemm;
 mod gemv;
 mod geometry;
 mod isa;
+mod loss;
 mod options;
 mod planes;
 mod pool;
@@ -43,15 +48,19 @@ mod resize;
 mod upsampled;
 mod winograd;
 
-pub use adaptive::{adaptive_avg_pool2d, adaptive_avg_pool2d_levels, adaptive_max_pool2d, adaptive_max_pool2d_levels};
+pub use adaptive::{
+    adaptive_avg_pool2d, adaptive_avg_pool2d_backward, adaptive_avg_pool2d_levels, adaptive_max_pool2d,
+    adaptive_max_pool2d_backward, adaptive_max_pool2d_levels,
+};
 pub use algorithm::BF16_WINOGRAD_MIN_CHANNELS;
 pub use batch_norm::{BN_EPS, BatchNorm};
 pub use channels::{argmax_channels, softmax_channels};
 pub use conv::{Conv2d, ConvSpec};
 pub use error::KernelError;
 pub use isa::Isa;
+pub use loss::{relu_backward, softmax_cross_entropy};
 pub use options::{ConvAlgorithm, ConvOptions, Precision};
-pub use pool::{PoolSpec, avg_pool2d, max_pool2d};
+pub use pool::{PoolSpec, avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward};
 pub use pspnet_tensor::{Shape, Tensor, TensorError, bf16};
-pub use resize::{resize_bilinear, resize_bilinear_argmax, resize_bilinear_into};
+pub use resize::{resize_bilinear, resize_bilinear_argmax, resize_bilinear_backward, resize_bilinear_into};
 pub use upsampled::UpsampledConv;

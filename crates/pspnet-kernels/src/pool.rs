@@ -4,7 +4,7 @@
 use pspnet_tensor::{Shape, Tensor};
 
 use crate::isa::multiversion;
-use crate::planes::map_planes;
+use crate::planes::{backward_planes, first_maximum, map_planes};
 use crate::{Isa, KernelError};
 
 /// Window size, stride, zero padding and rounding of a pooling, per axis `[y, x]`.
@@ -133,6 +133,47 @@ pub fn avg_pool2d(input: &Tensor, spec: &PoolSpec, count_include_pad: bool) -> R
             }
         }
     }))
+}
+
+/// The input gradient of [`max_pool2d`]: each output's gradient goes to the
+/// input its window's maximum came from, the first one in row-major window
+/// order (a NaN wins, as in the forward pass), as PyTorch's kernel picks it.
+pub fn max_pool2d_backward(input: &Tensor, grad_output: &Tensor, spec: &PoolSpec) -> Result<Tensor, KernelError> {
+    let (shape, out) = (input.shape(), spec.output_shape(input.shape())?);
+    let (h, w) = (shape.h(), shape.w());
+    backward_planes(shape, out, grad_output, Some(input), |go, src, g| {
+        let src = src.expect("the input's values");
+        for (oy, row) in go.chunks_exact(out.w()).enumerate() {
+            let (_, _, ys) = spec.window(0, oy, h);
+            for (ox, &d) in row.iter().enumerate() {
+                let (_, _, xs) = spec.window(1, ox, w);
+                g[first_maximum(src, w, ys.clone(), xs)] += d;
+            }
+        }
+    })
+}
+
+/// The input gradient of [`avg_pool2d`] on an input of shape `input`: each
+/// output's gradient spread evenly over its window, by the forward divisor.
+pub fn avg_pool2d_backward(
+    grad_output: &Tensor,
+    input: Shape,
+    spec: &PoolSpec,
+    count_include_pad: bool,
+) -> Result<Tensor, KernelError> {
+    let (out, h, w) = (spec.output_shape(input)?, input.h(), input.w());
+    backward_planes(input, out, grad_output, None, |go, _, g| {
+        for (oy, row) in go.chunks_exact(out.w()).enumerate() {
+            let (y0, y1, ys) = spec.window(0, oy, h);
+            for (ox, &d) in row.iter().enumerate() {
+                let (x0, x1, xs) = spec.window(1, ox, w);
+                let count = if count_include_pad { (y1 - y0) * (x1 - x0) } else { (ys.len() * xs.len()) as isize };
+                for y in ys.clone() {
+                    g[y * w + xs.start..y * w + xs.end].iter_mut().for_each(|v| *v += d / count as f32);
+                }
+            }
+        }
+    })
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use std::ops::Range;
 
 use crate::channels::beats;
 use crate::isa::multiversion;
+use crate::planes::backward_planes;
 use crate::{Isa, KernelError};
 
 /// The two source indices and weights of one output coordinate.
@@ -212,6 +213,28 @@ multiversion! {
             *label = if wins { class } else { *label };
         }
     }
+}
+
+/// The input gradient of [`resize_bilinear`] to an input of shape `input`:
+/// each output's gradient goes to its four source pixels by their weights.
+pub fn resize_bilinear_backward(
+    grad_output: &Tensor,
+    input: Shape,
+    align_corners: bool,
+) -> Result<Tensor, KernelError> {
+    let out_hw = [grad_output.shape().h(), grad_output.shape().w()];
+    let Resize { out, ys, xs } = Resize::new(input, out_hw, align_corners)?;
+    let w = input.w();
+    backward_planes(input, out, grad_output, None, |go, _, g| {
+        for (y, row) in ys.iter().zip(go.chunks_exact(out.w())) {
+            for (x, &d) in xs.iter().zip(row) {
+                g[y.i0 * w + x.i0] += y.w0 * x.w0 * d;
+                g[y.i0 * w + x.i1] += y.w0 * x.w1 * d;
+                g[y.i1 * w + x.i0] += y.w1 * x.w0 * d;
+                g[y.i1 * w + x.i1] += y.w1 * x.w1 * d;
+            }
+        }
+    })
 }
 
 #[cfg(test)]

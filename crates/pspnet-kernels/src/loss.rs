@@ -1,0 +1,65 @@
+//! What training minimises: the softmax cross-entropy of every pixel's class
+//! scores against its label, and the activations' gradients the chain rule
+//! passes back through.
+
+use pspnet_tensor::Tensor;
+use rayon::prelude::*;
+
+use crate::KernelError;
+
+/// The mean softmax cross-entropy of `logits` (`N x C x H x W`) against
+/// `labels` (`N * H * W` class ids, image by image, row by row), pixels
+/// labelled `ignore` left out, and its gradient with respect to the logits
+/// (`(softmax - one_hot) / valid pixels`, zero at ignored ones). With no
+/// pixel to count, the loss is NaN, as PyTorch's mean over nothing.
+pub fn softmax_cross_entropy(logits: &Tensor, labels: &[u16], ignore: u16) -> Result<(f32, Tensor), KernelError> {
+    let shape = logits.shape();
+    let (classes, plane) = (shape.c(), shape.plane_len());
+    if labels.len() != shape.n() * plane {
+        return Err(KernelError::LabelCount { expected: shape.n() * plane, got: labels.len() });
+    }
+    if let Some(&label) = labels.iter().find(|&&l| l != ignore && usize::from(l) >= classes) {
+        return Err(KernelError::LabelOutOfRange { label, classes });
+    }
+    let valid = labels.iter().filter(|&&l| l != ignore).count();
+    let mut grad = Tensor::zeros(shape);
+    // Per image: the sum of its pixels' losses, in f64, added in image order.
+    let sums: Vec<f64> = grad
+        .as_mut_slice()
+        .par_chunks_mut(classes * plane)
+        .zip(logits.as_slice().par_chunks(classes * plane))
+        .zip(labels.par_chunks(plane))
+        .map(|((g, x), labels)| {
+            let mut sum = 0.0f64;
+            for (p, &label) in labels.iter().enumerate().filter(|&(_, &l)| l != ignore) {
+                let max = (0..classes).map(|c| x[c * plane + p]).fold(f32::NEG_INFINITY, f32::max);
+                let total: f64 = (0..classes).map(|c| f64::from(x[c * plane + p] - max).exp()).sum();
+                let label = usize::from(label);
+                sum += total.ln() - f64::from(x[label * plane + p] - max);
+                for c in 0..classes {
+                    let softmax = f64::from(x[c * plane + p] - max).exp() / total;
+                    let target = if c == label { 1.0 } else { 0.0 };
+                    g[c * plane + p] = ((softmax - target) / valid as f64) as f32;
+                }
+            }
+            sum
+        })
+        .collect();
+    Ok(((sums.iter().sum::<f64>() / valid as f64) as f32, grad))
+}
+
+/// The input gradient of a ReLU from its output: the output's gradient
+/// where the output is positive, zero elsewhere.
+pub fn relu_backward(output: &Tensor, grad_output: &Tensor) -> Result<Tensor, KernelError> {
+    if grad_output.shape() != output.shape() {
+        let (expected, got) = (output.shape(), grad_output.shape());
+        return Err(KernelError::ShapeMismatch { what: "output gradient", expected, got });
+    }
+    let mut grad = grad_output.clone();
+    grad.as_mut_slice().par_iter_mut().zip(output.as_slice().par_iter()).for_each(|(g, &y)| {
+        if y <= 0.0 {
+            *g = 0.0;
+        }
+    });
+    Ok(grad)
+}
