@@ -21,7 +21,8 @@
 //!   [`adaptive_max_pool2d`]), [`resize_bilinear`], and the per-pixel channel
 //!   reductions [`argmax_channels`] and [`softmax_channels`], each with
 //!   PyTorch's exact index arithmetic.
-//! - Gradients for training, each beside its forward pass:
+//! - Gradients for training: [`conv2d_input_grad`] and [`conv2d_weight_grad`],
+//!   and, each beside its forward pass,
 //!   [`max_pool2d_backward`], [`avg_pool2d_backward`], the adaptive poolings',
 //!   [`resize_bilinear_backward`], [`relu_backward`], and the loss
 //!   [`softmax_cross_entropy`] with its gradient.
@@ -34,6 +35,7 @@ mod batch_norm;
 mod cache;
 mod channels;
 mod conv;
+mod conv_grad;
 mod disjoint;
 mod error;
 mod gemm;
@@ -56,6 +58,7 @@ pub use algorithm::BF16_WINOGRAD_MIN_CHANNELS;
 pub use batch_norm::{BN_EPS, BatchNorm};
 pub use channels::{argmax_channels, softmax_channels};
 pub use conv::{Conv2d, ConvSpec};
+pub use conv_grad::{conv2d_input_grad, conv2d_weight_grad};
 pub use error::KernelError;
 pub use isa::Isa;
 pub use loss::{relu_backward, softmax_cross_entropy};

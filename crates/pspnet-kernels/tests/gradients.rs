@@ -3,8 +3,9 @@
 //! sizes: relative L2 within 1e-5.
 
 use pspnet_kernels::{
-    PoolSpec, Shape, Tensor, adaptive_avg_pool2d_backward, adaptive_max_pool2d_backward, avg_pool2d_backward,
-    max_pool2d_backward, relu_backward, resize_bilinear_backward, softmax_cross_entropy,
+    ConvSpec, PoolSpec, Shape, Tensor, adaptive_avg_pool2d_backward, adaptive_max_pool2d_backward, avg_pool2d_backward,
+    conv2d_input_grad, conv2d_weight_grad, max_pool2d_backward, relu_backward, resize_bilinear_backward,
+    softmax_cross_entropy,
 };
 
 /// Distinct pseudo-random values in [-1, 1) (no ties for the maxima).
@@ -218,4 +219,72 @@ fn relu_passes_the_gradient_where_it_was_positive() {
     let got = relu_backward(&tensor(shape, &relu(&x)), &tensor(shape, &r)).unwrap();
     assert_close("relu", &got, &numeric_gradient(&x, &r, relu));
     assert!(relu_backward(&tensor(shape, &x), &Tensor::zeros(Shape::new(1, 2, 3, 2).unwrap())).is_err());
+}
+
+/// PyTorch's convolution (OIHW weights, no bias) in f64, and its output size.
+fn conv_f64(
+    x: &[f64],
+    [n, c, h, w]: [usize; 4],
+    wt: &[f64],
+    [o, k]: [usize; 2],
+    spec: ConvSpec,
+) -> (Vec<f64>, [usize; 2]) {
+    let len =
+        |size: usize, a: usize| (size + 2 * spec.padding[a] - spec.dilation[a] * (k - 1) - 1) / spec.stride[a] + 1;
+    let (oh, ow) = (len(h, 0), len(w, 1));
+    let mut y = vec![0.0; n * o * oh * ow];
+    for (b, oc, oy, ox) in (0..n)
+        .flat_map(|b| (0..o).flat_map(move |oc| (0..oh).flat_map(move |oy| (0..ow).map(move |ox| (b, oc, oy, ox)))))
+    {
+        let mut sum = 0.0;
+        for (ic, ky, kx) in (0..c).flat_map(|ic| (0..k).flat_map(move |ky| (0..k).map(move |kx| (ic, ky, kx)))) {
+            let iy = (oy * spec.stride[0] + ky * spec.dilation[0]).checked_sub(spec.padding[0]).filter(|&v| v < h);
+            let ix = (ox * spec.stride[1] + kx * spec.dilation[1]).checked_sub(spec.padding[1]).filter(|&v| v < w);
+            if let (Some(iy), Some(ix)) = (iy, ix) {
+                sum += wt[((oc * c + ic) * k + ky) * k + kx] * x[((b * c + ic) * h + iy) * w + ix];
+            }
+        }
+        y[((b * o + oc) * oh + oy) * ow + ox] = sum;
+    }
+    (y, [oh, ow])
+}
+
+/// Strided, dilated, padded and 1x1 convolutions: the input, weight and
+/// bias gradients.
+#[test]
+fn convolution_gradients() {
+    let cases = [
+        (3, ConvSpec::default().padding(1)),
+        (3, ConvSpec::default().stride(2).padding(1)),
+        (3, ConvSpec::default().padding(2).dilation(2)),
+        (1, ConvSpec::default().stride(2)),
+        (7, ConvSpec::default().stride(2).padding(3)),
+    ];
+    for (k, spec) in cases {
+        let (dims, o) = ([2, 3, 9, 8], 4);
+        let shape = Shape::new(2, 3, 9, 8).unwrap();
+        let x = values(10, shape.len());
+        let wt = values(11, o * 3 * k * k);
+        let (_, [oh, ow]) = conv_f64(&x, dims, &wt, [o, k], spec);
+        let out = Shape::new(2, o, oh, ow).unwrap();
+        let r = values(12, out.len());
+        let weight = tensor(Shape::new(o, 3, k, k).unwrap(), &wt);
+        let got = conv2d_input_grad(&tensor(out, &r), &weight, spec, shape).unwrap();
+        let want = numeric_gradient(&x, &r, |x| conv_f64(x, dims, &wt, [o, k], spec).0);
+        assert_close(&format!("input gradient, {k}x{k} {spec:?}"), &got, &want);
+        let (got, bias) = conv2d_weight_grad(&tensor(shape, &x), &tensor(out, &r), spec, [k, k]).unwrap();
+        let want = numeric_gradient(&wt, &r, |wt| conv_f64(&x, dims, wt, [o, k], spec).0);
+        assert_close(&format!("weight gradient, {k}x{k} {spec:?}"), &got, &want);
+        let want: Vec<f64> =
+            (0..o).map(|c| (0..2).flat_map(|b| &r[(b * o + c) * oh * ow..][..oh * ow]).sum()).collect();
+        assert_close(
+            "bias gradient",
+            &tensor(Shape::new(1, o, 1, 1).unwrap(), &bias.iter().map(|&v| v as f64).collect::<Vec<_>>()),
+            &want,
+        );
+    }
+    let weight = Tensor::zeros(Shape::new(4, 3, 3, 3).unwrap());
+    let wrong = Tensor::zeros(Shape::new(2, 4, 5, 5).unwrap());
+    let err = conv2d_input_grad(&wrong, &weight, ConvSpec::default().padding(1), Shape::new(2, 3, 9, 8).unwrap());
+    assert!(err.unwrap_err().to_string().contains("output gradient"));
 }

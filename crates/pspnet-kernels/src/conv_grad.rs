@@ -1,0 +1,121 @@
+//! The gradients of a convolution, for training: with respect to its input
+//! (the transposed convolution of the output's gradient) and to its weights
+//! and bias (the correlation of the input with the output's gradient).
+//! Plain sums, parallel over planes and filters; each value is summed in a
+//! fixed order, so results are the same for any thread count.
+
+use pspnet_tensor::{Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::geometry::output_len;
+use crate::{ConvSpec, KernelError};
+
+/// Checks that `grad_output` is what a convolution of `weight` dims
+/// (`[out, in, kh, kw]`) with `spec` makes of `input`, and returns it.
+fn output_shape(input: Shape, dims: [usize; 4], spec: ConvSpec, grad_output: Shape) -> Result<Shape, KernelError> {
+    let [cout, cin, kh, kw] = dims;
+    if input.c() != cin {
+        return Err(KernelError::ChannelMismatch { input, weight: dims, expected: cin, got: input.c() });
+    }
+    let len = |axis: usize, name, size, k| {
+        output_len("convolution", name, input, size, k, spec.stride[axis], spec.padding[axis], spec.dilation[axis])
+    };
+    let out = Shape::new(input.n(), cout, len(0, "height", input.h(), kh)?, len(1, "width", input.w(), kw)?)?;
+    if grad_output != out {
+        return Err(KernelError::ShapeMismatch { what: "output gradient", expected: out, got: grad_output });
+    }
+    Ok(out)
+}
+
+/// The input positions tap `k` of a kernel reads along one axis, for each
+/// output position: `o * stride - padding + k * dilation`, or `None` in
+/// the padding.
+fn reads(out_len: usize, in_len: usize, k: usize, axis: usize, spec: ConvSpec) -> Vec<Option<usize>> {
+    (0..out_len)
+        .map(|o| {
+            (o * spec.stride[axis] + k * spec.dilation[axis]).checked_sub(spec.padding[axis]).filter(|&i| i < in_len)
+        })
+        .collect()
+}
+
+/// The gradient with respect to the input (of shape `input`) of a
+/// convolution with OIHW `weight` and `spec`, from the output's gradient.
+pub fn conv2d_input_grad(
+    grad_output: &Tensor,
+    weight: &Tensor,
+    spec: ConvSpec,
+    input: Shape,
+) -> Result<Tensor, KernelError> {
+    let dims = weight.shape().dims();
+    let out = output_shape(input, dims, spec, grad_output.shape())?;
+    let [cout, cin, kh, kw] = dims;
+    let (ys, xs): (Vec<_>, Vec<_>) = (
+        (0..kh).map(|k| reads(out.h(), input.h(), k, 0, spec)).collect(),
+        (0..kw).map(|k| reads(out.w(), input.w(), k, 1, spec)).collect(),
+    );
+    let (w_in, w) = (input.w(), weight.as_slice());
+    let mut grad = Tensor::zeros(input);
+    grad.as_mut_slice().par_chunks_mut(input.plane_len()).enumerate().for_each(|(plane, g)| {
+        let (n, i) = (plane / cin, plane % cin);
+        for o in 0..cout {
+            let dy = &grad_output.as_slice()[(n * cout + o) * out.plane_len()..][..out.plane_len()];
+            for (ky, rows) in ys.iter().enumerate() {
+                for (kx, cols) in xs.iter().enumerate() {
+                    let tap = w[((o * cin + i) * kh + ky) * kw + kx];
+                    for (row, &iy) in dy.chunks_exact(out.w()).zip(rows) {
+                        let Some(iy) = iy else { continue };
+                        for (&d, &ix) in row.iter().zip(cols) {
+                            if let Some(ix) = ix {
+                                g[iy * w_in + ix] += tap * d;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    });
+    Ok(grad)
+}
+
+/// The gradients with respect to the OIHW weights (`[out, in, kh, kw]` with
+/// `kernel = [kh, kw]`) and to a bias of a convolution with `spec`, from its
+/// input and the output's gradient.
+pub fn conv2d_weight_grad(
+    input: &Tensor,
+    grad_output: &Tensor,
+    spec: ConvSpec,
+    kernel: [usize; 2],
+) -> Result<(Tensor, Vec<f32>), KernelError> {
+    let shape = input.shape();
+    let cout = grad_output.shape().c();
+    let dims = [cout, shape.c(), kernel[0], kernel[1]];
+    let out = output_shape(shape, dims, spec, grad_output.shape())?;
+    let [_, cin, kh, kw] = dims;
+    let ys: Vec<_> = (0..kh).map(|k| reads(out.h(), shape.h(), k, 0, spec)).collect();
+    let xs: Vec<_> = (0..kw).map(|k| reads(out.w(), shape.w(), k, 1, spec)).collect();
+    let (w_in, x) = (shape.w(), input.as_slice());
+    let dy = |n: usize, o: usize| &grad_output.as_slice()[(n * cout + o) * out.plane_len()..][..out.plane_len()];
+    let mut weight = Tensor::zeros(Shape::new(cout, cin, kh, kw)?);
+    weight.as_mut_slice().par_chunks_mut(cin * kh * kw).enumerate().for_each(|(o, filter)| {
+        for (i, taps) in filter.chunks_exact_mut(kh * kw).enumerate() {
+            for (t, g) in taps.iter_mut().enumerate() {
+                let (rows, cols) = (&ys[t / kw], &xs[t % kw]);
+                let mut sum = 0.0f32;
+                for n in 0..shape.n() {
+                    let plane = &x[(n * cin + i) * shape.plane_len()..][..shape.plane_len()];
+                    for (row, &iy) in dy(n, o).chunks_exact(out.w()).zip(rows) {
+                        let Some(iy) = iy else { continue };
+                        for (&d, &ix) in row.iter().zip(cols) {
+                            if let Some(ix) = ix {
+                                sum += d * plane[iy * w_in + ix];
+                            }
+                        }
+                    }
+                }
+                *g = sum;
+            }
+        }
+    });
+    let bias = (0..cout).map(|o| (0..shape.n()).flat_map(|n| dy(n, o)).sum()).collect();
+    Ok((weight, bias))
+}
