@@ -1,5 +1,9 @@
-//! Inference-time batch normalisation, folded into the preceding
-//! convolution's epilogue so that it costs nothing.
+//! Batch normalisation: at inference folded into the preceding
+//! convolution's epilogue so that it costs nothing; in training mode
+//! normalising by the batch's own statistics, with its gradient.
+
+use pspnet_tensor::Tensor;
+use rayon::prelude::*;
 
 use crate::{Conv2d, KernelError};
 
@@ -39,6 +43,123 @@ impl Conv2d {
         let (scale, shift) = bn.scale_shift();
         self.with_scale_shift(&scale, &shift)
     }
+}
+
+/// What a batch-norm in training mode keeps from its forward pass: each
+/// channel's batch mean, biased variance and `1 / sqrt(var + eps)`, and how
+/// many values each channel had.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchStats {
+    /// Mean per channel.
+    pub mean: Vec<f32>,
+    /// Biased variance per channel (what normalises).
+    pub var: Vec<f32>,
+    /// `1 / sqrt(var + eps)` per channel.
+    pub invstd: Vec<f32>,
+    /// Values per channel (`N * H * W`).
+    pub count: usize,
+}
+
+impl BatchStats {
+    /// PyTorch's update of the running statistics: `running = (1 -
+    /// momentum) * running + momentum * batch`, with the unbiased variance.
+    pub fn update_running(&self, mean: &mut [f32], var: &mut [f32], momentum: f32) {
+        let unbiased = self.count as f64 / (self.count - 1) as f64;
+        for (c, (m, v)) in mean.iter_mut().zip(var.iter_mut()).enumerate() {
+            *m = ((1.0 - momentum as f64) * *m as f64 + momentum as f64 * self.mean[c] as f64) as f32;
+            *v = ((1.0 - momentum as f64) * *v as f64 + momentum as f64 * self.var[c] as f64 * unbiased) as f32;
+        }
+    }
+}
+
+/// The values of channel `c` of every image of `x`, image by image.
+fn channel_values(x: &Tensor, c: usize) -> impl Iterator<Item = &f32> {
+    let (channels, plane) = (x.shape().c(), x.shape().plane_len());
+    (0..x.shape().n()).flat_map(move |n| &x.as_slice()[(n * channels + c) * plane..][..plane])
+}
+
+/// Checks a per-channel vector's length.
+fn per_channel(what: &'static str, values: &[f32], channels: usize) -> Result<(), KernelError> {
+    if values.len() != channels {
+        return Err(KernelError::ChannelVectorLength { what, expected: channels, got: values.len() });
+    }
+    Ok(())
+}
+
+/// Batch-norm in training mode: each channel normalised by its batch mean
+/// and biased variance, then `* gamma + beta`. A channel of one value is
+/// refused, as PyTorch refuses it (its variance says nothing).
+pub fn batch_norm_train(
+    x: &Tensor,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f64,
+) -> Result<(Tensor, BatchStats), KernelError> {
+    let shape = x.shape();
+    let (channels, count) = (shape.c(), shape.n() * shape.plane_len());
+    per_channel("batch-norm weight", gamma, channels)?;
+    per_channel("batch-norm bias", beta, channels)?;
+    if count < 2 {
+        return Err(KernelError::InvalidParameter {
+            what: "values per channel in training mode (at least 2)",
+            value: [count, 1],
+        });
+    }
+    let (mut mean, mut var, mut invstd) = (Vec::new(), Vec::new(), Vec::new());
+    for c in 0..channels {
+        let m = channel_values(x, c).map(|&v| v as f64).sum::<f64>() / count as f64;
+        let v = channel_values(x, c).map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / count as f64;
+        mean.push(m as f32);
+        var.push(v as f32);
+        invstd.push((1.0 / (v + eps).sqrt()) as f32);
+    }
+    let plane = shape.plane_len();
+    let mut y = x.clone();
+    y.as_mut_slice().par_chunks_mut(plane).enumerate().for_each(|(p, values)| {
+        let c = p % channels;
+        let (scale, shift) = (gamma[c] * invstd[c], beta[c] - mean[c] * gamma[c] * invstd[c]);
+        values.iter_mut().for_each(|v| *v = *v * scale + shift);
+    });
+    Ok((y, BatchStats { mean, var, invstd, count }))
+}
+
+/// The gradients of [`batch_norm_train`] with respect to its input, `gamma`
+/// and `beta`: `dx = gamma * invstd / M * (M * dy - sum(dy) - x̂ * sum(dy *
+/// x̂))`, `dgamma = sum(dy * x̂)`, `dbeta = sum(dy)`, with `x̂` the
+/// normalised input and `M` the values per channel.
+pub fn batch_norm_train_backward(
+    x: &Tensor,
+    grad_y: &Tensor,
+    gamma: &[f32],
+    stats: &BatchStats,
+) -> Result<(Tensor, Vec<f32>, Vec<f32>), KernelError> {
+    let shape = x.shape();
+    if grad_y.shape() != shape {
+        return Err(KernelError::ShapeMismatch { what: "output gradient", expected: shape, got: grad_y.shape() });
+    }
+    let channels = shape.c();
+    per_channel("batch-norm weight", gamma, channels)?;
+    let normalised = |c: usize, v: f32| ((v - stats.mean[c]) * stats.invstd[c]) as f64;
+    let mut sums = Vec::with_capacity(channels);
+    for c in 0..channels {
+        let dy: f64 = channel_values(grad_y, c).map(|&d| d as f64).sum();
+        let dy_xhat: f64 =
+            channel_values(grad_y, c).zip(channel_values(x, c)).map(|(&d, &v)| d as f64 * normalised(c, v)).sum();
+        sums.push((dy, dy_xhat));
+    }
+    let (plane, m) = (shape.plane_len(), stats.count as f64);
+    let mut dx = grad_y.clone();
+    dx.as_mut_slice().par_chunks_mut(plane).zip(x.as_slice().par_chunks(plane)).enumerate().for_each(|(p, (g, xs))| {
+        let c = p % channels;
+        let (dy, dy_xhat) = sums[c];
+        let k = gamma[c] as f64 * stats.invstd[c] as f64 / m;
+        for (g, &v) in g.iter_mut().zip(xs) {
+            *g = (k * (m * *g as f64 - dy - normalised(c, v) * dy_xhat)) as f32;
+        }
+    });
+    let dgamma = sums.iter().map(|&(_, s)| s as f32).collect();
+    let dbeta = sums.iter().map(|&(s, _)| s as f32).collect();
+    Ok((dx, dgamma, dbeta))
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 
 use pspnet_kernels::{
     ConvSpec, PoolSpec, Shape, Tensor, adaptive_avg_pool2d_backward, adaptive_max_pool2d_backward, avg_pool2d_backward,
-    conv2d_input_grad, conv2d_weight_grad, max_pool2d_backward, relu_backward, resize_bilinear_backward,
-    softmax_cross_entropy,
+    batch_norm_train, batch_norm_train_backward, conv2d_input_grad, conv2d_weight_grad, max_pool2d_backward,
+    relu_backward, resize_bilinear_backward, softmax_cross_entropy,
 };
 
 /// Distinct pseudo-random values in [-1, 1) (no ties for the maxima).
@@ -287,4 +287,69 @@ fn convolution_gradients() {
     let wrong = Tensor::zeros(Shape::new(2, 4, 5, 5).unwrap());
     let err = conv2d_input_grad(&wrong, &weight, ConvSpec::default().padding(1), Shape::new(2, 3, 9, 8).unwrap());
     assert!(err.unwrap_err().to_string().contains("output gradient"));
+}
+
+/// Training-mode batch-norm in f64: normalised by the batch's mean and
+/// biased variance, then `* gamma + beta`.
+fn batch_norm_f64(x: &[f64], [n, c, h, w]: [usize; 4], gamma: &[f64], beta: &[f64]) -> Vec<f64> {
+    let plane = h * w;
+    let at = |b: usize, ch: usize| (b * c + ch) * plane;
+    let mut y = vec![0.0; x.len()];
+    for ch in 0..c {
+        let values: Vec<f64> = (0..n).flat_map(|b| x[at(b, ch)..][..plane].to_vec()).collect();
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len() as f64;
+        for b in 0..n {
+            for i in 0..plane {
+                y[at(b, ch) + i] = (x[at(b, ch) + i] - mean) / (var + 1e-5).sqrt() * gamma[ch] + beta[ch];
+            }
+        }
+    }
+    y
+}
+
+/// The three gradients of training-mode batch-norm, and PyTorch's update of
+/// the running statistics (momentum 0.1, unbiased variance).
+#[test]
+fn batch_norm_in_training_mode() {
+    let dims = [2, 3, 3, 5];
+    let shape = Shape::new(2, 3, 3, 5).unwrap();
+    let x: Vec<f64> =
+        values(13, shape.len()).iter().enumerate().map(|(i, v)| v * (1.0 + (i % 3) as f64) + 0.3).collect();
+    let (gamma, beta) = (values(14, 3), values(15, 3));
+    let r = values(16, shape.len());
+    let f32s = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<_>>();
+    let (y, stats) = batch_norm_train(&tensor(shape, &x), &f32s(&gamma), &f32s(&beta), 1e-5).unwrap();
+    assert_close("batch-norm output", &y, &batch_norm_f64(&x, dims, &gamma, &beta));
+    let (dx, dgamma, dbeta) =
+        batch_norm_train_backward(&tensor(shape, &x), &tensor(shape, &r), &f32s(&gamma), &stats).unwrap();
+    assert_close(
+        "batch-norm input gradient",
+        &dx,
+        &numeric_gradient(&x, &r, |x| batch_norm_f64(x, dims, &gamma, &beta)),
+    );
+    let vector = |v: &[f32]| tensor(Shape::new(1, 3, 1, 1).unwrap(), &v.iter().map(|&v| v as f64).collect::<Vec<_>>());
+    assert_close(
+        "batch-norm weight gradient",
+        &vector(&dgamma),
+        &numeric_gradient(&gamma, &r, |g| batch_norm_f64(&x, dims, g, &beta)),
+    );
+    assert_close(
+        "batch-norm bias gradient",
+        &vector(&dbeta),
+        &numeric_gradient(&beta, &r, |b| batch_norm_f64(&x, dims, &gamma, b)),
+    );
+
+    // Channel 0's 30 values: mean and unbiased variance by hand.
+    let values0: Vec<f64> = (0..2).flat_map(|b| x[b * 45..][..15].to_vec()).collect();
+    let mean = values0.iter().sum::<f64>() / 30.0;
+    let unbiased = values0.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 29.0;
+    let (mut running_mean, mut running_var) = (vec![0.5; 3], vec![2.0; 3]);
+    stats.update_running(&mut running_mean, &mut running_var, 0.1);
+    assert!((running_mean[0] as f64 - (0.9 * 0.5 + 0.1 * mean)).abs() < 1e-6);
+    assert!((running_var[0] as f64 - (0.9 * 2.0 + 0.1 * unbiased)).abs() < 1e-6);
+
+    let single = Tensor::zeros(Shape::new(1, 3, 1, 1).unwrap());
+    let err = batch_norm_train(&single, &[1.0; 3], &[0.0; 3], 1e-5).unwrap_err().to_string();
+    assert!(err.contains("at least 2"), "{err}");
 }
