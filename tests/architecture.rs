@@ -19,6 +19,7 @@ const GRAPH: &[(&str, &[&str])] = &[
         "pspnet-model",
         &["pspnet-kernels", "pspnet-nn", "pspnet-ppm", "pspnet-resnet", "pspnet-tensor", "pspnet-weights"],
     ),
+    ("pspnet-train", &[]),
 ];
 
 fn root() -> PathBuf {
