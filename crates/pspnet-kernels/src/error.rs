@@ -89,6 +89,9 @@ pub enum KernelError {
         /// The names of those this CPU has.
         available: String,
     },
+    /// A dropout probability outside `[0, 1)`.
+    #[error("dropout probability {0} is not in [0, 1)")]
+    InvalidProbability(String),
     /// A label names no class.
     #[error("label {label} is not a class (0..{classes}) nor the ignore index")]
     LabelOutOfRange {

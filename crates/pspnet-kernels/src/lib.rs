@@ -22,7 +22,8 @@
 //!   reductions [`argmax_channels`] and [`softmax_channels`], each with
 //!   PyTorch's exact index arithmetic.
 //! - Gradients for training: [`conv2d_input_grad`] and [`conv2d_weight_grad`],
-//!   [`batch_norm_train`] with [`batch_norm_train_backward`], and, each
+//!   [`batch_norm_train`] with [`batch_norm_train_backward`], Dropout2d
+//!   ([`dropout2d_mask`], [`apply_channel_mask`]), and, each
 //!   beside its forward pass,
 //!   [`max_pool2d_backward`], [`avg_pool2d_backward`], the adaptive poolings',
 //!   [`resize_bilinear_backward`], [`relu_backward`], and the loss
@@ -38,6 +39,7 @@ mod channels;
 mod conv;
 mod conv_grad;
 mod disjoint;
+mod dropout;
 mod error;
 mod gemm;
 mod gemv;
@@ -60,6 +62,7 @@ pub use batch_norm::{BN_EPS, BatchNorm, BatchStats, batch_norm_train, batch_norm
 pub use channels::{argmax_channels, softmax_channels};
 pub use conv::{Conv2d, ConvSpec};
 pub use conv_grad::{conv2d_input_grad, conv2d_weight_grad};
+pub use dropout::{apply_channel_mask, dropout2d_mask};
 pub use error::KernelError;
 pub use isa::Isa;
 pub use loss::{relu_backward, softmax_cross_entropy};
