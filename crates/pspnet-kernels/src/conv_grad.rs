@@ -1,14 +1,19 @@
 //! The gradients of a convolution, for training: with respect to its input
 //! (the transposed convolution of the output's gradient) and to its weights
 //! and bias (the correlation of the input with the output's gradient).
-//! Plain sums, parallel over planes and filters; each value is summed in a
-//! fixed order, so results are the same for any thread count.
+//!
+//! A stride-1 convolution's input gradient is itself a stride-1
+//! convolution, of the output's gradient with the filters flipped and their
+//! channels swapped, so it runs on the forward kernels (a 3x3 in the
+//! Winograd domain). The rest are plain sums, parallel over planes and
+//! filters; each value is summed in a fixed order, so results are the same
+//! for any thread count.
 
 use pspnet_tensor::{Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::geometry::output_len;
-use crate::{ConvSpec, KernelError};
+use crate::{Conv2d, ConvOptions, ConvSpec, KernelError};
 
 /// Checks that `grad_output` is what a convolution of `weight` dims
 /// (`[out, in, kh, kw]`) with `spec` makes of `input`, and returns it.
@@ -39,16 +44,30 @@ fn reads(out_len: usize, in_len: usize, k: usize, axis: usize, spec: ConvSpec) -
 }
 
 /// The gradient with respect to the input (of shape `input`) of a
-/// convolution with OIHW `weight` and `spec`, from the output's gradient.
+/// convolution with OIHW `weight` and `spec`, from the output's gradient; a
+/// stride-1 one runs as a convolution with `options`.
 pub fn conv2d_input_grad(
     grad_output: &Tensor,
     weight: &Tensor,
     spec: ConvSpec,
     input: Shape,
+    options: ConvOptions,
 ) -> Result<Tensor, KernelError> {
     let dims = weight.shape().dims();
     let out = output_shape(input, dims, spec, grad_output.shape())?;
     let [cout, cin, kh, kw] = dims;
+    // Each input pixel gathers the outputs whose windows read it: the same
+    // window, mirrored, padded by its span less the forward padding.
+    let span = |axis: usize, k: usize| spec.dilation[axis] * (k - 1);
+    if spec.stride == [1, 1] && spec.padding[0] <= span(0, kh) && spec.padding[1] <= span(1, kw) {
+        let w = weight.as_slice();
+        let flipped = Tensor::from_fn(Shape::new(cin, cout, kh, kw)?, |i, o, ky, kx| {
+            w[((o * cin + i) * kh + kh - 1 - ky) * kw + kw - 1 - kx]
+        });
+        let padding = [span(0, kh) - spec.padding[0], span(1, kw) - spec.padding[1]];
+        let transposed = ConvSpec { padding, ..spec };
+        return Conv2d::with_options(flipped, transposed, options)?.forward(grad_output);
+    }
     let (ys, xs): (Vec<_>, Vec<_>) = (
         (0..kh).map(|k| reads(out.h(), input.h(), k, 0, spec)).collect(),
         (0..kw).map(|k| reads(out.w(), input.w(), k, 1, spec)).collect(),

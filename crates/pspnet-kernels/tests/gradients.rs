@@ -3,9 +3,9 @@
 //! sizes: relative L2 within 1e-5.
 
 use pspnet_kernels::{
-    ConvSpec, PoolSpec, Shape, Tensor, adaptive_avg_pool2d_backward, adaptive_max_pool2d_backward, avg_pool2d_backward,
-    batch_norm_train, batch_norm_train_backward, conv2d_input_grad, conv2d_weight_grad, max_pool2d_backward,
-    relu_backward, resize_bilinear_backward, softmax_cross_entropy,
+    ConvOptions, ConvSpec, PoolSpec, Shape, Tensor, adaptive_avg_pool2d_backward, adaptive_max_pool2d_backward,
+    avg_pool2d_backward, batch_norm_train, batch_norm_train_backward, conv2d_input_grad, conv2d_weight_grad,
+    max_pool2d_backward, relu_backward, resize_bilinear_backward, softmax_cross_entropy,
 };
 
 /// Distinct pseudo-random values in [-1, 1) (no ties for the maxima).
@@ -259,6 +259,8 @@ fn convolution_gradients() {
         (3, ConvSpec::default().padding(2).dilation(2)),
         (1, ConvSpec::default().stride(2)),
         (7, ConvSpec::default().stride(2).padding(3)),
+        (3, ConvSpec::default()),
+        (1, ConvSpec::default()),
     ];
     for (k, spec) in cases {
         let (dims, o) = ([2, 3, 9, 8], 4);
@@ -269,7 +271,7 @@ fn convolution_gradients() {
         let out = Shape::new(2, o, oh, ow).unwrap();
         let r = values(12, out.len());
         let weight = tensor(Shape::new(o, 3, k, k).unwrap(), &wt);
-        let got = conv2d_input_grad(&tensor(out, &r), &weight, spec, shape).unwrap();
+        let got = conv2d_input_grad(&tensor(out, &r), &weight, spec, shape, ConvOptions::default()).unwrap();
         let want = numeric_gradient(&x, &r, |x| conv_f64(x, dims, &wt, [o, k], spec).0);
         assert_close(&format!("input gradient, {k}x{k} {spec:?}"), &got, &want);
         let (got, bias) = conv2d_weight_grad(&tensor(shape, &x), &tensor(out, &r), spec, [k, k]).unwrap();
@@ -285,7 +287,13 @@ fn convolution_gradients() {
     }
     let weight = Tensor::zeros(Shape::new(4, 3, 3, 3).unwrap());
     let wrong = Tensor::zeros(Shape::new(2, 4, 5, 5).unwrap());
-    let err = conv2d_input_grad(&wrong, &weight, ConvSpec::default().padding(1), Shape::new(2, 3, 9, 8).unwrap());
+    let err = conv2d_input_grad(
+        &wrong,
+        &weight,
+        ConvSpec::default().padding(1),
+        Shape::new(2, 3, 9, 8).unwrap(),
+        ConvOptions::default(),
+    );
     assert!(err.unwrap_err().to_string().contains("output gradient"));
 }
 
