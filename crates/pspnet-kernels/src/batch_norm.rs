@@ -162,6 +162,43 @@ pub fn batch_norm_train_backward(
     Ok((dx, dgamma, dbeta))
 }
 
+/// The gradients of a batch-norm in eval mode (`--bn frozen`: the running
+/// statistics normalise) with respect to its input, `gamma` and `beta`:
+/// `dx = dy * gamma / sqrt(var + eps)`, `dgamma = sum(dy * x̂)`, `dbeta =
+/// sum(dy)`, with `x̂` the input normalised by the running statistics.
+pub fn batch_norm_frozen_backward(
+    x: &Tensor,
+    grad_y: &Tensor,
+    bn: &BatchNorm,
+) -> Result<(Tensor, Vec<f32>, Vec<f32>), KernelError> {
+    let shape = x.shape();
+    if grad_y.shape() != shape {
+        return Err(KernelError::ShapeMismatch { what: "output gradient", expected: shape, got: grad_y.shape() });
+    }
+    let channels = shape.c();
+    for (what, values) in [("batch-norm weight", &bn.gamma), ("running mean", &bn.mean), ("running variance", &bn.var)]
+    {
+        per_channel(what, values, channels)?;
+    }
+    let invstd: Vec<f64> = bn.var.iter().map(|&v| 1.0 / (v as f64 + bn.eps).sqrt()).collect();
+    let normalised = |c: usize, v: f32| (v as f64 - bn.mean[c] as f64) * invstd[c];
+    let dgamma = (0..channels)
+        .map(|c| {
+            let products =
+                channel_values(grad_y, c).zip(channel_values(x, c)).map(|(&d, &v)| d as f64 * normalised(c, v));
+            products.sum::<f64>() as f32
+        })
+        .collect();
+    let dbeta = (0..channels).map(|c| channel_values(grad_y, c).map(|&d| d as f64).sum::<f64>() as f32).collect();
+    let mut dx = grad_y.clone();
+    dx.as_mut_slice().par_chunks_mut(shape.plane_len()).enumerate().for_each(|(p, g)| {
+        let c = p % channels;
+        let scale = (bn.gamma[c] as f64 * invstd[c]) as f32;
+        g.iter_mut().for_each(|v| *v *= scale);
+    });
+    Ok((dx, dgamma, dbeta))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,8 @@
 //!   reductions [`argmax_channels`] and [`softmax_channels`], each with
 //!   PyTorch's exact index arithmetic.
 //! - Gradients for training: [`conv2d_input_grad`] and [`conv2d_weight_grad`],
-//!   [`batch_norm_train`] with [`batch_norm_train_backward`], Dropout2d
+//!   [`batch_norm_train`] with [`batch_norm_train_backward`] (and
+//!   [`batch_norm_frozen_backward`] for frozen statistics), Dropout2d
 //!   ([`dropout2d_mask`], [`apply_channel_mask`]), and, each
 //!   beside its forward pass,
 //!   [`max_pool2d_backward`], [`avg_pool2d_backward`], the adaptive poolings',
@@ -58,7 +59,9 @@ pub use adaptive::{
     adaptive_max_pool2d_backward, adaptive_max_pool2d_levels,
 };
 pub use algorithm::BF16_WINOGRAD_MIN_CHANNELS;
-pub use batch_norm::{BN_EPS, BatchNorm, BatchStats, batch_norm_train, batch_norm_train_backward};
+pub use batch_norm::{
+    BN_EPS, BatchNorm, BatchStats, batch_norm_frozen_backward, batch_norm_train, batch_norm_train_backward,
+};
 pub use channels::{argmax_channels, softmax_channels};
 pub use conv::{Conv2d, ConvSpec};
 pub use conv_grad::{conv2d_input_grad, conv2d_weight_grad};

@@ -3,9 +3,10 @@
 //! sizes: relative L2 within 1e-5.
 
 use pspnet_kernels::{
-    ConvOptions, ConvSpec, PoolSpec, Shape, Tensor, adaptive_avg_pool2d_backward, adaptive_max_pool2d_backward,
-    avg_pool2d_backward, batch_norm_train, batch_norm_train_backward, conv2d_input_grad, conv2d_weight_grad,
-    max_pool2d_backward, relu_backward, resize_bilinear_backward, softmax_cross_entropy,
+    BatchNorm, ConvOptions, ConvSpec, PoolSpec, Shape, Tensor, adaptive_avg_pool2d_backward,
+    adaptive_max_pool2d_backward, avg_pool2d_backward, batch_norm_frozen_backward, batch_norm_train,
+    batch_norm_train_backward, conv2d_input_grad, conv2d_weight_grad, max_pool2d_backward, relu_backward,
+    resize_bilinear_backward, softmax_cross_entropy,
 };
 
 /// Distinct pseudo-random values in [-1, 1) (no ties for the maxima).
@@ -360,4 +361,32 @@ fn batch_norm_in_training_mode() {
     let single = Tensor::zeros(Shape::new(1, 3, 1, 1).unwrap());
     let err = batch_norm_train(&single, &[1.0; 3], &[0.0; 3], 1e-5).unwrap_err().to_string();
     assert!(err.contains("at least 2"), "{err}");
+}
+
+/// Frozen batch-norm (running statistics): its three gradients.
+#[test]
+fn batch_norm_with_frozen_statistics() {
+    let dims = [2, 3, 2, 3];
+    let shape = Shape::new(2, 3, 2, 3).unwrap();
+    let x = values(17, shape.len());
+    let (gamma, beta, mean) = (values(18, 3), values(19, 3), values(20, 3));
+    let var: Vec<f64> = values(21, 3).iter().map(|v| v + 1.5).collect();
+    let r = values(22, shape.len());
+    let frozen = |x: &[f64], gamma: &[f64], beta: &[f64]| {
+        let plane = dims[2] * dims[3];
+        x.iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let c = i / plane % 3;
+                (v - mean[c]) / (var[c] + 1e-5).sqrt() * gamma[c] + beta[c]
+            })
+            .collect::<Vec<_>>()
+    };
+    let f32s = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<_>>();
+    let bn = BatchNorm { gamma: f32s(&gamma), beta: f32s(&beta), mean: f32s(&mean), var: f32s(&var), eps: 1e-5 };
+    let (dx, dgamma, dbeta) = batch_norm_frozen_backward(&tensor(shape, &x), &tensor(shape, &r), &bn).unwrap();
+    assert_close("frozen input gradient", &dx, &numeric_gradient(&x, &r, |x| frozen(x, &gamma, &beta)));
+    let vector = |v: &[f32]| tensor(Shape::new(1, 3, 1, 1).unwrap(), &v.iter().map(|&v| v as f64).collect::<Vec<_>>());
+    assert_close("frozen weight gradient", &vector(&dgamma), &numeric_gradient(&gamma, &r, |g| frozen(&x, g, &beta)));
+    assert_close("frozen bias gradient", &vector(&dbeta), &numeric_gradient(&beta, &r, |b| frozen(&x, &gamma, b)));
 }
