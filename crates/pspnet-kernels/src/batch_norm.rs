@@ -133,20 +133,10 @@ pub fn batch_norm_train_backward(
     gamma: &[f32],
     stats: &BatchStats,
 ) -> Result<(Tensor, Vec<f32>, Vec<f32>), KernelError> {
-    let shape = x.shape();
-    if grad_y.shape() != shape {
-        return Err(KernelError::ShapeMismatch { what: "output gradient", expected: shape, got: grad_y.shape() });
-    }
-    let channels = shape.c();
+    let (shape, channels) = (x.shape(), x.shape().c());
     per_channel("batch-norm weight", gamma, channels)?;
     let normalised = |c: usize, v: f32| ((v - stats.mean[c]) * stats.invstd[c]) as f64;
-    let mut sums = Vec::with_capacity(channels);
-    for c in 0..channels {
-        let dy: f64 = channel_values(grad_y, c).map(|&d| d as f64).sum();
-        let dy_xhat: f64 =
-            channel_values(grad_y, c).zip(channel_values(x, c)).map(|(&d, &v)| d as f64 * normalised(c, v)).sum();
-        sums.push((dy, dy_xhat));
-    }
+    let sums = affine_sums(x, grad_y, normalised)?;
     let (plane, m) = (shape.plane_len(), stats.count as f64);
     let mut dx = grad_y.clone();
     dx.as_mut_slice().par_chunks_mut(plane).zip(x.as_slice().par_chunks(plane)).enumerate().for_each(|(p, (g, xs))| {
@@ -157,9 +147,27 @@ pub fn batch_norm_train_backward(
             *g = (k * (m * *g as f64 - dy - normalised(c, v) * dy_xhat)) as f32;
         }
     });
-    let dgamma = sums.iter().map(|&(_, s)| s as f32).collect();
-    let dbeta = sums.iter().map(|&(s, _)| s as f32).collect();
+    let (dbeta, dgamma) = sums.iter().map(|&(dy, dy_xhat)| (dy as f32, dy_xhat as f32)).unzip();
     Ok((dx, dgamma, dbeta))
+}
+
+/// Per channel of `x`, `(sum(dy), sum(dy * x̂))` with `x̂ = normalised(channel,
+/// value)`: the bias's and the scale's gradients of a batch-norm, in f64.
+fn affine_sums(
+    x: &Tensor,
+    grad_y: &Tensor,
+    normalised: impl Fn(usize, f32) -> f64,
+) -> Result<Vec<(f64, f64)>, KernelError> {
+    if grad_y.shape() != x.shape() {
+        return Err(KernelError::ShapeMismatch { what: "output gradient", expected: x.shape(), got: grad_y.shape() });
+    }
+    Ok((0..x.shape().c())
+        .map(|c| {
+            let dy = channel_values(grad_y, c).map(|&d| d as f64).sum();
+            let pairs = channel_values(grad_y, c).zip(channel_values(x, c));
+            (dy, pairs.map(|(&d, &v)| d as f64 * normalised(c, v)).sum())
+        })
+        .collect())
 }
 
 /// The gradients of a batch-norm in eval mode (`--bn frozen`: the running
@@ -171,25 +179,14 @@ pub fn batch_norm_frozen_backward(
     grad_y: &Tensor,
     bn: &BatchNorm,
 ) -> Result<(Tensor, Vec<f32>, Vec<f32>), KernelError> {
-    let shape = x.shape();
-    if grad_y.shape() != shape {
-        return Err(KernelError::ShapeMismatch { what: "output gradient", expected: shape, got: grad_y.shape() });
-    }
-    let channels = shape.c();
+    let (shape, channels) = (x.shape(), x.shape().c());
     for (what, values) in [("batch-norm weight", &bn.gamma), ("running mean", &bn.mean), ("running variance", &bn.var)]
     {
         per_channel(what, values, channels)?;
     }
     let invstd: Vec<f64> = bn.var.iter().map(|&v| 1.0 / (v as f64 + bn.eps).sqrt()).collect();
-    let normalised = |c: usize, v: f32| (v as f64 - bn.mean[c] as f64) * invstd[c];
-    let dgamma = (0..channels)
-        .map(|c| {
-            let products =
-                channel_values(grad_y, c).zip(channel_values(x, c)).map(|(&d, &v)| d as f64 * normalised(c, v));
-            products.sum::<f64>() as f32
-        })
-        .collect();
-    let dbeta = (0..channels).map(|c| channel_values(grad_y, c).map(|&d| d as f64).sum::<f64>() as f32).collect();
+    let sums = affine_sums(x, grad_y, |c, v| (v as f64 - bn.mean[c] as f64) * invstd[c])?;
+    let (dbeta, dgamma) = sums.iter().map(|&(dy, dy_xhat)| (dy as f32, dy_xhat as f32)).unzip();
     let mut dx = grad_y.clone();
     dx.as_mut_slice().par_chunks_mut(shape.plane_len()).enumerate().for_each(|(p, g)| {
         let c = p % channels;
