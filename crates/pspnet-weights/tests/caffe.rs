@@ -107,6 +107,30 @@ fn reads_layers_blobs_and_parameters() {
     assert_eq!(net.layers[3].tops, ["conv5_3_conv5_3_0_split_0"]);
 }
 
+/// The older fork (hszhao/PSPNet at 88d0b3e): dilation is `hole` (field 17)
+/// with `hole_w` (19), `bn_param` is field 137 with eps in field 8 (its field
+/// 4, `moving_average`, is a bool), and `interp_param` is 163. Stock Caffe's
+/// `force_nd_im2col` (also 17) set to 1 says nothing about dilation.
+#[test]
+fn reads_the_older_forks_field_numbers() {
+    let hole =
+        layer("conv5_1_3x3", "HoleConvolution", &[bytes(106, &[number(4, 3), number(3, 4), number(17, 4)].concat())]);
+    let hole_w = layer("a", "HoleConvolution", &[bytes(106, &[number(17, 2), number(19, 3)].concat())]);
+    let nd = layer("b", "Convolution", &[bytes(106, &number(17, 1))]);
+    let eps = [number(4, 1), vec![0x45], 1e-4f32.to_le_bytes().to_vec()].concat();
+    let bn = layer("conv5_1_3x3/bn", "BN", &[bytes(137, &eps)]);
+    let interp = layer("conv6_interp", "Interp", &[bytes(163, &number(3, 8))]);
+    let data: Vec<u8> = [hole, hole_w, nd, bn, interp].iter().flat_map(|l| bytes(100, l)).collect();
+    let net = read_caffemodel(Path::new("old.caffemodel"), &data).unwrap();
+    let dilation = |i: usize| net.layers[i].convolution.as_ref().unwrap().dilation;
+    assert_eq!((dilation(0), dilation(1), dilation(2)), ([Some(4); 2], [Some(2), Some(3)], [None; 2]));
+    assert_eq!(net.layers[3].bn_eps, Some(1e-4));
+    assert_eq!(net.layers[4].interp.as_ref().unwrap().zoom_factor, Some(8));
+    let text = "layer { name: \"c\" type: \"HoleConvolution\" convolution_param { kernel_size: 3 hole: 4 } }";
+    let c = read_prototxt(Path::new("old.prototxt"), text).unwrap().layers[0].convolution.clone().unwrap();
+    assert_eq!(c.dilation, [Some(4); 2]);
+}
+
 /// Each corruption the issue lists, with what the error must name.
 #[test]
 fn corrupt_files_are_refused_by_offset_or_layer() {

@@ -60,7 +60,9 @@ fn layer(data: &[u8], base: usize) -> Result<CaffeLayer, MessageError> {
                 (106, Value::Bytes(b, at)) => layer.convolution = Some(convolution(b, at)?),
                 (121, Value::Bytes(b, at)) => layer.pooling = Some(pooling(b, at)?),
                 (143 | 163, Value::Bytes(b, at)) => layer.interp = Some(interp(b, at)?),
-                (152 | 137, Value::Bytes(b, at)) if layer.kind.starts_with("BN") => layer.bn_eps = bn_eps(b, at)?,
+                // The current fork's `bn_param` (eps = 4) and the older one's (eps = 8).
+                (152, Value::Bytes(b, at)) => layer.bn_eps = bn_eps(b, at, 4)?,
+                (137, Value::Bytes(b, at)) if layer.kind.starts_with("BN") => layer.bn_eps = bn_eps(b, at, 8)?,
                 _ => {}
             }
         }
@@ -153,7 +155,12 @@ fn convolution(data: &[u8], base: usize) -> Result<ConvolutionParam, WireError> 
             (4, v) => uints(v, &mut c.kernel)?,
             (5, Value::Varint(v)) => c.param.group = Some(small(v, base)?),
             (6, v) => uints(v, &mut c.stride)?,
+            // `dilation` (current), `hole_h` (older fork): one value each way.
             (18, v) => uints(v, &mut c.dilation)?,
+            // The older fork's `hole`; in stock Caffe 17 is `force_nd_im2col`,
+            // whose 0 or 1 say nothing about dilation.
+            (17, Value::Varint(v)) if v > 1 => c.hole = Some(small(v, base)?),
+            (19, Value::Varint(v)) => c.hole_w = Some(small(v, base)?),
             (n @ 9..=14, Value::Varint(v)) => c.hw[n as usize - 9] = Some(small(v, base)?),
             _ => {}
         }
@@ -212,12 +219,14 @@ fn interp(data: &[u8], base: usize) -> Result<InterpParam, WireError> {
     Ok(p)
 }
 
-/// The fork's `BNParameter.eps` (field 4, a float).
-fn bn_eps(data: &[u8], base: usize) -> Result<Option<f32>, WireError> {
+/// The fork's `BNParameter.eps`, a float in field `number`.
+fn bn_eps(data: &[u8], base: usize, number: u32) -> Result<Option<f32>, WireError> {
     let mut eps = None;
     let mut fields = Fields::new(data, base);
     while let Some(field) = fields.next_field() {
-        if let (4, Value::Fixed32(bits)) = field? {
+        if let (n, Value::Fixed32(bits)) = field?
+            && n == number
+        {
             eps = Some(f32::from_bits(bits));
         }
     }

@@ -143,6 +143,9 @@ struct ConvolutionFields {
     kernel: Vec<u32>,
     stride: Vec<u32>,
     dilation: Vec<u32>,
+    /// The older fork's `hole` (its name for dilation, both axes) and `hole_w`.
+    hole: Option<u32>,
+    hole_w: Option<u32>,
     /// `pad_h`, `pad_w`, `kernel_h`, `kernel_w`, `stride_h`, `stride_w`.
     hw: [Option<u32>; 6],
 }
@@ -154,7 +157,7 @@ impl ConvolutionFields {
             pad: per_axis(&self.pad, pad_h, pad_w),
             kernel: per_axis(&self.kernel, kernel_h, kernel_w),
             stride: per_axis(&self.stride, stride_h, stride_w),
-            dilation: per_axis(&self.dilation, None, None),
+            dilation: per_axis(&self.dilation, None, self.hole_w).map(|d| d.or(self.hole)),
             ..self.param
         }
     }

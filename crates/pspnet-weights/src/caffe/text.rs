@@ -192,7 +192,9 @@ fn convolution(fields: &[(String, Node)]) -> Result<ConvolutionParam, TextError>
             "pad" => c.pad.push(number(name, node)?),
             "kernel_size" => c.kernel.push(number(name, node)?),
             "stride" => c.stride.push(number(name, node)?),
-            "dilation" => c.dilation.push(number(name, node)?),
+            "dilation" | "hole_h" => c.dilation.push(number(name, node)?),
+            "hole" => c.hole = Some(number(name, node)?),
+            "hole_w" => c.hole_w = Some(number(name, node)?),
             other => {
                 if let Some(i) = HW.iter().position(|&h| h == other) {
                     c.hw[i] = Some(number(name, node)?);
