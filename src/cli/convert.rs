@@ -9,7 +9,7 @@ use pspnet_model::{StorageDtype, read_checkpoint, save_native};
 
 #[derive(Debug, Args)]
 pub(crate) struct ConvertArgs {
-    /// Checkpoint to read: a semseg or mmsegmentation .pth (zip or legacy), or a pspnet-rs .safetensors.
+    /// Checkpoint to read: a semseg or mmsegmentation .pth (zip or legacy), a pspnet-rs .safetensors, or a .caffemodel.
     input: PathBuf,
     /// The .safetensors file to write (canonical names; the architecture, normalisation, class names and palette in its metadata).
     output: PathBuf,

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Args;
 use pspnet_model::Precision;
-use pspnet_resnet::{BlockKind, DilationRule, StemKind};
+use pspnet_resnet::{BlockKind, DilationRule, StemKind, StridePlacement};
 use pspnet_tensor::Shape;
 
 use super::{ModelArgs, OverrideArgs};
@@ -51,10 +51,16 @@ pub(crate) fn run(args: InfoArgs) -> Result<ExitCode> {
     let name = args.checkpoint.as_deref().map_or_else(|| "the embedded model".to_string(), |p| p.display().to_string());
     println!("model:        {name} ({} layout)", spec.layout.name());
     println!(
-        "backbone:     {depth}, {} blocks {:?}, {} stem{}, output stride {}, {}",
+        "backbone:     {depth}, {} blocks {:?}{}, {} stem{}{}, output stride {}, {}",
         if b.block == BlockKind::Basic { "basic" } else { "bottleneck" },
         b.layers,
+        match (b.block, b.stride_placement) {
+            (BlockKind::Bottleneck, StridePlacement::Reduce) => " striding on the 1x1 reduce",
+            (BlockKind::Bottleneck, StridePlacement::Middle) => " striding on the 3x3",
+            (BlockKind::Basic, _) => "",
+        },
         if b.stem == StemKind::Deep { "deep (3x3 x3)" } else { "classic (7x7)" },
+        if b.pool_ceil { " with a ceil-mode max pool" } else { "" },
         if b.avg_down { ", average-pool shortcuts" } else { "" },
         b.output_stride,
         if b.dilation_rule == DilationRule::EveryBlock {

@@ -59,7 +59,8 @@ const DEFAULT_MODEL_NAME: &str = "<embedded pspnet_r18-d8_camvid.f16.safetensors
 /// Which checkpoint to run.
 #[derive(Debug, Args)]
 struct ModelArgs {
-    /// Checkpoint: a .pth in the semseg or mmsegmentation layout (zip or legacy format), or a pspnet-rs .safetensors.
+    /// Checkpoint: a .pth in the semseg or mmsegmentation layout (zip or legacy format), a pspnet-rs .safetensors,
+    /// or a .caffemodel of the authors' Caffe release (with --prototxt when its layers lack parameters).
     /// Default: the embedded model (PSPNet ResNet-18, trained on CamVid street scenes, 11 classes, f16).
     #[arg(long)]
     model: Option<PathBuf>,
@@ -99,11 +100,19 @@ struct OverrideArgs {
     /// Backbone output stride: 8, 16 or 32 (default 8).
     #[arg(long, value_name = "8|16")]
     output_stride: Option<usize>,
+    /// Deploy prototxt of a .caffemodel: its layers' parameters (the released files may lack them).
+    #[arg(long, value_name = "FILE")]
+    prototxt: Option<PathBuf>,
 }
 
 impl OverrideArgs {
     fn overrides(&self) -> Overrides {
-        Overrides { align_corners: self.align_corners, bins: self.bins.clone(), output_stride: self.output_stride }
+        Overrides {
+            align_corners: self.align_corners,
+            bins: self.bins.clone(),
+            output_stride: self.output_stride,
+            prototxt: self.prototxt.clone(),
+        }
     }
 }
 

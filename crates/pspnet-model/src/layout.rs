@@ -129,6 +129,7 @@ pub(crate) fn source_name(layout: Layout, canonical: &str) -> String {
         Layout::Semseg => SEMSEG,
         Layout::Mmseg => MMSEG,
         Layout::Native => return canonical.to_string(),
+        Layout::Caffe => return crate::caffe::source_name(canonical),
     };
     rules
         .iter()
@@ -162,7 +163,7 @@ pub(crate) fn rename(
     let rules = match layout {
         Layout::Semseg => SEMSEG,
         Layout::Mmseg => MMSEG,
-        Layout::Native => &[],
+        Layout::Native | Layout::Caffe => &[],
     };
     let avg_down = state.keys().any(|k| k.contains(".downsample.2."));
     // In ResNetV1d only strided stages pool in the shortcut; there index 1
@@ -272,6 +273,7 @@ pub(crate) fn infer(
             dilation_rule,
             avg_down,
             stride_placement: StridePlacement::Middle,
+            pool_ceil: false,
         },
         ppm: PyramidPoolingConfig { bins, pooling: Pooling::Average, align_corners: layout == Layout::Semseg },
         classes,

@@ -8,6 +8,7 @@
 //! weights say of the architecture ([`ModelSpec`]), and how a [`Segmenter`]
 //! loads one and runs it on RGB images under a test [`Protocol`].
 
+mod caffe;
 mod compare;
 mod context_conv;
 mod error;

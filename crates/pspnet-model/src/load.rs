@@ -6,8 +6,10 @@ use std::path::Path;
 use pspnet_kernels::{ConvOptions, Precision};
 use pspnet_nn::ParamStore;
 use pspnet_tensor::Params;
-use pspnet_weights::{Checkpoint, Format, Value};
+use pspnet_weights::caffe::{read_caffemodel, read_prototxt};
+use pspnet_weights::{Checkpoint, Format, Value, WeightsError};
 
+use crate::caffe;
 use crate::layout::{detect, infer, layout_problems, rename, source_name};
 use crate::native::native_spec;
 use crate::{Layout, ModelError, ModelSpec, Overrides, PspNet, PspNetConfig};
@@ -40,10 +42,57 @@ fn import(checkpoint: Checkpoint, path: &Path, overrides: &Overrides) -> Result<
         sample: state.keys().take(5).map(str::to_string).collect(),
     })?;
     let (params, unmatched, avg_down) = rename(state, layout, path)?;
-    let mut spec = match native {
+    let spec = match native {
         Some(spec) => spec,
         None => infer(&params, layout, avg_down, &checkpoint.extra, path)?,
     };
+    Ok(Imported { params, spec: overridden(spec, overrides, path)?, layout, unmatched })
+}
+
+/// Whether `path` names a Caffe model (by its extension, as Caffe's own
+/// files have no signature).
+fn is_caffemodel(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("caffemodel"))
+}
+
+/// Reads a checkpoint file of any supported format, a `.caffemodel` with
+/// `overrides.prototxt` when given.
+fn import_file(path: &Path, data: Option<Vec<u8>>, overrides: &Overrides) -> Result<Imported, ModelError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ModelError::from(WeightsError::Io { path, source })
+    };
+    if !is_caffemodel(path) {
+        if let Some(prototxt) = &overrides.prototxt {
+            return Err(ModelError::Input(format!(
+                "--prototxt {} describes a .caffemodel; {} is not one",
+                prototxt.display(),
+                path.display()
+            )));
+        }
+        let checkpoint = match data {
+            Some(data) => pspnet_weights::load_bytes(path, data)?,
+            None => pspnet_weights::load(path)?,
+        };
+        return import(checkpoint, path, overrides);
+    }
+    let net = {
+        let data = match data {
+            Some(data) => data,
+            None => std::fs::read(path).map_err(io(path))?,
+        };
+        read_caffemodel(path, &data)?
+    };
+    let architecture = match &overrides.prototxt {
+        Some(prototxt) => Some(read_prototxt(prototxt, &std::fs::read_to_string(prototxt).map_err(io(prototxt))?)?),
+        None => None,
+    };
+    let (params, spec, unmatched) = caffe::import(net, architecture.as_ref(), path)?;
+    Ok(Imported { params, spec: overridden(spec, overrides, path)?, layout: Layout::Caffe, unmatched })
+}
+
+/// `spec` with what `overrides` set, checked for plausibility.
+fn overridden(mut spec: ModelSpec, overrides: &Overrides, path: &Path) -> Result<ModelSpec, ModelError> {
     if let Some(a) = overrides.align_corners {
         spec.ppm.align_corners = a;
     }
@@ -54,7 +103,7 @@ fn import(checkpoint: Checkpoint, path: &Path, overrides: &Overrides) -> Result<
         spec.ppm.bins = bins.clone();
     }
     check_plausible(&spec).map_err(|reason| ModelError::Spec { path: path.to_path_buf(), reason })?;
-    Ok(Imported { params, spec, layout, unmatched })
+    Ok(spec)
 }
 
 /// The most blocks per stage (ResNet-152 has 36) and pyramid levels (the
@@ -109,7 +158,7 @@ pub(crate) fn load(
     overrides: &Overrides,
     options: ConvOptions,
 ) -> Result<(PspNet, ModelSpec), ModelError> {
-    import(pspnet_weights::load(path)?, path, overrides)?.build(path, options)
+    import_file(path, None, overrides)?.build(path, options)
 }
 
 /// [`load`] for a checkpoint already in memory; `path` only names it in errors.
@@ -119,14 +168,14 @@ pub(crate) fn load_bytes(
     overrides: &Overrides,
     options: ConvOptions,
 ) -> Result<(PspNet, ModelSpec), ModelError> {
-    import(pspnet_weights::load_bytes(path, data)?, path, overrides)?.build(path, options)
+    import_file(path, Some(data), overrides)?.build(path, options)
 }
 
 /// A checkpoint's parameters under canonical names with its [`ModelSpec`],
 /// checked by building the network they describe (for conversion: the
 /// parameters are kept, the network dropped).
 pub fn read_checkpoint(path: &Path, overrides: &Overrides) -> Result<(Params, ModelSpec), ModelError> {
-    let imported = import(pspnet_weights::load(path)?, path, overrides)?;
+    let imported = import_file(path, None, overrides)?;
     let params = imported.params.clone();
     let (_, spec) = imported.build(path, ConvOptions::default())?;
     Ok((params, spec))

@@ -2,6 +2,8 @@
 //! the [`ModelSpec`], the [`Layout`] it came in, and the JSON form a
 //! native file records it in.
 
+use std::path::PathBuf;
+
 use pspnet_ppm::{Pooling, PyramidPoolingConfig};
 use pspnet_resnet::{BlockKind, DilationRule, ResNetConfig, StemKind, StridePlacement};
 use serde_json::{Value as Json, json};
@@ -15,6 +17,8 @@ pub enum Layout {
     Mmseg,
     /// This project's safetensors layout (canonical names + metadata).
     Native,
+    /// The authors' Caffe release (`.caffemodel`, hszhao/PSPNet).
+    Caffe,
 }
 
 impl Layout {
@@ -24,6 +28,7 @@ impl Layout {
             Layout::Semseg => "semseg",
             Layout::Mmseg => "mmseg",
             Layout::Native => "pspnet-rs",
+            Layout::Caffe => "caffe",
         }
     }
 }
@@ -59,6 +64,9 @@ pub struct Overrides {
     pub bins: Option<Vec<usize>>,
     /// Backbone output stride (8, 16 or 32).
     pub output_stride: Option<usize>,
+    /// A deploy prototxt describing a `.caffemodel`'s layers (the released
+    /// files may lack their parameters).
+    pub prototxt: Option<PathBuf>,
 }
 
 pub(crate) fn spec_to_json(spec: &ModelSpec) -> Json {
@@ -73,6 +81,7 @@ pub(crate) fn spec_to_json(spec: &ModelSpec) -> Json {
             "dilation_rule": match b.dilation_rule { DilationRule::EveryBlock => "every_block", DilationRule::Contract => "contract" },
             "avg_down": b.avg_down,
             "stride_placement": match b.stride_placement { StridePlacement::Reduce => "reduce", StridePlacement::Middle => "middle" },
+            "stem_pool": if b.pool_ceil { "ceil" } else { "floor" },
         },
         "ppm": {
             "bins": spec.ppm.bins,
@@ -148,6 +157,10 @@ pub(crate) fn spec_from_json(text: &str) -> Result<ModelSpec, String> {
                     [pick(&["backbone", "stride_placement"], &["reduce", "middle"])?],
                 Err(_) => StridePlacement::Middle,
             },
+            pool_ceil: match field(&["backbone", "stem_pool"]) {
+                Ok(_) => pick(&["backbone", "stem_pool"], &["floor", "ceil"])? == 1,
+                Err(_) => false,
+            },
         },
         ppm: PyramidPoolingConfig {
             bins,
@@ -178,6 +191,7 @@ mod tests {
                 dilation_rule: DilationRule::Contract,
                 avg_down: true,
                 stride_placement: StridePlacement::Reduce,
+                pool_ceil: true,
             },
             ppm: PyramidPoolingConfig { bins: vec![1, 2, 3, 6], pooling: Pooling::Max, align_corners: false },
             classes: 2,
@@ -190,6 +204,8 @@ mod tests {
         assert!(spec_from_json("{}").unwrap_err().contains("no field"));
         let mut old = spec_to_json(&spec);
         old["backbone"].as_object_mut().unwrap().remove("stride_placement");
-        assert_eq!(spec_from_json(&old.to_string()).unwrap().backbone.stride_placement, StridePlacement::Middle);
+        old["backbone"].as_object_mut().unwrap().remove("stem_pool");
+        let old = spec_from_json(&old.to_string()).unwrap().backbone;
+        assert_eq!((old.stride_placement, old.pool_ceil), (StridePlacement::Middle, false));
     }
 }

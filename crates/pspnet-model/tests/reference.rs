@@ -141,7 +141,12 @@ fn native_safetensors_round_trip() {
 #[test]
 fn overrides_replace_layout_defaults() {
     let path = fixture("mmseg_r18/checkpoint.pth");
-    let overrides = Overrides { align_corners: Some(true), bins: Some(vec![1, 2, 4, 8]), output_stride: Some(16) };
+    let overrides = Overrides {
+        align_corners: Some(true),
+        bins: Some(vec![1, 2, 4, 8]),
+        output_stride: Some(16),
+        ..Overrides::default()
+    };
     let spec = Segmenter::load(&path, &overrides, ConvOptions::default()).unwrap().spec;
     assert!(spec.ppm.align_corners);
     assert_eq!((spec.ppm.bins.as_slice(), spec.backbone.output_stride), ([1, 2, 4, 8].as_slice(), 16));

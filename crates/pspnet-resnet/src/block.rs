@@ -2,7 +2,7 @@ use pspnet_kernels::{Conv2d, ConvSpec, KernelError, PoolSpec, avg_pool2d};
 use pspnet_nn::{Layer, ParamSource, conv_bn};
 use pspnet_tensor::{Shape, Tensor};
 
-use crate::{BlockKind, ResNetError, StridePlacement};
+use crate::{BlockKind, ResNetConfig, ResNetError, StridePlacement};
 
 /// A residual block: `relu(F(x) + shortcut(x))`, where `F` is two 3x3
 /// convolutions (basic) or 1x1-3x3-1x1 (bottleneck), each followed by a
@@ -34,7 +34,7 @@ pub(crate) struct BlockGeometry {
 
 impl BlockGeometry {
     /// Each convolution's kernel size and spec, in order.
-    fn convs(&self) -> Vec<(usize, ConvSpec)> {
+    pub(crate) fn convs(&self) -> Vec<(usize, ConvSpec)> {
         let (s, d) = (self.stride, self.dilation);
         let dilated = ConvSpec::default().padding(d).dilation(d);
         match (self.kind, self.stride_placement) {
@@ -47,6 +47,36 @@ impl BlockGeometry {
                 vec![(1, ConvSpec::default().stride(s)), (3, dilated), (1, ConvSpec::default())]
             }
         }
+    }
+}
+
+impl BlockGeometry {
+    /// Block `index` of a stage of `(stride, dilation)` in `config`: only
+    /// the first block strides.
+    pub(crate) fn of(config: &ResNetConfig, (stride, dilation): (usize, usize), index: usize) -> Self {
+        BlockGeometry {
+            kind: config.block,
+            stride: if index == 0 { stride } else { 1 },
+            dilation: config.block_dilation(dilation, index),
+            avg_down: config.avg_down,
+            stride_placement: config.stride_placement,
+        }
+    }
+
+    /// The projection shortcut's pool (ResNetV1d) and 1x1 convolution's
+    /// spec, where the block changes shape or the checkpoint `has` one.
+    pub(crate) fn shortcut(
+        &self,
+        in_channels: usize,
+        out_channels: usize,
+        has: bool,
+    ) -> Option<(Option<PoolSpec>, ConvSpec)> {
+        if self.stride == 1 && in_channels == out_channels && !has {
+            return None;
+        }
+        let pool = (self.avg_down && self.stride > 1)
+            .then(|| PoolSpec { ceil_mode: true, ..PoolSpec::square(self.stride, self.stride, 0) });
+        Some((pool, ConvSpec::default().stride(if pool.is_some() { 1 } else { self.stride })))
     }
 }
 
@@ -68,15 +98,13 @@ impl Block {
             convs.push(conv_bn(source, &weight, &bn, channels, Some(out), kernel, spec)?.with_relu(true));
             channels = out;
         }
-        let downsample = if g.stride > 1 || in_channels != out_channels || source.contains("downsample.conv.weight") {
-            let pool = (g.avg_down && g.stride > 1)
-                .then(|| PoolSpec { ceil_mode: true, ..PoolSpec::square(g.stride, g.stride, 0) });
-            let spec = ConvSpec::default().stride(if pool.is_some() { 1 } else { g.stride });
-            let mut shortcut = source.at("downsample");
-            let conv = conv_bn(&mut shortcut, "conv.weight", "bn", in_channels, Some(out_channels), 1, spec)?;
-            Some(Downsample { pool, conv })
-        } else {
-            None
+        let downsample = match g.shortcut(in_channels, out_channels, source.contains("downsample.conv.weight")) {
+            Some((pool, spec)) => {
+                let mut shortcut = source.at("downsample");
+                let conv = conv_bn(&mut shortcut, "conv.weight", "bn", in_channels, Some(out_channels), 1, spec)?;
+                Some(Downsample { pool, conv })
+            }
+            None => None,
         };
         Ok(Block { convs, downsample })
     }

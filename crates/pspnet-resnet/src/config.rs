@@ -70,6 +70,9 @@ pub struct ResNetConfig {
     pub avg_down: bool,
     /// Which convolution of a strided bottleneck block strides.
     pub stride_placement: StridePlacement,
+    /// The stem's max pool rounds its output size up, as Caffe's pooling
+    /// does, instead of down as PyTorch's (they differ on even sizes).
+    pub pool_ceil: bool,
 }
 
 impl ResNetConfig {
@@ -92,6 +95,7 @@ impl ResNetConfig {
             dilation_rule: DilationRule::EveryBlock,
             avg_down: false,
             stride_placement: StridePlacement::Middle,
+            pool_ceil: false,
         })
     }
 

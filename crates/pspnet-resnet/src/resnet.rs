@@ -32,21 +32,14 @@ impl ResNet {
             return Err(ResNetError::Config(format!("every stage needs a block, got {:?}", config.layers)));
         }
         let geometry = config.stage_geometry()?;
-        let stem = Stem::build(config.stem, &mut source.at("stem"))?;
+        let stem = Stem::build(config.stem, config.pool_ceil, &mut source.at("stem"))?;
         let mut channels = stem.out_channels();
         let mut stages = Vec::with_capacity(4);
         for (s, (&(stride, dilation), blocks)) in geometry.iter().zip(config.layers).enumerate() {
             let mut stage = source.at(format!("layer{}", s + 1));
             let mut built = Vec::new();
             for b in 0..blocks {
-                let g = BlockGeometry {
-                    kind: config.block,
-                    stride: if b == 0 { stride } else { 1 },
-                    dilation: config.block_dilation(dilation, b),
-                    avg_down: config.avg_down,
-                    stride_placement: config.stride_placement,
-                };
-                let block = Block::build(&mut stage.at(b), channels, g)?;
+                let block = Block::build(&mut stage.at(b), channels, BlockGeometry::of(config, (stride, dilation), b))?;
                 channels = block.out_channels();
                 built.push(block);
             }

@@ -9,26 +9,35 @@ use crate::{ResNetError, StemKind};
 #[derive(Debug, Clone)]
 pub struct Stem {
     convs: Vec<Conv2d>,
+    pool: PoolSpec,
 }
 
-/// The stem's max pool.
-const POOL: PoolSpec = PoolSpec::square(3, 2, 1);
+/// The stem's convolutions: their kernel size and each one's spec.
+pub(crate) fn convs(kind: StemKind) -> (usize, Vec<ConvSpec>) {
+    match kind {
+        StemKind::Deep => (
+            3,
+            vec![
+                ConvSpec::default().stride(2).padding(1),
+                ConvSpec::default().padding(1),
+                ConvSpec::default().padding(1),
+            ],
+        ),
+        StemKind::Classic => (7, vec![ConvSpec::default().stride(2).padding(3)]),
+    }
+}
+
+/// The stem's 3x3 stride-2 max pool, rounding its size up when `ceil`.
+pub(crate) fn pool(ceil: bool) -> PoolSpec {
+    PoolSpec { ceil_mode: ceil, ..PoolSpec::square(3, 2, 1) }
+}
 
 impl Stem {
     /// Reads `{i}.conv.weight` and `{i}.bn.*` under `source` (i = 0..3 for
-    /// the deep stem, 0 for the classic one) for an RGB input.
-    pub fn build(kind: StemKind, source: &mut ParamSource) -> Result<Self, ResNetError> {
-        let (kernel, specs) = match kind {
-            StemKind::Deep => (
-                3,
-                vec![
-                    ConvSpec::default().stride(2).padding(1),
-                    ConvSpec::default().padding(1),
-                    ConvSpec::default().padding(1),
-                ],
-            ),
-            StemKind::Classic => (7, vec![ConvSpec::default().stride(2).padding(3)]),
-        };
+    /// the deep stem, 0 for the classic one) for an RGB input; the 3x3
+    /// stride-2 max pool rounds its size up when `pool_ceil`.
+    pub fn build(kind: StemKind, pool_ceil: bool, source: &mut ParamSource) -> Result<Self, ResNetError> {
+        let (kernel, specs) = convs(kind);
         let mut channels = 3;
         let mut convs = Vec::with_capacity(specs.len());
         for (i, spec) in specs.into_iter().enumerate() {
@@ -36,7 +45,7 @@ impl Stem {
             channels = conv.weight_dims()[0];
             convs.push(conv);
         }
-        Ok(Stem { convs })
+        Ok(Stem { convs, pool: pool(pool_ceil) })
     }
 
     /// Output channels.
@@ -48,13 +57,13 @@ impl Stem {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, ResNetError> {
         let (first, rest) = self.convs.split_first().expect("a stem has a convolution");
         let y = rest.iter().try_fold(first.forward(x)?, |y, conv| conv.forward(&y))?;
-        Ok(max_pool2d(&y, &POOL)?)
+        Ok(max_pool2d(&y, &self.pool)?)
     }
 }
 
 impl Layer for Stem {
     fn output_shape(&self, input: Shape) -> Result<Shape, KernelError> {
-        POOL.output_shape(self.convs.output_shape(input)?)
+        self.pool.output_shape(self.convs.output_shape(input)?)
     }
 
     fn flops(&self, input: Shape) -> Result<u64, KernelError> {
