@@ -20,7 +20,7 @@
 //! the pyramid is concatenated as `[x, pool6, pool3, pool2, pool1]` (the
 //! head's input channels are reordered to `[x, pool1, pool2, pool3, pool6]`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use pspnet_kernels::BN_EPS;
@@ -185,65 +185,74 @@ pub(crate) fn import(
         _ => StridePlacement::Middle,
     };
     check_dilations(&weights, &param).map_err(spec_error)?;
-
-    let mut params = Params::new();
-    let mut unmatched = Vec::new();
-    let mut classes = None;
+    // What the weights are read with, taken before they are moved out.
+    let eps: HashMap<String, f64> = weights
+        .layers
+        .iter()
+        .filter_map(|l| Some((l.name.clone(), arch.get(l.name.as_str()).and_then(|a| a.bn_eps).or(l.bn_eps)?)))
+        .map(|(name, eps)| (name, f64::from(eps)))
+        .collect();
+    let head = concat_order(&weights, architecture, &names);
     // With a prototxt, the weights of layers it lacks are unexpected, but
     // for the auxiliary head (training-time layers a deploy file omits).
+    let described: Option<HashSet<String>> = given.then(|| arch.keys().map(|k| k.to_string()).collect());
     let described = |name: &str| {
         let conv = name.strip_suffix("/bn").unwrap_or(name);
-        !given || arch.contains_key(name) || conv == names.aux || conv == "conv6_1"
+        described.as_ref().is_none_or(|d| d.contains(name)) || conv == names.aux || conv == "conv6_1"
     };
-    for layer in weights.layers.iter().filter(|l| !l.blobs.is_empty()) {
+
+    let mut params = Params::new();
+    let mut insert = |name: String, shape: Vec<usize>, data: Vec<f32>| {
+        params.insert(name, shape, data).map_err(|e| ModelError::Params { path: path.to_path_buf(), source: e })
+    };
+    let mut unmatched = Vec::new();
+    let mut classes = None;
+    for layer in weights.layers.into_iter().filter(|l| !l.blobs.is_empty()) {
         if !described(&layer.name) {
-            unmatched.push(layer.name.clone());
+            unmatched.push(layer.name);
             continue;
         }
-        let insert = |params: &mut Params, name: String, shape: Vec<usize>, data: Vec<f32>| {
-            params.insert(name, shape, data).map_err(|e| ModelError::Params { path: path.to_path_buf(), source: e })
-        };
         if let Some(conv) = layer.name.strip_suffix("/bn") {
             let Some((_, Some(bn))) = names.canonical(conv) else {
-                unmatched.push(layer.name.clone());
+                unmatched.push(layer.name);
                 continue;
             };
-            let eps = arch.get(layer.name.as_str()).and_then(|l| l.bn_eps).or(layer.bn_eps).map_or(BN_EPS, f64::from);
-            for (i, blob) in layer.blobs.iter().enumerate() {
+            let eps = eps.get(&layer.name).copied().unwrap_or(BN_EPS);
+            for (i, blob) in layer.blobs.into_iter().enumerate() {
                 let Some(stat) = ["weight", "bias", "running_mean", "running_var"].get(i) else {
                     unmatched.push(format!("{} blob {i}", layer.name));
                     continue;
                 };
-                let mut data = blob.data.clone();
+                let mut data = blob.data;
                 if *stat == "running_var" && eps != BN_EPS {
                     // The network adds BN_EPS; the layer's own eps is folded in.
                     data.iter_mut().for_each(|v| *v = (f64::from(*v) + eps - BN_EPS) as f32);
                 }
-                insert(&mut params, format!("{bn}.{stat}"), vec![data.len()], data)?;
+                insert(format!("{bn}.{stat}"), vec![data.len()], data)?;
             }
             continue;
         }
         let Some((conv, _)) = names.canonical(&layer.name) else {
-            unmatched.push(layer.name.clone());
+            unmatched.push(layer.name);
             continue;
         };
-        for (i, blob) in layer.blobs.iter().enumerate() {
+        for (i, blob) in layer.blobs.into_iter().enumerate() {
             match i {
                 0 => {
-                    let mut data = blob.data.clone();
+                    let mut data = blob.data;
                     if layer.name == STEM[0] {
                         reverse_input_channels(&mut data, &blob.shape);
                     }
                     if layer.name == "conv5_4" {
-                        data = pyramid_order(&weights, architecture, &names, data, &blob.shape)
+                        data = pyramid_order(data, &blob.shape, &head)
                             .map_err(|reason| spec_error(format!("conv5_4: {reason}")))?;
                     }
                     if layer.name == "conv6" {
                         classes = blob.shape.first().copied();
                     }
-                    insert(&mut params, format!("{conv}.weight"), blob.shape.clone(), data)?;
+                    insert(format!("{conv}.weight"), blob.shape, data)?;
                 }
-                1 => insert(&mut params, format!("{conv}.bias"), vec![blob.data.len()], blob.data.clone())?,
+                1 => insert(format!("{conv}.bias"), vec![blob.data.len()], blob.data)?,
                 _ => unmatched.push(format!("{} blob {i}", layer.name)),
             }
         }
@@ -311,20 +320,13 @@ fn reverse_input_channels(data: &mut [f32], shape: &[usize]) {
     }
 }
 
-/// `conv5_4`'s weight with its input channels in the pyramid's order
-/// (`[x, bins ascending]`) instead of the Concat layer's (`architecture`'s,
-/// else the file's, else the release's `[x, bins descending]`).
-fn pyramid_order<'a>(
-    weights: &'a CaffeNet,
-    architecture: &'a CaffeNet,
-    names: &Names,
-    data: Vec<f32>,
-    shape: &[usize],
-) -> Result<Vec<f32>, String> {
-    let &[outs, ins, kh, kw] = shape else { return Err(format!("a weight of shape {shape:?}")) };
-    let layers: Vec<&'a CaffeLayer> = architecture.layers.iter().chain(&weights.layers).collect();
-    // The Concat's bottoms, each resolved through the Split layers Caffe inserts.
-    let mut splits: HashMap<&'a str, &'a str> = HashMap::new();
+/// The pyramid's concatenation in the order the file makes it: each part's
+/// bin (`None`: the features) and, for the branches, its width. From the
+/// Concat layer (`architecture`'s, else the file's, followed through the
+/// Split layers Caffe inserts), else the release's `[x, bins descending]`.
+fn concat_order(weights: &CaffeNet, architecture: &CaffeNet, names: &Names) -> Vec<(Option<usize>, usize)> {
+    let layers: Vec<&CaffeLayer> = architecture.layers.iter().chain(&weights.layers).collect();
+    let mut splits: HashMap<&str, &str> = HashMap::new();
     for layer in layers.iter().filter(|l| l.kind == "Split") {
         if let Some(bottom) = layer.bottoms.first() {
             splits.extend(layer.tops.iter().map(|top| (top.as_str(), bottom.as_str())));
@@ -347,31 +349,43 @@ fn pyramid_order<'a>(
         Some(layer) => layer.bottoms.iter().map(|b| bin_of(&source(b))).collect(),
         None => std::iter::once(None).chain(names.bins.iter().rev().map(|&b| Some(b))).collect(),
     };
-    let branch_width = |bin: usize| {
+    let width = |bin: usize| {
         let name = format!("conv5_3_pool{bin}_conv");
         let layer = weights.layers.iter().find(|l| l.name == name);
         layer.and_then(|l| l.blobs.first()).and_then(|b| b.shape.first().copied()).unwrap_or(0)
     };
-    let features = ins.saturating_sub(names.bins.iter().map(|&b| branch_width(b)).sum());
+    order.into_iter().map(|bin| (bin, bin.map_or(0, width))).collect()
+}
+
+/// `conv5_4`'s weight with its input channels in the pyramid's order
+/// (`[x, bins ascending]`) instead of the file's `order` (see [`concat_order`]).
+fn pyramid_order(data: Vec<f32>, shape: &[usize], order: &[(Option<usize>, usize)]) -> Result<Vec<f32>, String> {
+    let &[outs, ins, kh, kw] = shape else { return Err(format!("a weight of shape {shape:?}")) };
+    let branches: usize = order.iter().filter(|(bin, _)| bin.is_some()).map(|(_, w)| w).sum();
     let mut segments = Vec::with_capacity(order.len());
     let mut start = 0;
-    for &bin in &order {
-        let width = bin.map_or(features, branch_width);
+    for &(bin, width) in order {
+        let width = if bin.is_some() { width } else { ins.saturating_sub(branches) };
         segments.push((bin, start, width));
         start += width;
     }
     if start != ins {
-        return Err(format!("the concatenation {order:?} gives {start} channels, the weight takes {ins}"));
+        let bins: Vec<_> = order.iter().map(|(bin, _)| bin).collect();
+        return Err(format!("the concatenation of {bins:?} gives {start} channels, the weight takes {ins}"));
     }
     segments.sort_by_key(|(bin, _, _)| bin.map_or(0, |b| b + 1));
     let plane = kh * kw;
-    let mut out = Vec::with_capacity(data.len());
-    for filter in data.chunks_exact(ins * plane).take(outs) {
+    // Filter by filter, through one filter's scratch: the weight is large.
+    let mut data = data;
+    let mut scratch = Vec::with_capacity(ins * plane);
+    for filter in data.chunks_exact_mut(ins * plane).take(outs) {
+        scratch.clear();
         for &(_, start, width) in &segments {
-            out.extend_from_slice(&filter[start * plane..(start + width) * plane]);
+            scratch.extend_from_slice(&filter[start * plane..(start + width) * plane]);
         }
+        filter.copy_from_slice(&scratch);
     }
-    Ok(out)
+    Ok(data)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::path::Path;
 use pspnet_kernels::{ConvOptions, Precision};
 use pspnet_nn::ParamStore;
 use pspnet_tensor::Params;
-use pspnet_weights::caffe::{read_caffemodel, read_prototxt};
+use pspnet_weights::caffe::{read_caffemodel, read_caffemodel_from, read_prototxt};
 use pspnet_weights::{Checkpoint, Format, Value, WeightsError};
 
 use crate::caffe;
@@ -76,12 +76,13 @@ fn import_file(path: &Path, data: Option<Vec<u8>>, overrides: &Overrides) -> Res
         };
         return import(checkpoint, path, overrides);
     }
-    let net = {
-        let data = match data {
-            Some(data) => data,
-            None => std::fs::read(path).map_err(io(path))?,
-        };
-        read_caffemodel(path, &data)?
+    let net = match data {
+        Some(data) => read_caffemodel(path, &data)?,
+        None => {
+            let file = std::fs::File::open(path).map_err(io(path))?;
+            let len = file.metadata().map_err(io(path))?.len();
+            read_caffemodel_from(path, std::io::BufReader::new(file), len)?
+        }
     };
     let architecture = match &overrides.prototxt {
         Some(prototxt) => Some(read_prototxt(prototxt, &std::fs::read_to_string(prototxt).map_err(io(prototxt))?)?),

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use proptest::prelude::*;
 use pspnet_weights::WeightsError;
-use pspnet_weights::caffe::{Blob, read_caffemodel, read_prototxt};
+use pspnet_weights::caffe::{Blob, read_caffemodel, read_caffemodel_from, read_prototxt};
 
 /// Protobuf's varint.
 fn varint(mut v: u64) -> Vec<u8> {
@@ -87,6 +87,8 @@ fn network() -> Vec<u8> {
 #[test]
 fn reads_layers_blobs_and_parameters() {
     let net = read_caffemodel(Path::new("net.caffemodel"), &network()).unwrap();
+    let data = network();
+    assert_eq!(read_caffemodel_from(Path::new("net.caffemodel"), &data[..], data.len() as u64).unwrap(), net);
     assert_eq!(net.name.as_deref(), Some("pspnet"));
     let names: Vec<&str> = net.layers.iter().map(|l| l.name.as_str()).collect();
     assert_eq!(names, ["conv1_1_3x3_s2", "conv1_1_3x3_s2/bn", "pool6_interp", "conv5_3_split"]);
@@ -154,6 +156,9 @@ fn corrupt_files_are_refused_by_offset_or_layer() {
     for (what, data, needle) in cases {
         let err = read_caffemodel(Path::new("bad.caffemodel"), &data).unwrap_err();
         let text = err.to_string();
+        // Read from a stream, one layer at a time, the same error.
+        let streamed = read_caffemodel_from(Path::new("bad.caffemodel"), &data[..], data.len() as u64).unwrap_err();
+        assert_eq!(streamed.to_string(), text, "{what}");
         assert!(matches!(err, WeightsError::Protobuf { .. }), "{what}: {text}");
         assert!(text.contains("bad.caffemodel: byte ") && text.contains(needle), "{what}: {text}");
         if what.contains("floats") || what.contains("shape") || what.contains("dimension") {
@@ -184,7 +189,9 @@ proptest! {
         let mut data = network();
         let at = at % data.len();
         if cut { data.truncate(at) } else { data[at] = byte }
-        let _ = read_caffemodel(Path::new("damaged"), &data);
+        let whole = read_caffemodel(Path::new("damaged"), &data).map_err(|e| e.to_string());
+        let streamed = read_caffemodel_from(Path::new("damaged"), &data[..], data.len() as u64).map_err(|e| e.to_string());
+        prop_assert_eq!(whole, streamed);
     }
 
     /// Arbitrary text is read or refused, never a panic.

@@ -1,7 +1,7 @@
 //! The binary `NetParameter`: its layers, their blobs and parameters,
 //! decoded by field number from the fork's `caffe.proto`.
 
-use super::wire::{Fields, Value, WireError, floats, varints};
+use super::wire::{Fields, Stream, Value, WireError, floats, varints};
 use super::{Blob, CaffeLayer, CaffeNet, ConvolutionFields, ConvolutionParam, InterpParam, PoolMethod, PoolingParam};
 
 /// A decoding error, with the layer it happened in when known.
@@ -24,16 +24,38 @@ pub(super) fn net(data: &[u8]) -> Result<CaffeNet, MessageError> {
     let mut net = CaffeNet::default();
     let mut fields = Fields::new(data, 0);
     while let Some(field) = fields.next_field() {
-        match field? {
-            (1, Value::Bytes(bytes, at)) => net.name = Some(string(bytes, at)?),
-            (100, Value::Bytes(bytes, at)) => net.layers.push(layer(bytes, at)?),
-            (2, Value::Bytes(_, at)) => {
-                let reason = "V1 `layers` (field 2) of an old Caffe; only `layer` (field 100) is read".into();
-                return Err(MessageError { offset: at, layer: None, reason });
-            }
-            _ => {}
+        if let (number, Value::Bytes(bytes, at)) = field? {
+            top_level(&mut net, number, bytes, at)?;
         }
     }
+    finish(net)
+}
+
+/// [`net`] read from a stream of `len` bytes, one layer at a time.
+pub(super) fn net_from(reader: impl std::io::Read, len: usize) -> Result<CaffeNet, MessageError> {
+    let mut net = CaffeNet::default();
+    let mut stream = Stream::new(reader, len);
+    while let Some((number, bytes, at)) = stream.next_bytes()? {
+        top_level(&mut net, number, bytes, at)?;
+    }
+    finish(net)
+}
+
+/// A length-delimited field of the `NetParameter`.
+fn top_level(net: &mut CaffeNet, number: u32, bytes: &[u8], at: usize) -> Result<(), MessageError> {
+    match number {
+        1 => net.name = Some(string(bytes, at)?),
+        100 => net.layers.push(layer(bytes, at)?),
+        2 => {
+            let reason = "V1 `layers` (field 2) of an old Caffe; only `layer` (field 100) is read".into();
+            return Err(MessageError { offset: at, layer: None, reason });
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn finish(net: CaffeNet) -> Result<CaffeNet, MessageError> {
     if net.layers.is_empty() {
         let reason = "no layer (field 100): not a Caffe NetParameter".into();
         return Err(MessageError { offset: 0, layer: None, reason });

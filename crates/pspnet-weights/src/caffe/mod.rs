@@ -165,12 +165,24 @@ impl ConvolutionFields {
 
 /// Reads a `.caffemodel` (binary protobuf); `path` names it in errors.
 pub fn read_caffemodel(path: &Path, data: &[u8]) -> Result<CaffeNet, WeightsError> {
-    message::net(data).map_err(|e| WeightsError::Protobuf {
+    message::net(data).map_err(|e| protobuf_error(path, e))
+}
+
+/// Reads a `.caffemodel` from a stream of `len` bytes (an open file), one
+/// layer at a time, so that the file is never held in memory beside its
+/// weights; `path` names it in errors.
+pub fn read_caffemodel_from(path: &Path, reader: impl std::io::Read, len: u64) -> Result<CaffeNet, WeightsError> {
+    let len = usize::try_from(len).map_err(|_| WeightsError::Protobuf {
         path: path.to_path_buf(),
-        offset: e.offset as u64,
-        layer: e.layer,
-        reason: e.reason,
-    })
+        offset: 0,
+        layer: None,
+        reason: format!("{len} bytes do not fit this machine's memory"),
+    })?;
+    message::net_from(reader, len).map_err(|e| protobuf_error(path, e))
+}
+
+fn protobuf_error(path: &Path, e: message::MessageError) -> WeightsError {
+    WeightsError::Protobuf { path: path.to_path_buf(), offset: e.offset as u64, layer: e.layer, reason: e.reason }
 }
 
 /// Reads a deploy `.prototxt` (protobuf text format); `path` names it in

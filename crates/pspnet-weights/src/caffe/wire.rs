@@ -47,20 +47,13 @@ impl<'a> Fields<'a> {
     /// A varint at the current position.
     fn varint(&mut self) -> Result<u64, WireError> {
         let start = self.pos;
-        let mut value = 0u64;
-        for i in 0..10 {
-            let byte = *self.data.get(self.pos).ok_or_else(|| self.error(start, "truncated varint"))?;
-            self.pos += 1;
-            // The tenth byte may only carry the 64th bit.
-            if i == 9 && byte > 1 {
-                return Err(self.error(start, "varint overflows 64 bits"));
-            }
-            value |= u64::from(byte & 0x7f) << (7 * i);
-            if byte & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(self.error(start, "varint longer than 10 bytes"))
+        let (data, pos) = (self.data, &mut self.pos);
+        let next = || -> Result<Option<u8>, String> {
+            let byte = data.get(*pos).copied();
+            *pos += 1;
+            Ok(byte)
+        };
+        decode_varint(next).map_err(|reason| self.error(start, reason))
     }
 
     /// `n` bytes at the current position.
@@ -80,10 +73,7 @@ impl<'a> Fields<'a> {
     fn field(&mut self) -> Result<(u32, Value<'a>), WireError> {
         let start = self.pos;
         let key = self.varint()?;
-        let number = u32::try_from(key >> 3)
-            .ok()
-            .filter(|&n| n > 0)
-            .ok_or_else(|| self.error(start, format!("field number {} is not a valid protobuf field", key >> 3)))?;
+        let number = field_number(key).map_err(|reason| self.error(start, reason))?;
         let value = match key & 7 {
             0 => Value::Varint(self.varint()?),
             1 => Value::Fixed64(u64::from_le_bytes(self.take(8, "fixed64")?.try_into().expect("8 bytes"))),
@@ -94,19 +84,126 @@ impl<'a> Fields<'a> {
                 Value::Bytes(self.take(len, "length-delimited field")?, at)
             }
             5 => Value::Fixed32(u32::from_le_bytes(self.take(4, "fixed32")?.try_into().expect("4 bytes"))),
-            other => return Err(self.error(start, format!("field {number} has wire type {other}, which is not read"))),
+            other => return Err(self.error(start, unread_wire_type(number, other))),
         };
         Ok((number, value))
     }
 }
 
-/// A packed (or single) array of little-endian `f32`s.
-pub(super) fn floats(bytes: &[u8], at: usize) -> Result<Vec<f32>, WireError> {
+/// Decodes a varint from `next` (each call the next byte, `None` past the
+/// end): at most 10 bytes, the tenth carrying only the 64th bit.
+fn decode_varint<E: From<String>>(mut next: impl FnMut() -> Result<Option<u8>, E>) -> Result<u64, E> {
+    let mut value = 0u64;
+    for i in 0..10 {
+        let byte = next()?.ok_or_else(|| E::from("truncated varint".into()))?;
+        if i == 9 && byte > 1 {
+            return Err(E::from("varint overflows 64 bits".into()));
+        }
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+    Err(E::from("varint longer than 10 bytes".into()))
+}
+
+/// The field number of a key, which must be positive and fit 32 bits.
+fn field_number(key: u64) -> Result<u32, String> {
+    u32::try_from(key >> 3)
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("field number {} is not a valid protobuf field", key >> 3))
+}
+
+fn unread_wire_type(number: u32, wire_type: u64) -> String {
+    format!("field {number} has wire type {wire_type}, which is not read")
+}
+
+/// A length-delimited field: its number, its bytes, their offset in the file.
+pub(super) type BytesField<'a> = (u32, &'a [u8], usize);
+
+/// A message read from a stream one top-level field at a time: each
+/// length-delimited field's bytes are read into one reused buffer (never
+/// longer than what is left of the stream), other fields are skipped, so
+/// the message is never held whole.
+pub(super) struct Stream<R> {
+    reader: R,
+    pos: usize,
+    len: usize,
+    buffer: Vec<u8>,
+}
+
+impl<R: std::io::Read> Stream<R> {
+    /// The message `reader` holds, `len` bytes long.
+    pub(super) fn new(reader: R, len: usize) -> Self {
+        Stream { reader, pos: 0, len, buffer: Vec::new() }
+    }
+
+    fn error(&self, at: usize, reason: impl Into<String>) -> WireError {
+        WireError { offset: at, reason: reason.into() }
+    }
+
+    /// Reads `n` bytes into the buffer.
+    fn read(&mut self, n: usize, what: &str) -> Result<(), WireError> {
+        let start = self.pos;
+        if n > self.len - start {
+            return Err(self.error(start, format!("{what} of {n} bytes runs past the end")));
+        }
+        self.buffer.resize(n, 0);
+        self.reader
+            .read_exact(&mut self.buffer)
+            .map_err(|e| WireError { offset: start, reason: format!("reading {what}: {e}") })?;
+        self.pos += n;
+        Ok(())
+    }
+
+    fn varint(&mut self) -> Result<u64, WireError> {
+        let start = self.pos;
+        let next = || -> Result<Option<u8>, String> {
+            if self.pos == self.len {
+                return Ok(None);
+            }
+            let mut byte = [0];
+            self.reader.read_exact(&mut byte).map_err(|e| format!("reading a varint: {e}"))?;
+            self.pos += 1;
+            Ok(Some(byte[0]))
+        };
+        decode_varint(next).map_err(|reason| WireError { offset: start, reason })
+    }
+
+    /// The next length-delimited field: its number, bytes, and their offset;
+    /// `None` at the end.
+    pub(super) fn next_bytes(&mut self) -> Result<Option<BytesField<'_>>, WireError> {
+        while self.pos < self.len {
+            let start = self.pos;
+            let key = self.varint()?;
+            let number = field_number(key).map_err(|reason| self.error(start, reason))?;
+            match key & 7 {
+                0 => drop(self.varint()?),
+                1 => self.read(8, "fixed64")?,
+                5 => self.read(4, "fixed32")?,
+                2 => {
+                    let len = self.varint()?;
+                    let len = usize::try_from(len).map_err(|_| self.error(start, format!("length {len} too large")))?;
+                    let at = self.pos;
+                    self.read(len, "length-delimited field")?;
+                    return Ok(Some((number, &self.buffer, at)));
+                }
+                other => return Err(self.error(start, unread_wire_type(number, other))),
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// A packed (or single) array of little-endian `f32`s, decoded as they are
+/// consumed (a weight of 75 MB is not copied twice).
+pub(super) fn floats(bytes: &[u8], at: usize) -> Result<impl ExactSizeIterator<Item = f32> + '_, WireError> {
     if !bytes.len().is_multiple_of(4) {
         let reason = format!("packed floats of {} bytes, not a multiple of 4", bytes.len());
         return Err(WireError { offset: at, reason });
     }
-    Ok(bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect())
+    Ok(bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))))
 }
 
 /// A packed array of varints.
@@ -136,7 +233,7 @@ mod tests {
         // Field 100, wire type 2: key 802 as a varint.
         assert_eq!(first(&[0xa2, 0x06, 0]).unwrap(), (100, Value::Bytes(b"", 103)));
         assert_eq!(varints(&[1, 0x96, 0x01], 0).unwrap(), [1, 150]);
-        assert_eq!(floats(&2.5f32.to_le_bytes(), 0).unwrap(), [2.5]);
+        assert_eq!(floats(&2.5f32.to_le_bytes(), 0).unwrap().collect::<Vec<_>>(), [2.5]);
     }
 
     #[test]
@@ -154,7 +251,7 @@ mod tests {
             let err = first(data).unwrap_err();
             assert!(err.reason.contains(needle) && err.offset == offset, "{data:?}: {err:?}");
         }
-        assert!(floats(&[0; 6], 9).unwrap_err().reason.contains("not a multiple of 4"));
+        assert!(floats(&[0; 6], 9).err().unwrap().reason.contains("not a multiple of 4"));
         assert!(first(&[0x22, 0xff, 0xff, 0xff, 0xff, 0x0f]).unwrap_err().reason.contains("past the end"));
     }
 }
