@@ -133,6 +133,12 @@ fn reads_the_older_forks_field_numbers() {
     assert_eq!(c.dilation, [Some(4); 2]);
 }
 
+/// A batch-norm layer whose `bn_param` gives `eps`.
+fn bn_eps(eps: f32) -> Vec<u8> {
+    let param = [vec![0x25], eps.to_le_bytes().to_vec()].concat();
+    bytes(100, &layer("conv5_4/bn", "BN", &[bytes(152, &param)]))
+}
+
 /// Each corruption the issue lists, with what the error must name.
 #[test]
 fn corrupt_files_are_refused_by_offset_or_layer() {
@@ -152,6 +158,8 @@ fn corrupt_files_are_refused_by_offset_or_layer() {
         ("product overflow", conv(blob(&[1 << 40, 1 << 40, 1 << 40], &[])), "holds 0 values"),
         ("V1 layers", bytes(2, b""), "V1"),
         ("no layer", bytes(1, b"only a name"), "no layer"),
+        ("NaN eps", bn_eps(f32::NAN), "eps NaN"),
+        ("negative eps", bn_eps(-1e-5), "eps -0.00001"),
     ];
     for (what, data, needle) in cases {
         let err = read_caffemodel(Path::new("bad.caffemodel"), &data).unwrap_err();

@@ -241,7 +241,8 @@ fn interp(data: &[u8], base: usize) -> Result<InterpParam, WireError> {
     Ok(p)
 }
 
-/// The fork's `BNParameter.eps`, a float in field `number`.
+/// The fork's `BNParameter.eps`, a float in field `number`: positive and
+/// finite (a corrupt one would turn every output into NaN).
 fn bn_eps(data: &[u8], base: usize, number: u32) -> Result<Option<f32>, WireError> {
     let mut eps = None;
     let mut fields = Fields::new(data, base);
@@ -249,7 +250,14 @@ fn bn_eps(data: &[u8], base: usize, number: u32) -> Result<Option<f32>, WireErro
         if let (n, Value::Fixed32(bits)) = field?
             && n == number
         {
-            eps = Some(f32::from_bits(bits));
+            let value = f32::from_bits(bits);
+            if !(value.is_finite() && value > 0.0) {
+                return Err(WireError {
+                    offset: base,
+                    reason: format!("batch-norm eps {value} is not a positive number"),
+                });
+            }
+            eps = Some(value);
         }
     }
     Ok(eps)

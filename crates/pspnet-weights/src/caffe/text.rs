@@ -171,7 +171,15 @@ fn layer(fields: &[(String, Node)]) -> Result<CaffeLayer, TextError> {
             ("bn_param", Node::Message(f, _)) => {
                 for (name, node) in f {
                     if name == "eps" {
-                        layer.bn_eps = Some(number(name, node)?);
+                        let eps: f32 = number(name, node)?;
+                        if !(eps.is_finite() && eps > 0.0) {
+                            let line = if let Node::Scalar(_, line) = node { *line } else { 0 };
+                            return Err(TextError {
+                                line,
+                                reason: format!("batch-norm eps {eps} is not a positive number"),
+                            });
+                        }
+                        layer.bn_eps = Some(eps);
                     }
                 }
             }
