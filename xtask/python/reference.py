@@ -43,10 +43,13 @@ def conv(cin, cout, k, stride=1, dilation=1, padding=None, bias=False):
 class Bottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, inplanes, planes, stride, dilation, downsample):
+    def __init__(self, inplanes, planes, stride, dilation, downsample, stride_on_reduce=False):
+        """stride_on_reduce: stride on conv1 (the 1x1 reduce) instead of conv2, as
+        the authors' Caffe pspnet50 does (the downsample strides either way)."""
         super().__init__()
-        self.conv1, self.bn1 = conv(inplanes, planes, 1), nn.BatchNorm2d(planes)
-        self.conv2, self.bn2 = conv(planes, planes, 3, stride, dilation), nn.BatchNorm2d(planes)
+        s1, s2 = (stride, 1) if stride_on_reduce else (1, stride)
+        self.conv1, self.bn1 = conv(inplanes, planes, 1, s1), nn.BatchNorm2d(planes)
+        self.conv2, self.bn2 = conv(planes, planes, 3, s2, dilation), nn.BatchNorm2d(planes)
         self.conv3, self.bn3 = conv(planes, planes * 4, 1), nn.BatchNorm2d(planes * 4)
         self.downsample = downsample
 
@@ -78,10 +81,14 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
     """Dilated ResNet, output stride 8: stages 3 and 4 stride 1, dilation 2 and 4."""
 
-    def __init__(self, depth, width, stem_widths, contract, classic_stem=False, avg_down=False, output_stride=8):
+    def __init__(self, depth, width, stem_widths, contract, classic_stem=False, avg_down=False, output_stride=8,
+                 stride_on_reduce=False):
         super().__init__()
         kind, layers = DEPTHS[depth]
         block = Bottleneck if kind == "bottleneck" else BasicBlock
+        if stride_on_reduce and block is not Bottleneck:
+            raise ValueError("stride_on_reduce needs bottleneck blocks")
+        extra = {"stride_on_reduce": True} if stride_on_reduce else {}
         w0, w1, w2 = stem_widths
         if classic_stem:  # ResNetV1b: one 7x7 stride-2 convolution
             self.stem = nn.Sequential(conv(3, width, 7, 2), nn.BatchNorm2d(width), nn.ReLU())
@@ -107,7 +114,8 @@ class ResNet(nn.Module):
             blocks = []
             for b in range(n):
                 d = dilation // 2 if (contract and b == 0 and dilation > 1) else dilation
-                blocks.append(block(inplanes, planes, stride if b == 0 else 1, d, downsample if b == 0 else None))
+                blocks.append(block(inplanes, planes, stride if b == 0 else 1, d, downsample if b == 0 else None,
+                                    **extra))
                 inplanes = planes * block.expansion
             self.stages.append(nn.Sequential(*blocks))
         self.out_channels = inplanes
@@ -123,11 +131,14 @@ class ResNet(nn.Module):
 
 
 class PSPNet(nn.Module):
-    def __init__(self, depth, width, classes, bins, layout, classic_stem=False, avg_down=False, output_stride=8):
+    def __init__(self, depth, width, classes, bins, layout, classic_stem=False, avg_down=False, output_stride=8,
+                 stride_on_reduce=False, pool="avg"):
         super().__init__()
         semseg = layout == "semseg"
         stem = (width, width, 2 * width) if semseg else (width // 2, width // 2, width)
-        self.backbone = ResNet(depth, width, stem, not semseg, classic_stem, avg_down, output_stride)
+        self.backbone = ResNet(depth, width, stem, not semseg, classic_stem, avg_down, output_stride,
+                               stride_on_reduce)
+        pooling = {"avg": nn.AdaptiveAvgPool2d, "max": nn.AdaptiveMaxPool2d}[pool]
         self.classic_stem = classic_stem
         c4 = self.backbone.out_channels
         bottleneck = DEPTHS[depth][0] == "bottleneck"
@@ -135,7 +146,7 @@ class PSPNet(nn.Module):
         head = 8 * width if semseg else channels
         aux_channels = 4 * width if (semseg or bottleneck) else width
         self.bins, self.align_corners = bins, semseg
-        self.ppm = nn.ModuleList(nn.Sequential(nn.AdaptiveAvgPool2d(b), conv(c4, channels, 1),
+        self.ppm = nn.ModuleList(nn.Sequential(pooling(b), conv(c4, channels, 1),
                                                nn.BatchNorm2d(channels), nn.ReLU()) for b in bins)
         self.head = nn.Sequential(conv(c4 + len(bins) * channels, head, 3), nn.BatchNorm2d(head), nn.ReLU())
         self.cls = nn.Conv2d(head, classes, 1)
@@ -210,11 +221,14 @@ def calibrate(model, size, generator):
             m.bias.data.copy_(0.1 * torch.randn(c, generator=generator))
 
 
-def write_safetensors(path, tensors, metadata):
+def write_safetensors(path, tensors, metadata, keep_f64=False):
+    """Tensors as F32, or float64 ones as F64 with `keep_f64`."""
     header, offset, blobs = {"__metadata__": metadata}, 0, []
     for name, t in tensors.items():
-        data = np.ascontiguousarray(t.detach().cpu().numpy().astype("<f4")).tobytes()
-        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+        wide = keep_f64 and t.dtype == torch.float64
+        data = np.ascontiguousarray(t.detach().cpu().numpy().astype("<f8" if wide else "<f4")).tobytes()
+        header[name] = {"dtype": "F64" if wide else "F32", "shape": list(t.shape),
+                        "data_offsets": [offset, offset + len(data)]}
         offset += len(data)
         blobs.append(data)
     text = json.dumps(header).encode()

@@ -21,6 +21,7 @@ mod protocol;
 mod pspnet;
 mod segmenter;
 mod spec;
+mod train;
 
 pub use compare::Comparison;
 pub use error::{LayoutProblems, ModelError};
@@ -33,3 +34,4 @@ pub use pspnet::{PspNet, PspNetConfig, StageTimes, Trace};
 pub use pspnet_kernels::{ConvOptions, Precision};
 pub use segmenter::Segmenter;
 pub use spec::{Layout, ModelSpec, Overrides};
+pub use train::{Losses, PassOptions, TrainPspNet};

@@ -32,11 +32,18 @@ pub fn conv_bn(
     kernel: usize,
     spec: ConvSpec,
 ) -> Result<Conv2d, NnError> {
-    let out =
-        out_channels.or_else(|| source.dim(weight, 0)).or_else(|| source.dim(&format!("{bn}.weight"), 0)).unwrap_or(0);
+    let out = conv_bn_width(source, out_channels, weight, bn);
     let weight = source.take_tensor4(weight, [out, in_channels, kernel, kernel])?;
     let bn = batch_norm(&mut source.at(bn), out)?;
     Ok(Conv2d::with_options(weight, spec, source.options())?.with_batch_norm(&bn)?)
+}
+
+/// The output width of a convolution `weight` followed by a batch-norm
+/// `bn`: `out_channels` when the network fixes it, else read off the
+/// weight, or off the batch-norm when the weight is the missing key (0
+/// when both are).
+pub fn conv_bn_width(source: &ParamSource, out_channels: Option<usize>, weight: &str, bn: &str) -> usize {
+    out_channels.or_else(|| source.dim(weight, 0)).or_else(|| source.dim(&format!("{bn}.weight"), 0)).unwrap_or(0)
 }
 
 /// A 1x1 convolution with bias from `in_channels` channels to `classes`:

@@ -10,6 +10,9 @@ pub enum NnError {
     /// A tensor could not be formed.
     #[error(transparent)]
     Tensor(#[from] TensorError),
+    /// A backward pass ran without the forward pass it undoes.
+    #[error("the {0}'s backward pass ran without a forward pass")]
+    NoForward(&'static str),
     /// A missing or misshaped parameter's expected shape is too large to
     /// stand in for while the rest of the checkpoint is checked.
     #[error("parameter `{name}`: the network would need shape {shape:?}, more than the checkpoint holds")]

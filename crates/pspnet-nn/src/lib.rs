@@ -14,8 +14,9 @@ mod builders;
 mod error;
 mod layer;
 mod source;
+pub mod train;
 
-pub use builders::{batch_norm, classifier, conv_bn};
+pub use builders::{batch_norm, classifier, conv_bn, conv_bn_width};
 pub use error::NnError;
 pub use layer::{Layer, Observer};
 pub use source::{Misshaped, ParamSource, ParamStore, Problems};

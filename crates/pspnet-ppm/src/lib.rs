@@ -11,6 +11,8 @@
 
 mod error;
 mod pyramid;
+mod train;
 
 pub use error::PpmError;
 pub use pyramid::{Pooling, PyramidPooling, PyramidPoolingConfig};
+pub use train::TrainPyramidPooling;

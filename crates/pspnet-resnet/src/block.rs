@@ -50,7 +50,37 @@ impl BlockGeometry {
     }
 }
 
+/// One convolution of a block as its builders read it: the weight's and
+/// the batch-norm's names, its widths, kernel and spec.
+#[derive(Debug, Clone)]
+pub(crate) struct PlannedConv {
+    pub(crate) weight: String,
+    pub(crate) bn: String,
+    pub(crate) in_channels: usize,
+    pub(crate) out_channels: usize,
+    pub(crate) kernel: usize,
+    pub(crate) spec: ConvSpec,
+}
+
 impl BlockGeometry {
+    /// The block's convolutions in order (`conv{j}.weight` with `bn{j}`),
+    /// for `in_channels` channels in; its width (`planes`) is read off the
+    /// first convolution in `source`.
+    pub(crate) fn plan(&self, source: &ParamSource, in_channels: usize) -> Vec<PlannedConv> {
+        let planes = source.dim("conv1.weight", 0).or_else(|| source.dim("bn1.weight", 0)).unwrap_or(0);
+        let specs = self.convs();
+        let last = specs.len() - 1;
+        let mut channels = in_channels;
+        let mut plan = Vec::with_capacity(specs.len());
+        for (j, (kernel, spec)) in specs.into_iter().enumerate() {
+            let out_channels = if j == last { planes * self.kind.expansion() } else { planes };
+            let (weight, bn) = (format!("conv{}.weight", j + 1), format!("bn{}", j + 1));
+            plan.push(PlannedConv { weight, bn, in_channels: channels, out_channels, kernel, spec });
+            channels = out_channels;
+        }
+        plan
+    }
+
     /// Block `index` of a stage of `(stride, dilation)` in `config`: only
     /// the first block strides.
     pub(crate) fn of(config: &ResNetConfig, (stride, dilation): (usize, usize), index: usize) -> Self {
@@ -86,17 +116,12 @@ impl Block {
     /// `downsample.bn.*` under `source`, for `in_channels` channels in. The
     /// block's width (`planes`) is read off its first convolution.
     pub(crate) fn build(source: &mut ParamSource, in_channels: usize, g: BlockGeometry) -> Result<Self, ResNetError> {
-        let planes = source.dim("conv1.weight", 0).or_else(|| source.dim("bn1.weight", 0)).unwrap_or(0);
-        let out_channels = planes * g.kind.expansion();
-        let specs = g.convs();
-        let last = specs.len() - 1;
-        let mut convs = Vec::with_capacity(specs.len());
-        let mut channels = in_channels;
-        for (j, (kernel, spec)) in specs.into_iter().enumerate() {
-            let out = if j == last { out_channels } else { planes };
-            let (weight, bn) = (format!("conv{}.weight", j + 1), format!("bn{}", j + 1));
-            convs.push(conv_bn(source, &weight, &bn, channels, Some(out), kernel, spec)?.with_relu(true));
-            channels = out;
+        let plan = g.plan(source, in_channels);
+        let out_channels = plan.last().map_or(0, |c| c.out_channels);
+        let mut convs = Vec::with_capacity(plan.len());
+        for c in plan {
+            let conv = conv_bn(source, &c.weight, &c.bn, c.in_channels, Some(c.out_channels), c.kernel, c.spec)?;
+            convs.push(conv.with_relu(true));
         }
         let downsample = match g.shortcut(in_channels, out_channels, source.contains("downsample.conv.weight")) {
             Some((pool, spec)) => {

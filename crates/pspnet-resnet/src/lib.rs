@@ -18,9 +18,11 @@ mod config;
 mod error;
 mod resnet;
 mod stem;
+mod train;
 
 pub use block::Block;
 pub use config::{BlockKind, DilationRule, ResNetConfig, StemKind, StridePlacement};
 pub use error::ResNetError;
 pub use resnet::{Features, ResNet};
 pub use stem::Stem;
+pub use train::TrainResNet;

@@ -169,6 +169,23 @@ impl Tensor {
         Ok(())
     }
 
+    /// Channels `channel0 .. channel0 + channels` of every image: the
+    /// inverse of [`Tensor::write_channels`] (a concatenation's gradient
+    /// split back into its pieces).
+    pub fn read_channels(&self, channel0: usize, channels: usize) -> Result<Tensor, TensorError> {
+        let s = self.shape;
+        let part = s.with_c(channels)?;
+        if channel0.checked_add(channels).is_none_or(|end| end > s.c()) {
+            return Err(TensorError::ChannelRange { target: s.dims(), channel0, part: part.dims() });
+        }
+        let plane = s.plane_len();
+        let mut out = Tensor::zeros(part);
+        for n in 0..s.n() {
+            out.image_slice_mut(n)?.copy_from_slice(&self.image_slice(n)?[channel0 * plane..][..channels * plane]);
+        }
+        Ok(out)
+    }
+
     fn check_image(&self, n: usize) -> Result<(), TensorError> {
         if n >= self.shape.n() {
             return Err(TensorError::IndexOutOfRange { axis: "image", index: n, shape: self.shape.dims() });
@@ -183,6 +200,16 @@ mod tests {
 
     fn shape(n: usize, c: usize, h: usize, w: usize) -> Shape {
         Shape::new(n, c, h, w).unwrap()
+    }
+
+    #[test]
+    fn read_channels_undoes_concatenation() {
+        let a = Tensor::from_fn(shape(2, 2, 1, 3), |n, c, _, x| (100 * n + 10 * c + x) as f32);
+        let b = Tensor::from_fn(shape(2, 3, 1, 3), |n, c, _, x| -((100 * n + 10 * c + x) as f32));
+        let both = Tensor::concat_channels(&[&a, &b]).unwrap();
+        assert_eq!(both.read_channels(0, 2).unwrap(), a);
+        assert_eq!(both.read_channels(2, 3).unwrap(), b);
+        assert!(both.read_channels(4, 2).is_err());
     }
 
     #[test]

@@ -1,0 +1,86 @@
+use std::sync::Arc;
+
+use pspnet_kernels::{Conv2d, ConvSpec, relu_backward};
+use pspnet_tensor::Tensor;
+
+use crate::train::{BnMode, StateVisitor, TrainBatchNorm, TrainConv, Trainable, relu_in_place};
+use crate::{NnError, ParamSource, conv_bn_width};
+
+/// The unit every part of PSPNet is built of, in training: a bias-free
+/// convolution, a batch-norm and (optionally) a ReLU, as
+/// [`crate::conv_bn`] builds it for inference.
+#[derive(Debug, Clone)]
+pub struct TrainConvBn {
+    /// The convolution.
+    pub conv: TrainConv,
+    /// Its batch-norm.
+    pub bn: TrainBatchNorm,
+    relu: bool,
+    /// The ReLU's output of the last forward pass (its backward mask).
+    output: Option<Arc<Tensor>>,
+}
+
+impl TrainConvBn {
+    /// Reads the weight `weight` and the batch-norm under `bn`, as
+    /// [`crate::conv_bn`] does (a free width, `None`, is read off the weight).
+    pub fn build(
+        source: &mut ParamSource,
+        weight: &str,
+        bn: &str,
+        in_channels: usize,
+        out_channels: Option<usize>,
+        kernel: usize,
+        spec: ConvSpec,
+    ) -> Result<Self, NnError> {
+        let out = conv_bn_width(source, out_channels, weight, bn);
+        let conv = TrainConv::build(source, weight, None, [out, in_channels, kernel, kernel], spec)?;
+        let bn = TrainBatchNorm::build(source, bn, out)?;
+        Ok(TrainConvBn { conv, bn, relu: false, output: None })
+    }
+
+    /// The same unit followed by a ReLU (or not).
+    pub fn with_relu(self, relu: bool) -> Self {
+        TrainConvBn { relu, ..self }
+    }
+
+    /// Output channels.
+    pub fn out_channels(&self) -> usize {
+        self.conv.out_channels()
+    }
+
+    /// The inference layer of the current parameters (batch-norm folded).
+    pub fn inference(&self) -> Result<Conv2d, NnError> {
+        Ok(self.conv.inference()?.with_batch_norm(&self.bn.inference())?.with_relu(self.relu))
+    }
+
+    /// Runs the unit on `x`, keeping what the backward pass needs.
+    pub fn forward(&mut self, x: Arc<Tensor>, mode: BnMode) -> Result<Arc<Tensor>, NnError> {
+        let mut y = self.bn.forward(self.conv.forward(x)?, mode)?;
+        if self.relu {
+            relu_in_place(&mut y);
+        }
+        let y = Arc::new(y);
+        if self.relu {
+            self.output = Some(Arc::clone(&y));
+        }
+        Ok(y)
+    }
+
+    /// Adds the parameters' gradients and returns the input's (when
+    /// `input_grad`).
+    pub fn backward(&mut self, grad_output: Tensor, input_grad: bool) -> Result<Option<Tensor>, NnError> {
+        let grad = match self.output.take() {
+            Some(y) => relu_backward(&y, &grad_output)?,
+            None => grad_output,
+        };
+        let grad = self.bn.backward(&grad)?;
+        self.conv.backward(&grad, input_grad)
+    }
+}
+
+impl Trainable for TrainConvBn {
+    fn visit_state(&mut self, prefix: &str, visit: &mut StateVisitor) {
+        self.conv.visit_state(prefix, visit);
+        self.bn.visit_state(prefix, visit);
+    }
+}
