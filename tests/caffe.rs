@@ -157,3 +157,43 @@ fn bad_caffe_input_is_refused_by_name_and_writes_nothing() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The MATLAB protocol's single-window branch on an image the size of the
+/// crop (`--base-size 88`: long side 88 + 1 = 89, nothing resized or
+/// padded), without the flip: the softmax of the Caffe graph's logits.
+#[test]
+fn matlab_preset_single_window_is_the_softmax_of_the_caffe_logits() {
+    let dir = scratch("matlab");
+    let (image, npy) = (fixture("input_89x89.png"), dir.join("probs.npy"));
+    let model = fixture("pspnet101_voc2012_deploy.caffemodel");
+    let run = pspnet(&[
+        "segment",
+        image.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--preset",
+        "caffe-voc2012",
+        "--crop",
+        "89",
+        "--base-size",
+        "88",
+        "--flip",
+        "false",
+        "--logits",
+        npy.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", text(&run));
+    let got = Array3::<f32>::read_npy(std::fs::File::open(&npy).unwrap()).unwrap().into_raw_vec_and_offset().0;
+    let logits = expected("pspnet101_voc2012", "89x89");
+    let plane = 89 * 89;
+    let want: Vec<f32> = (0..5 * plane)
+        .map(|i| {
+            let p = i % plane;
+            let exp = |c: usize| f64::from(logits[c * plane + p]).exp();
+            (exp(i / plane) / (0..5).map(exp).sum::<f64>()) as f32
+        })
+        .collect();
+    let error = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(error < 1e-5, "max error {error}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

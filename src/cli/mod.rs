@@ -137,9 +137,10 @@ enum AverageArg {
 /// The inference protocol: a preset, adjusted by explicit flags.
 #[derive(Debug, Args)]
 struct ProtocolArgs {
-    /// Reproduce semseg's test.py for a dataset (ade20k, voc2012, cityscapes: sliding windows, flip, base size)
+    /// Reproduce semseg's test.py for a dataset (ade20k, voc2012, cityscapes: sliding windows, flip, base size),
+    /// the authors' MATLAB evaluation of their Caffe models (caffe-ade20k, caffe-voc2012, caffe-cityscapes),
     /// or camvid (whole image). `evaluate` uses its dataset's preset unless told otherwise.
-    #[arg(long, value_name = "ade20k|voc2012|cityscapes|camvid")]
+    #[arg(long, value_name = "ade20k|voc2012|cityscapes|caffe-ade20k|caffe-voc2012|caffe-cityscapes|camvid")]
     preset: Option<String>,
     /// Whole image (default for `segment`: native size, no flip) or sliding windows.
     #[arg(long, value_enum)]

@@ -5,6 +5,7 @@
 use pspnet_kernels::{resize_bilinear, softmax_channels};
 use pspnet_tensor::{Shape, Tensor};
 
+use crate::matlab::MatlabWindows;
 use crate::normalize::rgb_tensor;
 use crate::{ModelError, Normalization, PspNet};
 
@@ -49,6 +50,12 @@ pub struct Protocol {
     /// with the mean (0 after normalisation), centred, as semseg does;
     /// ignored for [`Window::Whole`].
     pub pad_to_crop: bool,
+    /// Follow the authors' MATLAB evaluation of their Caffe models instead
+    /// of semseg's `test.py` (see the `matlab` module: long side `base *
+    /// scale + 1`, MATLAB's antialiasing resize, bottom/right padding, the
+    /// flip fused on logits, scores resized back and renormalised);
+    /// `average` and `pad_to_crop` then do not apply.
+    pub matlab: bool,
 }
 
 impl Protocol {
@@ -62,13 +69,16 @@ impl Protocol {
             base_size: None,
             average: Average::Logits,
             pad_to_crop: false,
+            matlab: false,
         }
     }
 
     /// The published evaluation of a dataset: `ade20k` and `voc2012` (base
     /// 512, crop 473) and `cityscapes` (base 2048, crop 713) as semseg's
     /// `test.py` runs them (single scale, flip, probabilities, mean padding);
-    /// `camvid` is [`Protocol::whole`].
+    /// `caffe-ade20k`, `caffe-voc2012`, `caffe-cityscapes` as the authors'
+    /// MATLAB code evaluates their Caffe models (same bases and crops, see
+    /// [`Protocol::matlab`]); `camvid` is [`Protocol::whole`].
     pub fn preset(name: &str) -> Result<Self, ModelError> {
         let semseg = |base_size: usize, crop: usize| Protocol {
             window: Window::Slide { crop, stride: None },
@@ -77,13 +87,18 @@ impl Protocol {
             base_size: Some(base_size),
             average: Average::Probs,
             pad_to_crop: true,
+            matlab: false,
         };
+        let matlab = |base_size: usize, crop: usize| Protocol { matlab: true, ..semseg(base_size, crop) };
         match name {
             "ade20k" | "voc2012" => Ok(semseg(512, 473)),
             "cityscapes" => Ok(semseg(2048, 713)),
+            "caffe-ade20k" | "caffe-voc2012" => Ok(matlab(512, 473)),
+            "caffe-cityscapes" => Ok(matlab(2048, 713)),
             "camvid" => Ok(Protocol::whole()),
             _ => Err(ModelError::Input(format!(
-                "unknown protocol preset {name:?} (expected ade20k, voc2012, cityscapes or camvid)"
+                "unknown protocol preset {name:?} (expected ade20k, voc2012, cityscapes, caffe-ade20k, \
+                 caffe-voc2012, caffe-cityscapes or camvid)"
             ))),
         }
     }
@@ -120,6 +135,19 @@ pub fn predict(
     protocol: &Protocol,
 ) -> Result<Tensor, ModelError> {
     protocol.validate()?;
+    if protocol.matlab {
+        let Window::Slide { crop, stride } = protocol.window else {
+            return Err(ModelError::Input("the MATLAB protocol runs sliding windows (--mode slide)".into()));
+        };
+        let windows = MatlabWindows {
+            crop,
+            stride: stride.unwrap_or_else(|| default_stride(crop)),
+            base: protocol.base_size.unwrap_or(height.max(width)),
+            scales: &protocol.scales,
+            flip: protocol.flip,
+        };
+        return crate::matlab::predict(net, rgb, height, width, norm, &windows);
+    }
     let image = rgb_tensor(rgb, height, width, |_, v| v)?;
     let mut total: Option<Tensor> = None;
     for &scale in &protocol.scales {
@@ -166,7 +194,8 @@ fn scaled_size(height: usize, width: usize, scale: f64, base_size: Option<usize>
     Ok(size.map(|s| s as usize))
 }
 
-/// semseg's default stride, `ceil(crop * 2/3)` in floating point.
+/// semseg's default stride, `ceil(crop * 2/3)` in floating point (the
+/// MATLAB code's too).
 fn default_stride(crop: usize) -> usize {
     (crop as f64 * (2.0 / 3.0)).ceil() as usize
 }

@@ -89,6 +89,7 @@ fn semseg_protocol() -> Protocol {
         base_size: Some(64),
         average: Average::Probs,
         pad_to_crop: true,
+        matlab: false,
     }
 }
 
@@ -150,10 +151,15 @@ fn presets_are_the_published_ones() {
         base_size: Some(base),
         average: Average::Probs,
         pad_to_crop: true,
+        matlab: false,
     };
     assert_eq!(Protocol::preset("ade20k").unwrap(), slide(512, 473));
     assert_eq!(Protocol::preset("voc2012").unwrap(), slide(512, 473));
     assert_eq!(Protocol::preset("cityscapes").unwrap(), slide(2048, 713));
+    let matlab = |base, crop| Protocol { matlab: true, ..slide(base, crop) };
+    assert_eq!(Protocol::preset("caffe-ade20k").unwrap(), matlab(512, 473));
+    assert_eq!(Protocol::preset("caffe-voc2012").unwrap(), matlab(512, 473));
+    assert_eq!(Protocol::preset("caffe-cityscapes").unwrap(), matlab(2048, 713));
     let camvid = Protocol::preset("camvid").unwrap();
     assert_eq!((camvid.window, camvid.scales, camvid.flip, camvid.base_size), (Window::Whole, vec![1.0], false, None));
     assert!(Protocol::preset("coco").is_err());
@@ -166,4 +172,37 @@ fn bad_inputs_are_errors() {
     assert!(predict(&model.net, &[0; 11], 2, 2, &norm, &Protocol::whole()).is_err());
     let empty = Protocol { scales: vec![], ..Protocol::whole() };
     assert!(predict(&model.net, &[0; 12], 2, 2, &norm, &empty).is_err());
+}
+
+/// The MATLAB evaluation's arithmetic (the long side `base * scale + 1`, the
+/// short side rounded in single precision, the single-window and sliding
+/// branches, bottom/right padding, the grid and the last window pulled back)
+/// against what GNU Octave computed running the authors' `.m` files with
+/// Caffe stubbed: three presets, eight image sizes, six scales each.
+#[test]
+fn matlab_windows_match_the_authors_code_run_in_octave() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/protocol/matlab_windows.json");
+    let fixture: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let pair = |v: &serde_json::Value| [0, 1].map(|i| v[i].as_u64().unwrap() as usize);
+    let mut checked = 0;
+    for case in fixture["cases"].as_array().unwrap() {
+        let [h, w] = pair(&case["image"]);
+        let (crop, base) = (case["crop"].as_u64().unwrap() as usize, case["base_size"].as_u64().unwrap() as usize);
+        let preset = Protocol::preset(case["preset"].as_str().unwrap()).unwrap();
+        assert!(
+            preset.matlab && preset.window == Window::Slide { crop, stride: None } && preset.base_size == Some(base)
+        );
+        for scale in case["scales"].as_array().unwrap() {
+            let s = scale["scale"].as_f64().unwrap();
+            let plan = pspnet_model::matlab_plan(h, w, s, base, crop, (crop * 2).div_ceil(3)).unwrap();
+            let what = format!("{} {h}x{w} at {s}", case["preset"]);
+            assert_eq!(plan.resized, pair(&scale["resized"]), "{what}: resized");
+            assert_eq!(plan.padded, pair(&scale["padded"]), "{what}: padded");
+            assert_eq!(plan.single, scale["branch"] == "single", "{what}: branch");
+            let windows: Vec<[usize; 2]> = scale["windows"].as_array().unwrap().iter().map(&pair).collect();
+            assert_eq!(plan.windows, windows, "{what}: windows");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 24 * 6);
 }
