@@ -19,7 +19,10 @@ const GRAPH: &[(&str, &[&str])] = &[
         "pspnet-model",
         &["pspnet-kernels", "pspnet-nn", "pspnet-ppm", "pspnet-resnet", "pspnet-tensor", "pspnet-weights"],
     ),
-    ("pspnet-train", &[]),
+    (
+        "pspnet-train",
+        &["pspnet-data", "pspnet-kernels", "pspnet-model", "pspnet-nn", "pspnet-tensor", "pspnet-weights"],
+    ),
 ];
 
 fn root() -> PathBuf {
@@ -57,6 +60,7 @@ const TOP: &[(&str, &[&str])] = &[
             "pspnet-ppm",
             "pspnet-resnet",
             "pspnet-tensor",
+            "pspnet-train",
             "pspnet-weights",
         ],
     ),

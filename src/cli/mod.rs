@@ -7,6 +7,7 @@ mod info;
 mod legend;
 mod outputs;
 mod segment;
+mod train;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -35,6 +36,8 @@ enum Command {
     Convert(convert::ConvertArgs),
     /// Describe a checkpoint: architecture, classes, parameter count, FLOPs at a given size.
     Info(info::InfoArgs),
+    /// Train (or fine-tune) a PSPNet: semseg's recipe, checkpoints every command loads, log.jsonl.
+    Train(train::TrainArgs),
 }
 
 impl Cli {
@@ -46,6 +49,7 @@ impl Cli {
             Command::Merge(args) => evaluate::merge(args),
             Command::Convert(args) => convert::run(args),
             Command::Info(args) => info::run(args),
+            Command::Train(args) => train::run_train(args),
         }
     }
 }

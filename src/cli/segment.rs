@@ -60,7 +60,7 @@ fn json_field(text: &str, field: &str) -> Option<serde_json::Value> {
     })
 }
 
-fn read_classes(path: &Path) -> Result<Vec<String>> {
+pub(super) fn read_classes(path: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
     let names: Vec<String> = match json_field(&text, "classes") {
         Some(v) => v
@@ -75,7 +75,7 @@ fn read_classes(path: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
-fn read_palette(path: &Path) -> Result<Vec<[u8; 3]>> {
+pub(super) fn read_palette(path: &Path) -> Result<Vec<[u8; 3]>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
     let colours: Vec<Vec<i64>> = match json_field(&text, "palette") {
         Some(v) => v

@@ -151,6 +151,20 @@ impl Dataset {
     }
 }
 
+/// A custom dataset's samples: every image in `images` paired by file stem
+/// with `labels/STEM.png`; an image whose label is missing is an error.
+pub fn custom_samples(images: &Path, labels: &Path) -> Result<Vec<Sample>, DataError> {
+    let samples = pair_folder(images, labels, "", "", "png")?;
+    if let Some(missing) = samples.iter().find(|s| !s.label.is_file()) {
+        let reason = format!("missing: the label of {}", missing.image.display());
+        return Err(DataError::Layout { path: missing.label.clone(), reason });
+    }
+    if samples.is_empty() {
+        return Err(DataError::Layout { path: images.to_path_buf(), reason: "no images".into() });
+    }
+    Ok(samples)
+}
+
 fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|source| DataError::Io { path: dir.to_path_buf(), what: "cannot list folder", source })?

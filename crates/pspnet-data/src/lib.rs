@@ -12,7 +12,7 @@ mod error;
 mod image_io;
 mod label;
 
-pub use dataset::{Dataset, IGNORE, Sample};
+pub use dataset::{Dataset, IGNORE, Sample, custom_samples};
 pub use error::DataError;
 pub use image_io::{IMAGE_EXTENSIONS, collect_inputs, decode_rgb, has_image_extension, read_rgb};
 pub use label::{LabelMap, decode_label_png, read_label_png};

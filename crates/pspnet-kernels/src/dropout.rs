@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use crate::KernelError;
 
 /// SplitMix64's finaliser: a well-mixed 64-bit value of `x`.
-fn mix(mut x: u64) -> u64 {
+pub fn splitmix64(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
@@ -24,7 +24,7 @@ pub fn dropout2d_mask(images: usize, channels: usize, p: f32, seed: u64) -> Resu
     let keep = 1.0 / (1.0 - p);
     Ok((0..images * channels)
         .map(|i| {
-            let draw = mix(seed ^ mix(i as u64 + 1)) >> 40;
+            let draw = splitmix64(seed ^ splitmix64(i as u64 + 1)) >> 40;
             let uniform = draw as f32 / (1u64 << 24) as f32;
             if uniform < p { 0.0 } else { keep }
         })

@@ -65,7 +65,7 @@ pub use batch_norm::{
 pub use channels::{argmax_channels, softmax_channels};
 pub use conv::{Conv2d, ConvSpec};
 pub use conv_grad::{conv2d_input_grad, conv2d_weight_grad};
-pub use dropout::{apply_channel_mask, dropout2d_mask};
+pub use dropout::{apply_channel_mask, dropout2d_mask, splitmix64};
 pub use error::KernelError;
 pub use isa::Isa;
 pub use loss::{relu_backward, softmax_cross_entropy};

@@ -19,7 +19,7 @@ use pspnet_resnet::{BlockKind, DilationRule, ResNetConfig, StemKind, StridePlace
 use pspnet_tensor::Params;
 use pspnet_weights::{StateDict, Value};
 
-use crate::{Layout, LayoutProblems, ModelError, ModelSpec};
+use crate::{Layout, LayoutProblems, ModelError, ModelSpec, OPTIMIZER_PREFIX};
 
 /// One renaming rule: `from` and `to` are dotted patterns where `{}`
 /// matches one segment and `{*}` the rest of the key (one or more segments).
@@ -175,7 +175,8 @@ pub(crate) fn rename(
     let mut unmatched = Vec::new();
     let keys: Vec<String> = state.keys().map(str::to_string).collect();
     for key in keys.iter().map(String::as_str) {
-        if key.ends_with("num_batches_tracked") {
+        // Step counters, and a training checkpoint's optimiser state.
+        if key.ends_with("num_batches_tracked") || (layout == Layout::Native && key.starts_with(OPTIMIZER_PREFIX)) {
             continue;
         }
         let target = if layout == Layout::Native {

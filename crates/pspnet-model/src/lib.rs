@@ -29,7 +29,7 @@ pub use error::{LayoutProblems, ModelError};
 pub use load::read_checkpoint;
 pub use matlab::{MatlabPlan, matlab_plan};
 pub use metrics::{ClassScore, ConfusionMatrix, Scores};
-pub use native::{FORMAT, FORMAT_KEY, SPEC_KEY, StorageDtype, save_native};
+pub use native::{FORMAT, FORMAT_KEY, OPTIMIZER_PREFIX, SPEC_KEY, StorageDtype, save_native, save_native_with};
 pub use normalize::Normalization;
 pub use protocol::{Average, Protocol, Window, predict};
 pub use pspnet::{PspNet, PspNetConfig, StageTimes, Trace};

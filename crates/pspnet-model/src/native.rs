@@ -45,24 +45,42 @@ impl std::str::FromStr for StorageDtype {
 
 /// Writes `params` and `spec` as a native safetensors file (atomically).
 pub fn save_native(path: &Path, params: &Params, spec: &ModelSpec, dtype: StorageDtype) -> Result<(), ModelError> {
+    save_native_with(path, params, spec, dtype, &Params::new(), &BTreeMap::new())
+}
+
+/// Prefix of the tensors a training checkpoint adds (the optimiser's
+/// momentum buffers), which every loader skips.
+pub const OPTIMIZER_PREFIX: &str = "optimizer.";
+
+/// [`save_native`] with `extra` tensors (stored f32, under their own names:
+/// [`OPTIMIZER_PREFIX`] for what loaders skip) and `metadata` entries
+/// beside the format and the spec: a training checkpoint that every command
+/// loads as a model.
+pub fn save_native_with(
+    path: &Path,
+    params: &Params,
+    spec: &ModelSpec,
+    dtype: StorageDtype,
+    extra: &Params,
+    metadata: &BTreeMap<String, String>,
+) -> Result<(), ModelError> {
+    let encode = |dtype: StorageDtype, p: &pspnet_tensor::Param| {
+        let data = p.data();
+        let (dtype, bytes): (DType, Vec<u8>) = match dtype {
+            StorageDtype::F32 => (DType::F32, data.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            StorageDtype::F16 => (DType::F16, data.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect()),
+            StorageDtype::Bf16 => (DType::BF16, data.iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes()).collect()),
+        };
+        TensorData { dtype, shape: p.shape().to_vec(), bytes }
+    };
     let tensors = params
         .iter()
-        .map(|(name, p)| {
-            let data = p.data();
-            let (dtype, bytes): (DType, Vec<u8>) = match dtype {
-                StorageDtype::F32 => (DType::F32, data.iter().flat_map(|v| v.to_le_bytes()).collect()),
-                StorageDtype::F16 => (DType::F16, data.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect()),
-                StorageDtype::Bf16 => {
-                    (DType::BF16, data.iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes()).collect())
-                }
-            };
-            (name.to_string(), TensorData { dtype, shape: p.shape().to_vec(), bytes })
-        })
+        .map(|(name, p)| (name.to_string(), encode(dtype, p)))
+        .chain(extra.iter().map(|(name, p)| (name.to_string(), encode(StorageDtype::F32, p))))
         .collect();
-    let metadata = BTreeMap::from([
-        (FORMAT_KEY.to_string(), FORMAT.to_string()),
-        (SPEC_KEY.to_string(), spec_to_json(spec).to_string()),
-    ]);
+    let mut metadata = metadata.clone();
+    metadata.insert(FORMAT_KEY.to_string(), FORMAT.to_string());
+    metadata.insert(SPEC_KEY.to_string(), spec_to_json(spec).to_string());
     Ok(save_safetensors(path, &StateDict { tensors }, &metadata)?)
 }
 

@@ -2,11 +2,30 @@
 //! gradient descent with momentum and weight decay, exactly as PyTorch's
 //! `torch.optim.SGD` computes it, over parameter groups with their own
 //! learning-rate multipliers (the backbone at the base rate, the new
-//! layers at ten times it), and the poly schedule with an optional linear
-//! warm-up.
+//! layers at ten times it), the poly schedule with an optional linear
+//! warm-up, semseg's augmentation, batches prepared on worker threads, and
+//! checkpoints a run resumes from exactly.
+//!
+//! Every random draw (sample order, augmentation, dropout, initial weights)
+//! comes from the seed and what it is for ([`Draws`]), never from thread
+//! timing.
 
+mod augment;
+mod draws;
+mod error;
+mod init;
+mod loader;
+mod sampler;
 mod schedule;
 mod sgd;
+mod trainer;
 
+pub use augment::{Augmentation, Example, Padding};
+pub use draws::{Draws, Purpose, label};
+pub use error::TrainError;
+pub use init::initialise;
+pub use loader::{Batch, LabelRule, Loader, prefetch};
+pub use sampler::Sampler;
 pub use schedule::PolySchedule;
 pub use sgd::Sgd;
+pub use trainer::{Record, STATE_KEY, TrainOptions, Trainer, reclassify, run};

@@ -1,0 +1,379 @@
+//! `pspnet train`: semseg's training recipe on a dataset in its official
+//! layout or a custom one, from a checkpoint or a backbone, writing
+//! checkpoints every command loads, `log.jsonl` and the effective settings.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use pspnet_data::{Dataset, custom_samples};
+use pspnet_kernels::{ConvAlgorithm, ConvOptions, Precision};
+use pspnet_model::{ModelSpec, Normalization, Overrides, read_checkpoint};
+use pspnet_nn::train::BnMode;
+use pspnet_train::{Augmentation, LabelRule, Loader, TrainError, TrainOptions, Trainer, initialise, reclassify, run};
+
+use super::segment::{read_classes, read_palette};
+
+/// Arguments of `pspnet train`.
+#[derive(Debug, Args)]
+pub(crate) struct TrainArgs {
+    /// camvid, ade20k, voc2012, cityscapes (with --data-root and --split), or custom (with --images, --labels, --classes FILE).
+    #[arg(long)]
+    dataset: String,
+    /// The dataset's root folder.
+    #[arg(long)]
+    data_root: Option<PathBuf>,
+    /// The split to train on.
+    #[arg(long)]
+    split: Option<String>,
+    /// Custom data: the images, paired with --labels by file stem.
+    #[arg(long)]
+    images: Option<PathBuf>,
+    /// Custom data: label PNGs, values 0..N-1.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Custom data: the label that counts for nothing.
+    #[arg(long, default_value_t = 255)]
+    ignore_index: u16,
+    /// Custom data: 0 is ignored and v stands for class v-1 (mmsegmentation's reduce_zero_label).
+    #[arg(long)]
+    reduce_zero_label: bool,
+    /// The class count, or a file of names (JSON with "classes" and optional "palette", or one name per line).
+    /// Default: the dataset's table.
+    #[arg(long)]
+    classes: Option<String>,
+    /// Where checkpoints, log.jsonl and config.toml go.
+    #[arg(long)]
+    out: PathBuf,
+    /// Start from any checkpoint the tool loads (classifiers re-initialised when the class count differs).
+    #[arg(long, conflicts_with_all = ["backbone", "layout", "resume"])]
+    init: Option<PathBuf>,
+    /// Start from a PSPNet checkpoint's backbone; the rest of its architecture is re-initialised.
+    #[arg(long, conflicts_with_all = ["layout", "resume"])]
+    backbone: Option<PathBuf>,
+    /// From scratch: the layout (mmseg or semseg).
+    #[arg(long, requires = "depth")]
+    layout: Option<String>,
+    /// From scratch: the ResNet depth (18, 34, 50, 101, 152).
+    #[arg(long)]
+    depth: Option<usize>,
+    /// Continue a run from its last.safetensors, exactly as it would have gone on.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Images per iteration.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Iterations.
+    #[arg(long)]
+    iters: u64,
+    /// Crop size HxW.
+    #[arg(long, value_parser = parse_hw)]
+    crop: Option<[usize; 2]>,
+    /// Base learning rate (the backbone's).
+    #[arg(long, default_value_t = 0.01)]
+    lr: f64,
+    /// Every other parameter's rate, as a multiple of --lr.
+    #[arg(long, default_value_t = 10.0)]
+    head_lr_mult: f64,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f32,
+    /// L2 weight decay, on every parameter.
+    #[arg(long, default_value_t = 1e-4)]
+    weight_decay: f32,
+    /// Power of the poly schedule.
+    #[arg(long, default_value_t = 0.9)]
+    power: f64,
+    /// Linear warm-up iterations.
+    #[arg(long, default_value_t = 0)]
+    warmup: usize,
+    /// Micro-batches per iteration (their gradients add up).
+    #[arg(long, default_value_t = 1)]
+    accumulate: usize,
+    /// Weight of the auxiliary loss (0: the auxiliary head does not run).
+    #[arg(long, default_value_t = 0.4)]
+    aux_weight: f32,
+    /// Dropout2d before both classifiers.
+    #[arg(long, default_value_t = 0.1)]
+    dropout: f32,
+    /// Batch-norm: train (batch statistics) or frozen (running statistics).
+    #[arg(long, value_enum, default_value = "train")]
+    bn: BnArg,
+    /// Transforms: a comma list of scale, rotate, blur, flip, crop; semseg = all five; none.
+    #[arg(long, default_value = "semseg")]
+    augment: String,
+    /// Take the samples in file-name order instead of a new permutation per epoch.
+    #[arg(long)]
+    no_shuffle: bool,
+    /// Seed of every random draw.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Write OUT/iter-N.safetensors every this many iterations (and at the end).
+    #[arg(long, default_value_t = 1000)]
+    save_every: u64,
+    /// Keep only the newest N iteration checkpoints.
+    #[arg(long)]
+    keep: Option<usize>,
+    /// Arithmetic: training runs in f32 only.
+    #[arg(long, env = "PSPNET_PRECISION", default_value = "f32")]
+    precision: Precision,
+    /// The largest image accepted, in pixels.
+    #[arg(long, default_value_t = 100_000_000)]
+    max_pixels: u64,
+}
+
+/// `--bn`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BnArg {
+    /// Batch statistics, running statistics updated (the recipe).
+    Train,
+    /// Running statistics, unchanged.
+    Frozen,
+}
+
+fn parse_hw(s: &str) -> Result<[usize; 2], String> {
+    let (h, w) = s.split_once('x').ok_or_else(|| format!("{s:?}: expected HxW"))?;
+    let n = |v: &str| v.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| format!("{s:?}: expected HxW"));
+    Ok([n(h)?, n(w)?])
+}
+
+/// Set by Ctrl-C: the run writes last.safetensors and stops.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// Routes SIGINT to [`STOP`].
+fn catch_interrupt() {
+    // SAFETY: the handler only stores to an atomic, which is
+    // async-signal-safe; the function pointer has the signature signal()
+    // expects.
+    unsafe {
+        libc::signal(libc::SIGINT, on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t);
+    }
+}
+
+pub(crate) fn run_train(args: TrainArgs) -> Result<ExitCode> {
+    if args.precision != Precision::F32 {
+        bail!("--precision {:?}: training runs in f32 only (bf16 is an inference option)", args.precision);
+    }
+    if args.layout.is_some() || args.depth.is_some() {
+        bail!("--layout/--depth (training from scratch) is not implemented yet: start from --init or --backbone");
+    }
+    let augmentation: Augmentation = args.augment.parse()?;
+    if augmentation.crop && args.crop.is_none() {
+        bail!("--augment crop needs --crop HxW");
+    }
+    let (samples, rule, table) = samples(&args)?;
+    let (class_names, palette) = class_table(&args, table)?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("{}: cannot create", args.out.display()))?;
+
+    let conv = ConvOptions { algorithm: ConvAlgorithm::Direct, ..ConvOptions::default() };
+    let (mut trainer, log_mode) = start(&args, class_names, palette, conv)?;
+    let spec = trainer.spec().clone();
+    write_config(&args, &spec)?;
+    let loader = Loader {
+        samples,
+        rule,
+        classes: spec.classes,
+        augmentation,
+        crop: args.crop,
+        normalization: Normalization { mean: spec.mean, std: spec.std },
+        seed: args.seed,
+        max_pixels: args.max_pixels,
+    };
+    let log_path = args.out.join("log.jsonl");
+    let mut log = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(log_mode)
+        .truncate(!log_mode)
+        .open(&log_path)
+        .with_context(|| format!("{}: cannot write", log_path.display()))?;
+    let progress = ProgressBar::new(args.iters).with_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} iterations, loss {msg}, {elapsed} elapsed, ETA {eta}")
+            .expect("valid template"),
+    );
+    progress.set_position(trainer.done());
+    catch_interrupt();
+    let result = run(
+        &mut trainer,
+        Arc::new(loader),
+        |record| {
+            writeln!(log, "{}", record.json())
+                .and_then(|()| log.flush())
+                .map_err(|source| TrainError::Io { path: log_path.clone(), source })?;
+            progress.set_message(format!("{:.4}", record.loss));
+            progress.set_position(record.iter);
+            Ok(())
+        },
+        &STOP,
+    );
+    progress.finish_and_clear();
+    result?;
+    if STOP.load(Ordering::Relaxed) && trainer.done() < args.iters {
+        eprintln!(
+            "interrupted after {} iterations: {} holds the run (--resume it)",
+            trainer.done(),
+            args.out.join("last.safetensors").display()
+        );
+        return Ok(ExitCode::from(130));
+    }
+    println!("trained {} iterations: {}", trainer.done(), args.out.join("last.safetensors").display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The samples, their label rule, and the dataset's class table (named datasets).
+fn samples(args: &TrainArgs) -> Result<(Vec<pspnet_data::Sample>, LabelRule, Option<Dataset>)> {
+    if args.dataset == "custom" {
+        let (Some(images), Some(labels)) = (&args.images, &args.labels) else {
+            bail!("--dataset custom needs --images DIR and --labels DIR");
+        };
+        let rule = LabelRule::Custom { ignore: args.ignore_index, reduce_zero_label: args.reduce_zero_label };
+        return Ok((custom_samples(images, labels)?, rule, None));
+    }
+    let dataset: Dataset = args.dataset.parse().map_err(anyhow::Error::msg)?;
+    let (Some(root), Some(split)) = (&args.data_root, &args.split) else {
+        bail!("--dataset {} needs --data-root DIR and --split NAME", dataset.name());
+    };
+    Ok((dataset.samples(root, split)?, LabelRule::Dataset(dataset), Some(dataset)))
+}
+
+/// Class names and, when a file gives one, a palette.
+type ClassTable<Names> = (Names, Option<Vec<[u8; 3]>>);
+
+/// The class names (numbered when only a count is given) and palette, from
+/// --classes or the dataset.
+fn class_table(args: &TrainArgs, dataset: Option<Dataset>) -> Result<ClassTable<Vec<String>>> {
+    let table: ClassTable<Option<Vec<String>>> = match (&args.classes, dataset) {
+        (Some(c), _) if c.parse::<usize>().is_ok() => (None, None),
+        (Some(file), _) => {
+            let path = Path::new(file);
+            (Some(read_classes(path)?), read_palette(path).ok())
+        }
+        (None, Some(d)) => (Some(d.class_names()), None),
+        (None, None) => bail!("--dataset custom needs --classes FILE"),
+    };
+    let count = match (&args.classes, &table.0) {
+        (Some(c), _) if c.parse::<usize>().is_ok() => c.parse::<usize>()?,
+        (_, Some(names)) => names.len(),
+        _ => unreachable!("a count or names"),
+    };
+    if let (Some(d), Some(c)) = (dataset, args.classes.as_deref().and_then(|c| c.parse::<usize>().ok())) {
+        if c != d.class_names().len() {
+            bail!("--classes {c}: {} has {} classes", d.name(), d.class_names().len());
+        }
+        return Ok((d.class_names(), None));
+    }
+    if count == 0 {
+        bail!("--classes: no classes");
+    }
+    Ok((table.0.unwrap_or_else(|| (0..count).map(|i| format!("class {i}")).collect()), table.1))
+}
+
+/// The trainer at the run's start, and whether the log continues (resume).
+fn start(
+    args: &TrainArgs,
+    names: Vec<String>,
+    palette: Option<Vec<[u8; 3]>>,
+    conv: ConvOptions,
+) -> Result<(Trainer, bool)> {
+    let options = TrainOptions {
+        out: args.out.clone(),
+        batch: args.batch,
+        iters: args.iters,
+        lr: args.lr,
+        head_lr_mult: args.head_lr_mult,
+        momentum: args.momentum,
+        weight_decay: args.weight_decay,
+        power: args.power,
+        warmup: args.warmup,
+        accumulate: args.accumulate,
+        aux_weight: args.aux_weight,
+        dropout: args.dropout,
+        bn: if args.bn == BnArg::Train { BnMode::Train } else { BnMode::Frozen },
+        shuffle: !args.no_shuffle,
+        seed: args.seed,
+        save_every: args.save_every,
+        keep: args.keep,
+    };
+    if let Some(path) = &args.resume {
+        let trainer = Trainer::resume(path, options, conv)?;
+        if trainer.spec().classes != names.len() {
+            bail!("{}: {} classes, the data has {}", path.display(), trainer.spec().classes, names.len());
+        }
+        return Ok((trainer, true));
+    }
+    let (source, backbone_only) = match (&args.init, &args.backbone) {
+        (Some(p), _) => (p, false),
+        (_, Some(p)) => (p, true),
+        _ => bail!("give --init CKPT, --backbone CKPT or --resume OUT/last.safetensors"),
+    };
+    let (mut params, mut spec) = read_checkpoint(source, &Overrides::default())?;
+    let reclassify = reclassify(&mut params, names.len())?;
+    spec.classes = names.len();
+    spec.class_names = Some(names);
+    spec.palette = palette;
+    let mut trainer = Trainer::new(params, spec, options, conv, 0, &BTreeMap::new())?;
+    let fresh = |name: &str| {
+        (backbone_only && !name.starts_with("backbone."))
+            || (reclassify && (name.starts_with("decode.classifier.") || name.starts_with("aux.classifier.")))
+    };
+    initialise(trainer.net(), args.seed, fresh);
+    Ok((trainer, false))
+}
+
+/// Writes OUT/config.toml: every setting of the run, as flags would give it.
+fn write_config(args: &TrainArgs, spec: &ModelSpec) -> Result<()> {
+    let mut lines = vec![format!("dataset = {:?}", args.dataset)];
+    let mut path = |key: &str, p: &Option<PathBuf>| {
+        if let Some(p) = p {
+            lines.push(format!("{key} = {:?}", p.display().to_string()));
+        }
+    };
+    path("data_root", &args.data_root);
+    path("images", &args.images);
+    path("labels", &args.labels);
+    path("init", &args.init);
+    path("backbone", &args.backbone);
+    path("resume", &args.resume);
+    let split = args.split.as_ref().map(|s| format!("split = {s:?}"));
+    let crop = args.crop.map(|[h, w]| format!("crop = \"{h}x{w}\""));
+    let keep = args.keep.map(|k| format!("keep = {k}"));
+    lines.extend(split.into_iter().chain(crop).chain(keep));
+    lines.extend([
+        format!("out = {:?}", args.out.display().to_string()),
+        format!("classes = {}", spec.classes),
+        format!("batch = {}", args.batch),
+        format!("iters = {}", args.iters),
+        format!("lr = {}", args.lr),
+        format!("head_lr_mult = {}", args.head_lr_mult),
+        format!("momentum = {}", args.momentum),
+        format!("weight_decay = {}", args.weight_decay),
+        format!("power = {}", args.power),
+        format!("warmup = {}", args.warmup),
+        format!("accumulate = {}", args.accumulate),
+        format!("aux_weight = {}", args.aux_weight),
+        format!("dropout = {}", args.dropout),
+        format!("bn = {:?}", if args.bn == BnArg::Train { "train" } else { "frozen" }),
+        format!("augment = {:?}", args.augment),
+        format!("no_shuffle = {}", args.no_shuffle),
+        format!("seed = {}", args.seed),
+        format!("save_every = {}", args.save_every),
+        format!("ignore_index = {}", args.ignore_index),
+        format!("reduce_zero_label = {}", args.reduce_zero_label),
+    ]);
+    let path = args.out.join("config.toml");
+    let temporary = args.out.join(".config.toml.partial");
+    std::fs::write(&temporary, lines.join("\n") + "\n")
+        .and_then(|()| std::fs::rename(&temporary, &path))
+        .with_context(|| format!("{}: cannot write", path.display()))
+}

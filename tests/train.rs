@@ -1,0 +1,112 @@
+//! `pspnet train` end to end on a small checkpoint and generated custom
+//! data: the files it writes, that every command loads them, and bad
+//! settings refused by name with nothing written.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn pspnet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pspnet")).args(args).output().expect("the pspnet binary runs")
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn checkpoint() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/pspnet-model/tests/fixtures/mmseg_r18/checkpoint.pth")
+}
+
+/// Four 40x48 images with 3-class labels and a class file in `dir`, and
+/// the `train` arguments that read them from `--init` of the fixture
+/// checkpoint into `dir/run`.
+fn custom_data(dir: &Path) -> Vec<String> {
+    let (images, labels, classes) = (dir.join("images"), dir.join("labels"), dir.join("classes.txt"));
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::create_dir_all(&labels).unwrap();
+    for i in 0..4u32 {
+        image::RgbImage::from_fn(48, 40, |x, y| image::Rgb([(x * 5 + i) as u8, (y * 6) as u8, (x ^ y) as u8]))
+            .save(images.join(format!("street{i}.jpg")))
+            .unwrap();
+        image::GrayImage::from_fn(48, 40, |x, y| image::Luma([((x / 16 + y / 20 + i) % 3) as u8]))
+            .save(labels.join(format!("street{i}.png")))
+            .unwrap();
+    }
+    std::fs::write(&classes, "road\nsky\ncar\n").unwrap();
+    let flags = [("--dataset", "custom".into()), ("--images", images), ("--labels", labels), ("--classes", classes)];
+    let more = [("--init", checkpoint()), ("--out", dir.join("run"))];
+    let pairs = flags.into_iter().chain(more);
+    std::iter::once("train".to_string())
+        .chain(pairs.flat_map(|(flag, path)| [flag.to_string(), path.to_str().unwrap().to_string()]))
+        .collect()
+}
+
+fn run(base: &[String], extra: &[&str]) -> Output {
+    let args: Vec<&str> = base.iter().map(String::as_str).chain(extra.iter().copied()).collect();
+    pspnet(&args)
+}
+
+#[test]
+fn trains_and_every_command_loads_what_it_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = custom_data(dir.path());
+    let (out, s) = (dir.path().join("run"), |p: &Path| p.to_str().unwrap().to_string());
+    let extra = [
+        "--batch",
+        "2",
+        "--iters",
+        "3",
+        "--crop",
+        "33x35",
+        "--augment",
+        "flip,crop",
+        "--save-every",
+        "2",
+        "--keep",
+        "1",
+    ];
+    let done = run(&base, &extra);
+    assert!(done.status.success(), "{}", text(&done));
+    let log = std::fs::read_to_string(out.join("log.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.len(), 3);
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r["iter"], i as u64 + 1);
+        let (loss, main, aux) = (r["loss"].as_f64().unwrap(), r["main"].as_f64().unwrap(), r["aux"].as_f64().unwrap());
+        assert!((loss - (main + 0.4 * aux)).abs() < 1e-5 && r["seconds"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    assert_eq!(records[0]["lr"], 0.01, "the first step uses the base rate");
+    // --keep 1: iter-2 removed once iter-3 was written.
+    assert!(!out.join("iter-2.safetensors").exists() && out.join("iter-3.safetensors").exists());
+    assert!(std::fs::read_to_string(out.join("config.toml")).unwrap().contains("iters = 3"));
+    let info = pspnet(&["info", &s(&out.join("last.safetensors"))]);
+    assert!(info.status.success() && text(&info).contains("classes:      3 (road, sky, car)"), "{}", text(&info));
+    let image = dir.path().join("images/street0.jpg");
+    let segment = pspnet(&[
+        "segment",
+        &s(&image),
+        "--model",
+        &s(&out.join("iter-3.safetensors")),
+        "--out",
+        &s(&dir.path().join("seg")),
+    ]);
+    assert!(segment.status.success(), "{}", text(&segment));
+}
+
+#[test]
+fn bad_settings_are_refused_by_name_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = custom_data(dir.path());
+    let out = dir.path().join("run");
+    let cases: [(&[&str], &str); 4] = [
+        (&["--precision", "bf16", "--crop", "33x35"], "f32 only"),
+        (&["--augment", "flip,crop"], "--augment crop needs --crop"),
+        (&["--batch", "1", "--crop", "33x35"], "at least 2 images per micro-batch"),
+        (&["--augment", "flip,zoom", "--crop", "33x35"], "zoom"),
+    ];
+    for (extra, needle) in cases {
+        let refused = run(&base, &[&["--iters", "2"], extra].concat());
+        assert!(!refused.status.success() && text(&refused).contains(needle), "{extra:?}: {}", text(&refused));
+        assert!(!out.join("last.safetensors").exists(), "{extra:?} wrote a checkpoint");
+    }
+}
