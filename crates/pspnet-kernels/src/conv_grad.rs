@@ -12,6 +12,7 @@
 use pspnet_tensor::{Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::gemm::{MicroKernel, WeightGradJob, WithKernel, weight_grad, with_kernel};
 use crate::geometry::output_len;
 use crate::{Conv2d, ConvOptions, ConvSpec, KernelError};
 
@@ -98,43 +99,40 @@ pub fn conv2d_input_grad(
 
 /// The gradients with respect to the OIHW weights (`[out, in, kh, kw]` with
 /// `kernel = [kh, kw]`) and to a bias of a convolution with `spec`, from its
-/// input and the output's gradient.
+/// input and the output's gradient: the weights' as one GEMM on `options`'
+/// micro-kernel (`gemm::weight_grad`), each value summed in a fixed order.
 pub fn conv2d_weight_grad(
     input: &Tensor,
     grad_output: &Tensor,
     spec: ConvSpec,
     kernel: [usize; 2],
+    options: ConvOptions,
 ) -> Result<(Tensor, Vec<f32>), KernelError> {
     let shape = input.shape();
     let cout = grad_output.shape().c();
     let dims = [cout, shape.c(), kernel[0], kernel[1]];
     let out = output_shape(shape, dims, spec, grad_output.shape())?;
-    let [_, cin, kh, kw] = dims;
-    let ys: Vec<_> = (0..kh).map(|k| reads(out.h(), shape.h(), k, 0, spec)).collect();
-    let xs: Vec<_> = (0..kw).map(|k| reads(out.w(), shape.w(), k, 1, spec)).collect();
-    let (w_in, x) = (shape.w(), input.as_slice());
-    let dy = |n: usize, o: usize| &grad_output.as_slice()[(n * cout + o) * out.plane_len()..][..out.plane_len()];
-    let mut weight = Tensor::zeros(Shape::new(cout, cin, kh, kw)?);
-    weight.as_mut_slice().par_chunks_mut(cin * kh * kw).enumerate().for_each(|(o, filter)| {
-        for (i, taps) in filter.chunks_exact_mut(kh * kw).enumerate() {
-            for (t, g) in taps.iter_mut().enumerate() {
-                let (rows, cols) = (&ys[t / kw], &xs[t % kw]);
-                let mut sum = 0.0f32;
-                for n in 0..shape.n() {
-                    let plane = &x[(n * cin + i) * shape.plane_len()..][..shape.plane_len()];
-                    for (row, &iy) in dy(n, o).chunks_exact(out.w()).zip(rows) {
-                        let Some(iy) = iy else { continue };
-                        for (&d, &ix) in row.iter().zip(cols) {
-                            if let Some(ix) = ix {
-                                sum += d * plane[iy * w_in + ix];
-                            }
-                        }
-                    }
-                }
-                *g = sum;
-            }
+    struct Run<'a>(WeightGradJob<'a>);
+    impl WithKernel for Run<'_> {
+        type Output = Vec<f32>;
+        fn run<K: MicroKernel>(self) -> Vec<f32> {
+            weight_grad::<K>(&self.0)
         }
-    });
+    }
+    let job = WeightGradJob {
+        input: input.as_slice(),
+        grad_output: grad_output.as_slice(),
+        images: shape.n(),
+        cin: shape.c(),
+        cout,
+        input_hw: [shape.h(), shape.w()],
+        output_hw: [out.h(), out.w()],
+        kernel,
+        spec,
+    };
+    let values = with_kernel(options.isa.check_available()?, Run(job));
+    let weight = Tensor::from_vec(Shape::new(cout, shape.c(), kernel[0], kernel[1])?, values)?;
+    let dy = |n: usize, o: usize| &grad_output.as_slice()[(n * cout + o) * out.plane_len()..][..out.plane_len()];
     let bias = (0..cout).map(|o| (0..shape.n()).flat_map(|n| dy(n, o)).sum()).collect();
     Ok((weight, bias))
 }

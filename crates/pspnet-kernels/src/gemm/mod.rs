@@ -13,6 +13,7 @@ mod driver;
 mod epilogue;
 mod pack;
 mod portable;
+mod weight_grad;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -20,6 +21,7 @@ pub(crate) use bf16::PackedPairs;
 pub(crate) use driver::convolve;
 pub(crate) use epilogue::Epilogue;
 pub(crate) use pack::PackedWeights;
+pub(crate) use weight_grad::{WeightGradJob, weight_grad};
 
 use crate::Isa;
 use crate::geometry::ConvGeometry;

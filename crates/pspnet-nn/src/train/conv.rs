@@ -73,7 +73,7 @@ impl TrainConv {
     pub fn backward(&mut self, grad_output: &Tensor, input_grad: bool) -> Result<Option<Tensor>, NnError> {
         let input = self.input.take().ok_or(NnError::NoForward("convolution"))?;
         let [_, _, kh, kw] = self.dims;
-        let (weight_grad, bias_grad) = conv2d_weight_grad(&input, grad_output, self.spec, [kh, kw])?;
+        let (weight_grad, bias_grad) = conv2d_weight_grad(&input, grad_output, self.spec, [kh, kw], self.options)?;
         self.weight.accumulate(weight_grad.as_slice());
         if let Some(bias) = &mut self.bias {
             bias.accumulate(&bias_grad);
