@@ -105,14 +105,17 @@ pub fn batch_norm_train(
             value: [count, 1],
         });
     }
-    let (mut mean, mut var, mut invstd) = (Vec::new(), Vec::new(), Vec::new());
-    for c in 0..channels {
-        let m = channel_values(x, c).map(|&v| v as f64).sum::<f64>() / count as f64;
-        let v = channel_values(x, c).map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / count as f64;
-        mean.push(m as f32);
-        var.push(v as f32);
-        invstd.push((1.0 / (v + eps).sqrt()) as f32);
-    }
+    // Each channel's sums in its own task, in one order: the same on any thread count.
+    let moments: Vec<(f64, f64)> = (0..channels)
+        .into_par_iter()
+        .map(|c| {
+            let m = channel_values(x, c).map(|&v| v as f64).sum::<f64>() / count as f64;
+            (m, channel_values(x, c).map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / count as f64)
+        })
+        .collect();
+    let mean: Vec<f32> = moments.iter().map(|&(m, _)| m as f32).collect();
+    let var: Vec<f32> = moments.iter().map(|&(_, v)| v as f32).collect();
+    let invstd: Vec<f32> = moments.iter().map(|&(_, v)| (1.0 / (v + eps).sqrt()) as f32).collect();
     let plane = shape.plane_len();
     let mut y = x.clone();
     y.as_mut_slice().par_chunks_mut(plane).enumerate().for_each(|(p, values)| {
@@ -156,12 +159,13 @@ pub fn batch_norm_train_backward(
 fn affine_sums(
     x: &Tensor,
     grad_y: &Tensor,
-    normalised: impl Fn(usize, f32) -> f64,
+    normalised: impl Fn(usize, f32) -> f64 + Sync,
 ) -> Result<Vec<(f64, f64)>, KernelError> {
     if grad_y.shape() != x.shape() {
         return Err(KernelError::ShapeMismatch { what: "output gradient", expected: x.shape(), got: grad_y.shape() });
     }
     Ok((0..x.shape().c())
+        .into_par_iter()
         .map(|c| {
             let dy = channel_values(grad_y, c).map(|&d| d as f64).sum();
             let pairs = channel_values(grad_y, c).zip(channel_values(x, c));

@@ -128,7 +128,9 @@ pub fn conv2d_weight_grad(
         input_hw: [shape.h(), shape.w()],
         output_hw: [out.h(), out.w()],
         kernel,
-        spec,
+        stride: spec.stride,
+        padding: spec.padding,
+        dilation: spec.dilation,
     };
     let values = with_kernel(options.isa.check_available()?, Run(job));
     let weight = Tensor::from_vec(Shape::new(cout, shape.c(), kernel[0], kernel[1])?, values)?;

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use pspnet_kernels::{
     ConvSpec, adaptive_avg_pool2d, adaptive_avg_pool2d_backward, adaptive_max_pool2d, adaptive_max_pool2d_backward,
-    resize_bilinear, resize_bilinear_backward,
+    add_assign, resize_bilinear, resize_bilinear_backward,
 };
 use pspnet_nn::ParamSource;
-use pspnet_nn::train::{BnMode, StateVisitor, TrainConvBn, Trainable, add_assign, join};
+use pspnet_nn::train::{BnMode, StateVisitor, TrainConvBn, Trainable, join};
 use pspnet_tensor::Tensor;
 
 use crate::{Pooling, PpmError, PyramidPoolingConfig};

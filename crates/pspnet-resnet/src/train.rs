@@ -4,9 +4,12 @@
 
 use std::sync::Arc;
 
-use pspnet_kernels::{PoolSpec, avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward, relu_backward};
+use pspnet_kernels::{
+    PoolSpec, add_assign, avg_pool2d, avg_pool2d_backward, max_pool2d, max_pool2d_backward, relu_backward,
+    relu_in_place,
+};
 use pspnet_nn::ParamSource;
-use pspnet_nn::train::{BnMode, StateVisitor, TrainConvBn, Trainable, add_assign, join, relu_in_place};
+use pspnet_nn::train::{BnMode, StateVisitor, TrainConvBn, Trainable, join};
 use pspnet_tensor::{Shape, Tensor};
 
 use crate::block::BlockGeometry;

@@ -14,7 +14,6 @@
 use rayon::prelude::*;
 
 use super::MicroKernel;
-use crate::ConvSpec;
 
 /// Pixels per `K` slice.
 const KC: usize = 256;
@@ -38,7 +37,10 @@ pub(crate) struct WeightGradJob<'a> {
     pub(crate) output_hw: [usize; 2],
     /// `[kh, kw]`.
     pub(crate) kernel: [usize; 2],
-    pub(crate) spec: ConvSpec,
+    /// The convolution's stride, zero padding and dilation per axis.
+    pub(crate) stride: [usize; 2],
+    pub(crate) padding: [usize; 2],
+    pub(crate) dilation: [usize; 2],
 }
 
 impl WeightGradJob<'_> {
@@ -69,15 +71,15 @@ impl WeightGradJob<'_> {
     /// past the last column).
     fn pack_b<K: MicroKernel>(&self, cols: std::ops::Range<usize>, ps: std::ops::Range<usize>, out: &mut [f32]) {
         let ([h, w], [_, ow], [kh, kw]) = (self.input_hw, self.output_hw, self.kernel);
-        let s = &self.spec;
+        let (stride, padding, dilation) = (self.stride, self.padding, self.dilation);
         let plane = self.output_hw[0] * ow;
         // Per column: its input plane and the shift its kernel position adds.
         let taps: Vec<Option<(usize, isize, isize)>> = (cols.start..cols.start + out.len() / ps.len())
             .map(|j| {
                 (j < cols.end).then(|| {
                     let (i, tap) = (j / (kh * kw), j % (kh * kw));
-                    let dy = ((tap / kw) * s.dilation[0]) as isize - s.padding[0] as isize;
-                    let dx = ((tap % kw) * s.dilation[1]) as isize - s.padding[1] as isize;
+                    let dy = ((tap / kw) * dilation[0]) as isize - padding[0] as isize;
+                    let dx = ((tap % kw) * dilation[1]) as isize - padding[1] as isize;
                     (i, dy, dx)
                 })
             })
@@ -86,7 +88,7 @@ impl WeightGradJob<'_> {
             let panel_taps = &taps[panel * K::NR..(panel + 1) * K::NR];
             for (k, p) in ps.clone().enumerate() {
                 let (n, pixel) = (p / plane, p % plane);
-                let (y0, x0) = (((pixel / ow) * s.stride[0]) as isize, ((pixel % ow) * s.stride[1]) as isize);
+                let (y0, x0) = (((pixel / ow) * stride[0]) as isize, ((pixel % ow) * stride[1]) as isize);
                 for (c, tap) in panel_taps.iter().enumerate() {
                     chunk[k * K::NR + c] = match *tap {
                         Some((i, dy, dx)) => {

@@ -1,9 +1,9 @@
 use std::sync::Arc;
 
-use pspnet_kernels::{Conv2d, ConvSpec, relu_backward};
+use pspnet_kernels::{Conv2d, ConvSpec, relu_backward, relu_in_place};
 use pspnet_tensor::Tensor;
 
-use crate::train::{BnMode, StateVisitor, TrainBatchNorm, TrainConv, Trainable, relu_in_place};
+use crate::train::{BnMode, StateVisitor, TrainBatchNorm, TrainConv, Trainable};
 use crate::{NnError, ParamSource, conv_bn_width};
 
 /// The unit every part of PSPNet is built of, in training: a bias-free

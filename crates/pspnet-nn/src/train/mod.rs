@@ -11,11 +11,9 @@
 mod batch_norm;
 mod conv;
 mod conv_bn;
-mod elementwise;
 mod param;
 
 pub use batch_norm::{BnMode, TrainBatchNorm};
 pub use conv::TrainConv;
 pub use conv_bn::TrainConvBn;
-pub use elementwise::{add_assign, relu_in_place};
 pub use param::{Param, State, StateVisitor, Trainable, join};
