@@ -45,8 +45,10 @@ fn reads(out_len: usize, in_len: usize, k: usize, axis: usize, spec: ConvSpec) -
 }
 
 /// The gradient with respect to the input (of shape `input`) of a
-/// convolution with OIHW `weight` and `spec`, from the output's gradient; a
-/// stride-1 one runs as a convolution with `options`.
+/// convolution with OIHW `weight` and `spec`, from the output's gradient: a
+/// convolution with `options` of the mirrored, channel-swapped filters over
+/// the output's gradient (spread out by the stride, with zeros between, for
+/// a strided layer).
 pub fn conv2d_input_grad(
     grad_output: &Tensor,
     weight: &Tensor,
@@ -68,6 +70,29 @@ pub fn conv2d_input_grad(
         let padding = [span(0, kh) - spec.padding[0], span(1, kw) - spec.padding[1]];
         let transposed = ConvSpec { padding, ..spec };
         return Conv2d::with_options(flipped, transposed, options)?.forward(grad_output);
+    }
+    if spec.padding[0] <= span(0, kh) && spec.padding[1] <= span(1, kw) {
+        // A strided layer's gradient is the stride-1 one of the output's
+        // gradient spread `stride` apart, plus the rows and columns at the
+        // end that the forward windows never reached.
+        let spread = |axis: usize, o: usize, size: usize| {
+            let reached = (o - 1) * spec.stride[axis] + 1;
+            reached + (size + 2 * spec.padding[axis] - span(axis, [kh, kw][axis]) - 1) % spec.stride[axis]
+        };
+        let (sh, sw) = (spread(0, out.h(), input.h()), spread(1, out.w(), input.w()));
+        let mut spread_grad = Tensor::zeros(out.with_hw(sh, sw)?);
+        let (dy, [s0, s1]) = (grad_output.as_slice(), spec.stride);
+        spread_grad.as_mut_slice().par_chunks_mut(sh * sw).zip(dy.par_chunks(out.plane_len())).for_each(
+            |(plane, values)| {
+                for (y, row) in values.chunks_exact(out.w()).enumerate() {
+                    for (x, &v) in row.iter().enumerate() {
+                        plane[y * s0 * sw + x * s1] = v;
+                    }
+                }
+            },
+        );
+        let unit = ConvSpec { stride: [1, 1], ..spec };
+        return conv2d_input_grad(&spread_grad, weight, unit, input, options);
     }
     let (ys, xs): (Vec<_>, Vec<_>) = (
         (0..kh).map(|k| reads(out.h(), input.h(), k, 0, spec)).collect(),

@@ -262,6 +262,8 @@ fn convolution_gradients() {
         (7, ConvSpec::default().stride(2).padding(3)),
         (3, ConvSpec::default()),
         (1, ConvSpec::default()),
+        // Padding beyond the window's span: the input gradient's plain sums.
+        (1, ConvSpec::default().stride(2).padding(1)),
     ];
     for (k, spec) in cases {
         let (dims, o) = ([2, 3, 9, 8], 4);
@@ -393,14 +395,16 @@ fn batch_norm_with_frozen_statistics() {
 }
 
 /// The weight gradient's GEMM on every instruction set this CPU has,
-/// against the gradient summed in f64 straight from its definition, on a
-/// shape that spans several row groups, column blocks, register tiles and
-/// pixel slices (70 output channels, 5 x 3 x 3 columns, 2 x 20 x 18
-/// pixels), strided and dilated.
+/// against the gradient summed in f64 straight from its definition: on a
+/// shape of few columns split into row groups (70 output channels, 5 x 3 x
+/// 3 columns, 2 x 20 x 18 pixels: several tiles and pixel slices), and on
+/// one of many column blocks (180 x 3 x 3 columns); strided and dilated.
 #[test]
 fn weight_gradient_gemm_on_every_instruction_set() {
-    for spec in [ConvSpec::default().padding(1), ConvSpec::default().stride(2).padding(2).dilation(2)] {
-        let (n, cin, h, w, cout, k) = (2, 5, 20, 18, 70, 3);
+    let cases = [(5, 20, 18, 70), (180, 9, 8, 20)];
+    let specs = [ConvSpec::default().padding(1), ConvSpec::default().stride(2).padding(2).dilation(2)];
+    for ((cin, h, w, cout), spec) in cases.into_iter().flat_map(|c| specs.map(|s| (c, s))) {
+        let (n, k) = (2, 3);
         let shape = Shape::new(n, cin, h, w).unwrap();
         let x = values(20, shape.len());
         let (_, [oh, ow]) = conv_f64(&x, [n, cin, h, w], &vec![0.0; cout * cin * k * k], [cout, k], spec);
