@@ -11,12 +11,16 @@
 //!   with another decoder's output saved as PNG (the JPEG study of docs/evaluation.md).
 //! - `bench [--runs N] [--no-peers]`: PSPNet-50 at 473 and PSPNet-101 at 713,
 //!   ours against PyTorch eager and ONNX Runtime (`xtask/python/bench_peers.py`).
+//! - `bench-train`: a training iteration of PSPNet-R18 (batch 8, 360x360) and
+//!   PSPNet-50 (batch 2, 473x473), ours against PyTorch eager
+//!   (`xtask/python/train_bench.py`): time per iteration and peak memory.
 //! - `caffe-check`: the Caffe loader against a float64 evaluation of the
 //!   Caffe graph at the authors' deploy sizes (`xtask/python/caffe_reference.py`).
 //! - `kernel-report`: prints the markdown table of docs/performance.md from
 //!   the criterion results of `cargo bench --bench conv`.
 
 mod bench;
+mod bench_train;
 mod caffe_check;
 mod crosscheck;
 mod jpeg_diff;
@@ -36,6 +40,7 @@ fn main() -> Result<()> {
         Some("crosscheck") => crosscheck::crosscheck(&args[1..]),
         Some("jpeg-diff") => jpeg_diff::run(&args[1..]),
         Some("bench") => bench::run(&workspace_root(), &python(), &args[1..]),
+        Some("bench-train") => bench_train::run(&workspace_root(), &python()),
         Some("caffe-check") => caffe_check::run(&workspace_root(), &python()),
         _ => {
             eprintln!("usage: cargo xtask kernel-fixtures");
