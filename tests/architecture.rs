@@ -21,7 +21,16 @@ const GRAPH: &[(&str, &[&str])] = &[
     ),
     (
         "pspnet-train",
-        &["pspnet-data", "pspnet-kernels", "pspnet-model", "pspnet-nn", "pspnet-tensor", "pspnet-weights"],
+        &[
+            "pspnet-data",
+            "pspnet-kernels",
+            "pspnet-model",
+            "pspnet-nn",
+            "pspnet-ppm",
+            "pspnet-resnet",
+            "pspnet-tensor",
+            "pspnet-weights",
+        ],
     ),
 ];
 

@@ -110,3 +110,40 @@ fn bad_settings_are_refused_by_name_and_write_nothing() {
         assert!(!out.join("last.safetensors").exists(), "{extra:?} wrote a checkpoint");
     }
 }
+
+/// From scratch: an mmsegmentation ResNet-18 with every parameter drawn
+/// fresh trains, and its checkpoint carries the data's classes.
+#[test]
+fn trains_from_scratch() {
+    let dir = tempfile::tempdir().unwrap();
+    let base: Vec<String> =
+        custom_data(dir.path()).into_iter().filter(|a| !a.ends_with("checkpoint.pth") && a != "--init").collect();
+    let done = run(
+        &base,
+        &[
+            "--layout",
+            "mmseg",
+            "--depth",
+            "18",
+            "--batch",
+            "2",
+            "--iters",
+            "2",
+            "--crop",
+            "33x35",
+            "--augment",
+            "crop",
+            "--pool",
+            "max",
+        ],
+    );
+    assert!(done.status.success(), "{}", text(&done));
+    let out = dir.path().join("run");
+    let info = pspnet(&["info", out.join("last.safetensors").to_str().unwrap()]);
+    let report = text(&info);
+    assert!(
+        report.contains("ResNet-18") && report.contains("Max pooling") && report.contains("(road, sky, car)"),
+        "{report}"
+    );
+    assert_eq!(std::fs::read_to_string(out.join("log.jsonl")).unwrap().lines().count(), 2);
+}

@@ -15,9 +15,12 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use pspnet_data::{Dataset, custom_samples};
 use pspnet_kernels::{ConvAlgorithm, ConvOptions, Precision};
-use pspnet_model::{ModelSpec, Normalization, Overrides, read_checkpoint};
+use pspnet_model::{Layout, ModelSpec, Normalization, Overrides, read_checkpoint};
 use pspnet_nn::train::BnMode;
-use pspnet_train::{Augmentation, LabelRule, Loader, TrainError, TrainOptions, Trainer, initialise, reclassify, run};
+use pspnet_ppm::Pooling;
+use pspnet_train::{
+    Augmentation, LabelRule, Loader, Scratch, TrainError, TrainOptions, Trainer, initialise, reclassify, run, scratch,
+};
 
 use super::segment::{read_classes, read_palette};
 
@@ -64,6 +67,15 @@ pub(crate) struct TrainArgs {
     /// From scratch: the ResNet depth (18, 34, 50, 101, 152).
     #[arg(long)]
     depth: Option<usize>,
+    /// From scratch: the pyramid's bins.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,6")]
+    bins: Vec<usize>,
+    /// From scratch: the pyramid's pooling, avg or max.
+    #[arg(long, default_value = "avg", value_name = "avg|max")]
+    pool: String,
+    /// From scratch: the backbone's output stride (8, 16 or 32).
+    #[arg(long, default_value_t = 8)]
+    output_stride: usize,
     /// Continue a run from its last.safetensors, exactly as it would have gone on.
     #[arg(long)]
     resume: Option<PathBuf>,
@@ -164,9 +176,6 @@ fn catch_interrupt() {
 pub(crate) fn run_train(args: TrainArgs) -> Result<ExitCode> {
     if args.precision != Precision::F32 {
         bail!("--precision {:?}: training runs in f32 only (bf16 is an inference option)", args.precision);
-    }
-    if args.layout.is_some() || args.depth.is_some() {
-        bail!("--layout/--depth (training from scratch) is not implemented yet: start from --init or --backbone");
     }
     let augmentation: Augmentation = args.augment.parse()?;
     if augmentation.crop && args.crop.is_none() {
@@ -279,6 +288,17 @@ fn class_table(args: &TrainArgs, dataset: Option<Dataset>) -> Result<ClassTable<
     Ok((table.0.unwrap_or_else(|| (0..count).map(|i| format!("class {i}")).collect()), table.1))
 }
 
+/// Which parameters start fresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fresh {
+    /// The classifiers, when the class count changed (`--init`).
+    Classifiers,
+    /// All but the backbone (`--backbone`).
+    AllButBackbone,
+    /// Everything (`--layout --depth`).
+    All,
+}
+
 /// The trainer at the run's start, and whether the log continues (resume).
 fn start(
     args: &TrainArgs,
@@ -312,20 +332,50 @@ fn start(
         }
         return Ok((trainer, true));
     }
-    let (source, backbone_only) = match (&args.init, &args.backbone) {
-        (Some(p), _) => (p, false),
-        (_, Some(p)) => (p, true),
-        _ => bail!("give --init CKPT, --backbone CKPT or --resume OUT/last.safetensors"),
+    let (mut params, mut spec, fresh_from) = match (&args.init, &args.backbone, &args.layout, args.depth) {
+        (Some(p), ..) => {
+            let (params, spec) = read_checkpoint(p, &Overrides::default())?;
+            (params, spec, Fresh::Classifiers)
+        }
+        (_, Some(p), ..) => {
+            let (params, spec) = read_checkpoint(p, &Overrides::default())?;
+            (params, spec, Fresh::AllButBackbone)
+        }
+        (_, _, Some(layout), Some(depth)) => {
+            let layout = match layout.as_str() {
+                "semseg" => Layout::Semseg,
+                "mmseg" => Layout::Mmseg,
+                other => bail!("--layout {other:?}: semseg or mmseg"),
+            };
+            let pooling = match args.pool.as_str() {
+                "avg" => Pooling::Average,
+                "max" => Pooling::Max,
+                other => bail!("--pool {other:?}: avg or max"),
+            };
+            let what = Scratch {
+                layout,
+                depth,
+                classes: names.len(),
+                bins: args.bins.clone(),
+                pooling,
+                output_stride: args.output_stride,
+            };
+            let (params, spec) = scratch(&what)?;
+            (params, spec, Fresh::All)
+        }
+        _ => bail!("give --init CKPT, --backbone CKPT, --layout L --depth D, or --resume OUT/last.safetensors"),
     };
-    let (mut params, mut spec) = read_checkpoint(source, &Overrides::default())?;
     let reclassify = reclassify(&mut params, names.len())?;
     spec.classes = names.len();
     spec.class_names = Some(names);
     spec.palette = palette;
     let mut trainer = Trainer::new(params, spec, options, conv, 0, &BTreeMap::new())?;
-    let fresh = |name: &str| {
-        (backbone_only && !name.starts_with("backbone."))
-            || (reclassify && (name.starts_with("decode.classifier.") || name.starts_with("aux.classifier.")))
+    let fresh = |name: &str| match fresh_from {
+        Fresh::All => true,
+        Fresh::AllButBackbone => !name.starts_with("backbone."),
+        Fresh::Classifiers => {
+            reclassify && (name.starts_with("decode.classifier.") || name.starts_with("aux.classifier."))
+        }
     };
     initialise(trainer.net(), args.seed, fresh);
     Ok((trainer, false))
@@ -348,7 +398,9 @@ fn write_config(args: &TrainArgs, spec: &ModelSpec) -> Result<()> {
     let split = args.split.as_ref().map(|s| format!("split = {s:?}"));
     let crop = args.crop.map(|[h, w]| format!("crop = \"{h}x{w}\""));
     let keep = args.keep.map(|k| format!("keep = {k}"));
-    lines.extend(split.into_iter().chain(crop).chain(keep));
+    let layout = args.layout.as_ref().map(|l| format!("layout = {l:?}"));
+    let depth = args.depth.map(|d| format!("depth = {d}"));
+    lines.extend(split.into_iter().chain(crop).chain(keep).chain(layout).chain(depth));
     lines.extend([
         format!("out = {:?}", args.out.display().to_string()),
         format!("classes = {}", spec.classes),
@@ -367,6 +419,9 @@ fn write_config(args: &TrainArgs, spec: &ModelSpec) -> Result<()> {
         format!("augment = {:?}", args.augment),
         format!("no_shuffle = {}", args.no_shuffle),
         format!("seed = {}", args.seed),
+        format!("bins = {:?}", args.bins),
+        format!("pool = {:?}", args.pool),
+        format!("output_stride = {}", args.output_stride),
         format!("save_every = {}", args.save_every),
         format!("ignore_index = {}", args.ignore_index),
         format!("reduce_zero_label = {}", args.reduce_zero_label),

@@ -17,6 +17,7 @@ mod init;
 mod loader;
 mod sampler;
 mod schedule;
+mod scratch;
 mod sgd;
 mod trainer;
 
@@ -27,5 +28,6 @@ pub use init::initialise;
 pub use loader::{Batch, LabelRule, Loader, prefetch};
 pub use sampler::Sampler;
 pub use schedule::PolySchedule;
+pub use scratch::{Scratch, scratch};
 pub use sgd::Sgd;
 pub use trainer::{Record, STATE_KEY, TrainOptions, Trainer, reclassify, run};
