@@ -65,7 +65,10 @@ fn trains_and_every_command_loads_what_it_writes() {
         "--keep",
         "1",
     ];
-    let done = run(&base, &extra);
+    let images = dir.path().join("images").to_str().unwrap().to_string();
+    let labels = dir.path().join("labels").to_str().unwrap().to_string();
+    let validation = ["--val-images", images.as_str(), "--val-labels", labels.as_str(), "--val-every", "2"];
+    let done = run(&base, &[&extra[..], &validation].concat());
     assert!(done.status.success(), "{}", text(&done));
     let log = std::fs::read_to_string(out.join("log.jsonl")).unwrap();
     let records: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -79,6 +82,15 @@ fn trains_and_every_command_loads_what_it_writes() {
     // --keep 1: iter-2 removed once iter-3 was written.
     assert!(!out.join("iter-2.safetensors").exists() && out.join("iter-3.safetensors").exists());
     assert!(std::fs::read_to_string(out.join("config.toml")).unwrap().contains("iters = 3"));
+    // Validation at iterations 2 and 3 (the end), the best of them kept.
+    let val: Vec<serde_json::Value> = std::fs::read_to_string(out.join("val.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(val.iter().map(|v| v["iter"].as_u64().unwrap()).collect::<Vec<_>>(), [2, 3]);
+    assert!(val.iter().all(|v| (0.0..=100.0).contains(&v["mIoU"].as_f64().unwrap())));
+    assert!(out.join("best.safetensors").exists());
     let info = pspnet(&["info", &s(&out.join("last.safetensors"))]);
     assert!(info.status.success() && text(&info).contains("classes:      3 (road, sky, car)"), "{}", text(&info));
     let image = dir.path().join("images/street0.jpg");
@@ -98,7 +110,8 @@ fn bad_settings_are_refused_by_name_and_write_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let base = custom_data(dir.path());
     let out = dir.path().join("run");
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
+        (&["--val-every", "2", "--crop", "33x35"], "needs --val-split or --val-images"),
         (&["--precision", "bf16", "--crop", "33x35"], "f32 only"),
         (&["--augment", "flip,crop"], "--augment crop needs --crop"),
         (&["--batch", "1", "--crop", "33x35"], "at least 2 images per micro-batch"),

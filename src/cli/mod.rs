@@ -37,7 +37,7 @@ enum Command {
     /// Describe a checkpoint: architecture, classes, parameter count, FLOPs at a given size.
     Info(info::InfoArgs),
     /// Train (or fine-tune) a PSPNet: semseg's recipe, checkpoints every command loads, log.jsonl.
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
 }
 
 impl Cli {
@@ -49,7 +49,7 @@ impl Cli {
             Command::Merge(args) => evaluate::merge(args),
             Command::Convert(args) => convert::run(args),
             Command::Info(args) => info::run(args),
-            Command::Train(args) => train::run_train(args),
+            Command::Train(args) => train::run_train(*args),
         }
     }
 }

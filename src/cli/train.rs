@@ -133,6 +133,18 @@ pub(crate) struct TrainArgs {
     /// Keep only the newest N iteration checkpoints.
     #[arg(long)]
     keep: Option<usize>,
+    /// Validate on this split of the named dataset (same --data-root).
+    #[arg(long, conflicts_with_all = ["val_images", "val_labels"])]
+    val_split: Option<String>,
+    /// Validate on these custom images (with --val-labels).
+    #[arg(long, requires = "val_labels")]
+    val_images: Option<PathBuf>,
+    /// Validate on these custom label PNGs.
+    #[arg(long, requires = "val_images")]
+    val_labels: Option<PathBuf>,
+    /// Validate every this many iterations (and at the end); 0: never. Writes OUT/val.jsonl and OUT/best.safetensors.
+    #[arg(long, default_value_t = 0)]
+    val_every: u64,
     /// Arithmetic: training runs in f32 only.
     #[arg(long, env = "PSPNET_PRECISION", default_value = "f32")]
     precision: Precision,
@@ -182,6 +194,10 @@ pub(crate) fn run_train(args: TrainArgs) -> Result<ExitCode> {
         bail!("--augment crop needs --crop HxW");
     }
     let (samples, rule, table) = samples(&args)?;
+    let validation = validation_samples(&args, rule)?;
+    if args.val_every > 0 && validation.is_none() {
+        bail!("--val-every {} needs --val-split or --val-images/--val-labels", args.val_every);
+    }
     let (class_names, palette) = class_table(&args, table)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("{}: cannot create", args.out.display()))?;
 
@@ -199,6 +215,9 @@ pub(crate) fn run_train(args: TrainArgs) -> Result<ExitCode> {
         seed: args.seed,
         max_pixels: args.max_pixels,
     };
+    let val_loader = validation.map(|samples| Loader { samples, ..loader.clone() });
+    let val_path = args.out.join("val.jsonl");
+    let mut best = f64::NEG_INFINITY;
     let log_path = args.out.join("log.jsonl");
     let mut log = OpenOptions::new()
         .create(true)
@@ -222,6 +241,29 @@ pub(crate) fn run_train(args: TrainArgs) -> Result<ExitCode> {
                 .map_err(|source| TrainError::Io { path: log_path.clone(), source })?;
             progress.set_message(format!("{:.4}", record.loss));
             progress.set_position(record.iter);
+            Ok(())
+        },
+        |trainer| {
+            let (Some(val), true) = (&val_loader, args.val_every > 0) else { return Ok(()) };
+            let done = trainer.done();
+            if !(done.is_multiple_of(args.val_every) || done == args.iters) {
+                return Ok(());
+            }
+            let scores = trainer.validate(val, conv)?;
+            let line = serde_json::json!({
+                "iter": done, "mIoU": scores.miou, "mAcc": scores.macc, "aAcc": scores.aacc,
+            });
+            let mut file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&val_path)
+                .map_err(|source| TrainError::Io { path: val_path.clone(), source })?;
+            writeln!(file, "{line}").map_err(|source| TrainError::Io { path: val_path.clone(), source })?;
+            progress.suspend(|| eprintln!("iteration {done}: validation mIoU {:.2}", scores.miou));
+            if scores.miou > best {
+                best = scores.miou;
+                trainer.save(&args.out.join("best.safetensors"), false)?;
+            }
             Ok(())
         },
         &STOP,
@@ -254,6 +296,22 @@ fn samples(args: &TrainArgs) -> Result<(Vec<pspnet_data::Sample>, LabelRule, Opt
         bail!("--dataset {} needs --data-root DIR and --split NAME", dataset.name());
     };
     Ok((dataset.samples(root, split)?, LabelRule::Dataset(dataset), Some(dataset)))
+}
+
+/// The validation samples, when asked for: a split of the named dataset, or
+/// custom images and labels (read by the training data's label rule).
+fn validation_samples(args: &TrainArgs, rule: LabelRule) -> Result<Option<Vec<pspnet_data::Sample>>> {
+    match (&args.val_split, &args.val_images, &args.val_labels, rule) {
+        (Some(split), _, _, LabelRule::Dataset(dataset)) => {
+            let root = args.data_root.as_ref().context("--val-split needs --data-root")?;
+            Ok(Some(dataset.samples(root, split)?))
+        }
+        (Some(_), _, _, LabelRule::Custom { .. }) => {
+            bail!("--val-split needs a named --dataset; use --val-images/--val-labels")
+        }
+        (None, Some(images), Some(labels), _) => Ok(Some(custom_samples(images, labels)?)),
+        _ => Ok(None),
+    }
 }
 
 /// Class names and, when a file gives one, a palette.
@@ -395,12 +453,15 @@ fn write_config(args: &TrainArgs, spec: &ModelSpec) -> Result<()> {
     path("init", &args.init);
     path("backbone", &args.backbone);
     path("resume", &args.resume);
+    path("val_images", &args.val_images);
+    path("val_labels", &args.val_labels);
     let split = args.split.as_ref().map(|s| format!("split = {s:?}"));
+    let val_split = args.val_split.as_ref().map(|s| format!("val_split = {s:?}"));
     let crop = args.crop.map(|[h, w]| format!("crop = \"{h}x{w}\""));
     let keep = args.keep.map(|k| format!("keep = {k}"));
     let layout = args.layout.as_ref().map(|l| format!("layout = {l:?}"));
     let depth = args.depth.map(|d| format!("depth = {d}"));
-    lines.extend(split.into_iter().chain(crop).chain(keep).chain(layout).chain(depth));
+    lines.extend(split.into_iter().chain(val_split).chain(crop).chain(keep).chain(layout).chain(depth));
     lines.extend([
         format!("out = {:?}", args.out.display().to_string()),
         format!("classes = {}", spec.classes),
@@ -423,6 +484,7 @@ fn write_config(args: &TrainArgs, spec: &ModelSpec) -> Result<()> {
         format!("pool = {:?}", args.pool),
         format!("output_stride = {}", args.output_stride),
         format!("save_every = {}", args.save_every),
+        format!("val_every = {}", args.val_every),
         format!("ignore_index = {}", args.ignore_index),
         format!("reduce_zero_label = {}", args.reduce_zero_label),
     ]);

@@ -67,23 +67,29 @@ impl Loader {
     /// 255), checked against the class count and the image's size.
     pub fn example(&self, sample: &Sample) -> Result<Example, TrainError> {
         let image = read_rgb(&sample.image, self.max_pixels)?;
-        let raw = read_label_png(&sample.label, self.max_pixels)?;
         let (h, w) = (image.height() as usize, image.width() as usize);
-        if (raw.height as usize, raw.width as usize) != (h, w) {
-            return Err(TrainError::SizeMismatch {
-                what: "the image",
-                first: sample.image.clone(),
-                second: sample.label.clone(),
-                sizes: [[h, w], [raw.height as usize, raw.width as usize]],
-            });
-        }
-        let labels = self.classes_of(&raw.values, &sample.label)?;
+        let labels = self.labels(sample, [h, w])?;
         let plane = h * w;
         let mut rgb = vec![0.0f32; 3 * plane];
         for (p, pixel) in image.pixels().enumerate() {
             (0..3).for_each(|c| rgb[c * plane + p] = f32::from(pixel.0[c]));
         }
         Ok(Example { rgb, labels, height: h, width: w })
+    }
+
+    /// A sample's labels mapped to classes (or 255), checked against the
+    /// class count and its image's size `[h, w]`.
+    pub fn labels(&self, sample: &Sample, size: [usize; 2]) -> Result<Vec<u16>, TrainError> {
+        let raw = read_label_png(&sample.label, self.max_pixels)?;
+        if [raw.height as usize, raw.width as usize] != size {
+            return Err(TrainError::SizeMismatch {
+                what: "the image",
+                first: sample.image.clone(),
+                second: sample.label.clone(),
+                sizes: [size, [raw.height as usize, raw.width as usize]],
+            });
+        }
+        self.classes_of(&raw.values, &sample.label)
     }
 
     fn classes_of(&self, raw: &[u16], path: &Path) -> Result<Vec<u16>, TrainError> {

@@ -12,10 +12,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use pspnet_data::read_rgb;
 use pspnet_kernels::{ConvOptions, splitmix64};
 use pspnet_model::{
-    ModelError, ModelSpec, OPTIMIZER_PREFIX, Overrides, PassOptions, PspNetConfig, StorageDtype, TrainPspNet,
-    read_checkpoint, save_native_with,
+    ConfusionMatrix, ModelError, ModelSpec, OPTIMIZER_PREFIX, Overrides, PassOptions, Protocol, PspNet, PspNetConfig,
+    Scores, Segmenter, StorageDtype, TrainPspNet, read_checkpoint, save_native_with,
 };
 use pspnet_nn::ParamStore;
 use pspnet_nn::train::{BnMode, State, Trainable};
@@ -233,6 +234,25 @@ impl Trainer {
         Ok((total, main, aux))
     }
 
+    /// The current model's scores on `loader`'s samples, each segmented
+    /// whole at its own size (the network rebuilt for inference, batch-norms
+    /// folded with their running statistics).
+    pub fn validate(&mut self, loader: &Loader, conv: ConvOptions) -> Result<Scores, TrainError> {
+        let config = PspNetConfig { backbone: self.spec.backbone.clone(), ppm: self.spec.ppm.clone() };
+        let mut store = ParamStore::new(self.net.params()?, conv);
+        let net = PspNet::build(config, &mut store.root())?;
+        let segmenter = Segmenter { net, spec: self.spec.clone() };
+        let mut matrix = ConfusionMatrix::new(self.spec.classes);
+        for sample in &loader.samples {
+            let image = read_rgb(&sample.image, loader.max_pixels)?;
+            let (h, w) = (image.height() as usize, image.width() as usize);
+            let labels = loader.labels(sample, [h, w])?;
+            let predicted = segmenter.labels(image.as_raw(), h, w, &Protocol::whole())?;
+            matrix.add(&labels, &predicted.into_raw_vec_and_offset().0, pspnet_data::IGNORE);
+        }
+        Ok(matrix.scores())
+    }
+
     /// Writes the model (and, with `optimizer`, the momentum buffers and the
     /// iteration) to `path`, atomically.
     pub fn save(&mut self, path: &Path, optimizer: bool) -> Result<(), TrainError> {
@@ -305,14 +325,16 @@ fn check(o: &TrainOptions) -> Result<(), TrainError> {
 }
 
 /// Runs iterations `trainer.done() .. options.iters`, calling `record` after
-/// each; writes `iter-N.safetensors` every `save_every` iterations and at
-/// the end, and `last.safetensors` with the optimiser state at the same
-/// times and when `stop` is raised (then returns early). A failure leaves
-/// every file already written intact.
+/// each, then `after` (outside the iteration's time: validation); writes
+/// `iter-N.safetensors` every `save_every` iterations and at the end, and
+/// `last.safetensors` with the optimiser state at the same times and when
+/// `stop` is raised (then returns early). A failure leaves every file
+/// already written intact.
 pub fn run(
     trainer: &mut Trainer,
     loader: Arc<Loader>,
     mut record: impl FnMut(&Record) -> Result<(), TrainError>,
+    mut after: impl FnMut(&mut Trainer) -> Result<(), TrainError>,
     stop: &AtomicBool,
 ) -> Result<(), TrainError> {
     let o = trainer.options.clone();
@@ -332,6 +354,7 @@ pub fn run(
             trainer.save(&last, true)?;
             prune(&o.out, o.keep)?;
         }
+        after(trainer)?;
         if stop.load(Ordering::Relaxed) && done < o.iters {
             trainer.save(&last, true)?;
             return Ok(());

@@ -103,6 +103,7 @@ fn train(trainer: &mut Trainer, samples: &[pspnet_data::Sample], stop_after: Opt
             }
             Ok(())
         },
+        |_| Ok(()),
         &stop,
     )
     .unwrap();
@@ -152,7 +153,7 @@ fn a_label_outside_the_classes_stops_the_run_naming_the_file() {
     let mut trainer = trainer(dir.path());
     let stop = AtomicBool::new(false);
     let options = TrainOptions { shuffle: false, ..options(dir.path()) };
-    let err = run(&mut trainer, loader(samples, 5), |_| Ok(()), &stop).unwrap_err();
+    let err = run(&mut trainer, loader(samples, 5), |_| Ok(()), |_| Ok(()), &stop).unwrap_err();
     let _ = options;
     assert!(matches!(err, TrainError::Label { value: 7, classes: 4, .. }), "{err}");
     assert!(err.to_string().contains("4.png: label value 7"), "{err}");
