@@ -12,6 +12,7 @@ mod caffe;
 mod compare;
 mod context_conv;
 mod error;
+mod export;
 mod layout;
 mod load;
 mod matlab;
@@ -26,6 +27,7 @@ mod train;
 
 pub use compare::Comparison;
 pub use error::{LayoutProblems, ModelError};
+pub use export::export_pth;
 pub use load::read_checkpoint;
 pub use matlab::{MatlabPlan, matlab_plan};
 pub use metrics::{ClassScore, ConfusionMatrix, Scores};

@@ -33,6 +33,14 @@ pub enum WeightsError {
         #[source]
         source: zip::result::ZipError,
     },
+    /// An object a checkpoint writer cannot represent.
+    #[error("{}: cannot write {what}", path.display())]
+    Unwritable {
+        /// The file being written.
+        path: PathBuf,
+        /// What could not be written.
+        what: String,
+    },
     /// A member the container needs is absent (`data.pkl`, a storage).
     #[error("{}: the archive has no entry `{entry}`", path.display())]
     MissingEntry {

@@ -28,6 +28,7 @@ mod safetensors_io;
 mod state_dict;
 mod torch;
 mod torch_pickle;
+mod torch_save;
 mod value;
 
 use std::path::Path;
@@ -37,6 +38,7 @@ pub use error::WeightsError;
 pub use safetensors_io::{load_safetensors, save_safetensors};
 pub use state_dict::{StateDict, TensorData};
 pub use torch::load_pth;
+pub use torch_save::save_pth;
 pub use value::Value;
 
 /// The container a checkpoint was read from.
