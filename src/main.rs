@@ -7,7 +7,14 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let args = match cli::train::expand_config(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(err) => {
+            eprintln!("error: {}", cli::report(&err));
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = cli::Cli::parse_from(args);
     // The main thread drives every forward pass: as one of the pool's
     // workers (`RAYON_NUM_THREADS` of them, as before), it starts each
     // parallel loop itself and works on it, instead of handing it to the

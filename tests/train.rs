@@ -160,3 +160,36 @@ fn trains_from_scratch() {
     );
     assert_eq!(std::fs::read_to_string(out.join("log.jsonl")).unwrap().lines().count(), 2);
 }
+
+/// `--config FILE` sets the flags (the command line overriding it), and the
+/// OUT/config.toml a run writes reproduces the run.
+#[test]
+fn config_files_set_flags_and_the_written_one_reproduces_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = custom_data(dir.path());
+    // custom_data's flags (after "train") as TOML keys.
+    let mut toml: String = base[1..]
+        .chunks(2)
+        .map(|pair| format!("{} = {:?}\n", pair[0].trim_start_matches("--").replace('-', "_"), pair[1]))
+        .collect();
+    toml += "batch = 2\niters = 2\ncrop = \"33x35\"\naugment = \"flip,crop\"\nno_shuffle = true\n";
+    let config = dir.path().join("settings.toml");
+    std::fs::write(&config, toml).unwrap();
+    let first = pspnet(&["train", "--config", config.to_str().unwrap(), "--iters", "3"]);
+    assert!(first.status.success(), "{}", text(&first));
+    let out = dir.path().join("run");
+    let log = |dir: &Path| -> Vec<String> {
+        let text = std::fs::read_to_string(dir.join("log.jsonl")).unwrap();
+        text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].to_string()).collect()
+    };
+    assert_eq!(log(&out).len(), 3, "--iters 3 overrides the file's 2");
+    let again = dir.path().join("again");
+    let second =
+        pspnet(&["train", "--config", out.join("config.toml").to_str().unwrap(), "--out", again.to_str().unwrap()]);
+    assert!(second.status.success(), "{}", text(&second));
+    assert_eq!(log(&again), log(&out), "the written config.toml reproduces the run");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "iters = 2\nzoom = 3\n").unwrap();
+    let refused = pspnet(&["train", "--config", bad.to_str().unwrap()]);
+    assert!(!refused.status.success() && text(&refused).contains("--zoom"), "{}", text(&refused));
+}

@@ -7,7 +7,7 @@ mod info;
 mod legend;
 mod outputs;
 mod segment;
-mod train;
+pub(crate) mod train;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -37,6 +37,7 @@ enum Command {
     /// Describe a checkpoint: architecture, classes, parameter count, FLOPs at a given size.
     Info(info::InfoArgs),
     /// Train (or fine-tune) a PSPNet: semseg's recipe, checkpoints every command loads, log.jsonl.
+    #[command(args_override_self = true)]
     Train(Box<train::TrainArgs>),
 }
 

@@ -15,7 +15,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use pspnet_data::{Dataset, custom_samples};
 use pspnet_kernels::{ConvAlgorithm, ConvOptions, Precision};
-use pspnet_model::{Layout, ModelSpec, Normalization, Overrides, read_checkpoint};
+use pspnet_model::{Layout, Normalization, Overrides, read_checkpoint};
 use pspnet_nn::train::BnMode;
 use pspnet_ppm::Pooling;
 use pspnet_train::{
@@ -151,6 +151,46 @@ pub(crate) struct TrainArgs {
     /// The largest image accepted, in pixels.
     #[arg(long, default_value_t = 100_000_000)]
     max_pixels: u64,
+    /// A TOML file of settings, its keys the long flag names with `_` (as OUT/config.toml is written);
+    /// flags on the command line override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+/// The command line with a `train --config FILE`'s settings spliced in as
+/// flags right after `train`, where the command line's own flags (later)
+/// override them.
+pub(crate) fn expand_config(args: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::OsString>> {
+    let Some(train) = args.iter().position(|a| a == "train") else { return Ok(args) };
+    let Some(at) = args.iter().skip(train).position(|a| a == "--config").map(|i| i + train) else { return Ok(args) };
+    let path = PathBuf::from(args.get(at + 1).context("--config needs a file")?);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let table: toml::Table = text.parse().with_context(|| format!("{}: not TOML", path.display()))?;
+    let mut flags: Vec<std::ffi::OsString> = Vec::new();
+    for (key, value) in table {
+        let flag = format!("--{}", key.replace('_', "-"));
+        let item = |v: &toml::Value| match v {
+            toml::Value::String(s) => Ok(s.clone()),
+            toml::Value::Integer(i) => Ok(i.to_string()),
+            toml::Value::Float(f) => Ok(f.to_string()),
+            other => bail!("{}: `{key}` is {other}, a string or a number was expected", path.display()),
+        };
+        match &value {
+            toml::Value::Boolean(true) => flags.push(flag.into()),
+            toml::Value::Boolean(false) => {}
+            toml::Value::Array(items) => {
+                let items: Vec<String> = items.iter().map(item).collect::<Result<_>>()?;
+                flags.extend([flag.into(), items.join(",").into()]);
+            }
+            _ if key == "config" => bail!("{}: a config file cannot name another (`config`)", path.display()),
+            v => flags.extend([flag.into(), item(v)?.into()]),
+        }
+    }
+    let mut expanded: Vec<_> = args[..=train].to_vec();
+    expanded.extend(flags);
+    expanded.extend(args[train + 1..at].iter().cloned());
+    expanded.extend(args[at + 2..].iter().cloned());
+    Ok(expanded)
 }
 
 /// `--bn`.
@@ -204,7 +244,7 @@ pub(crate) fn run_train(args: TrainArgs) -> Result<ExitCode> {
     let conv = ConvOptions { algorithm: ConvAlgorithm::Direct, ..ConvOptions::default() };
     let (mut trainer, log_mode) = start(&args, class_names, palette, conv)?;
     let spec = trainer.spec().clone();
-    write_config(&args, &spec)?;
+    write_config(&args)?;
     let loader = Loader {
         samples,
         rule,
@@ -440,8 +480,11 @@ fn start(
 }
 
 /// Writes OUT/config.toml: every setting of the run, as flags would give it.
-fn write_config(args: &TrainArgs, spec: &ModelSpec) -> Result<()> {
+fn write_config(args: &TrainArgs) -> Result<()> {
     let mut lines = vec![format!("dataset = {:?}", args.dataset)];
+    if let Some(classes) = &args.classes {
+        lines.push(format!("classes = {classes:?}"));
+    }
     let mut path = |key: &str, p: &Option<PathBuf>| {
         if let Some(p) = p {
             lines.push(format!("{key} = {:?}", p.display().to_string()));
@@ -464,7 +507,6 @@ fn write_config(args: &TrainArgs, spec: &ModelSpec) -> Result<()> {
     lines.extend(split.into_iter().chain(val_split).chain(crop).chain(keep).chain(layout).chain(depth));
     lines.extend([
         format!("out = {:?}", args.out.display().to_string()),
-        format!("classes = {}", spec.classes),
         format!("batch = {}", args.batch),
         format!("iters = {}", args.iters),
         format!("lr = {}", args.lr),
