@@ -193,3 +193,58 @@ fn config_files_set_flags_and_the_written_one_reproduces_the_run() {
     let refused = pspnet(&["train", "--config", bad.to_str().unwrap()]);
     assert!(!refused.status.success() && text(&refused).contains("--zoom"), "{}", text(&refused));
 }
+
+/// `--backbone` with an ImageNet ResNet in mmcv's ResNetV1c form (written
+/// here from the fixture's backbone, with a classifier `fc` it must
+/// ignore): its weights become the backbone, the layout's heads start
+/// fresh.
+#[test]
+fn imagenet_backbones_start_the_layouts_heads() {
+    use pspnet::weights::{DType, TensorData, Value, save_pth};
+    let dir = tempfile::tempdir().unwrap();
+    let (params, _) = pspnet::model::read_checkpoint(&checkpoint(), &pspnet::model::Overrides::default()).unwrap();
+    let mmcv = |name: &str| -> Option<String> {
+        let rest = name.strip_prefix("backbone.")?;
+        if let Some(stem) = rest.strip_prefix("stem.") {
+            let (i, tail) = stem.split_once('.')?;
+            let (part, leaf) = tail.split_once('.')?;
+            let index = 3 * i.parse::<usize>().ok()? + usize::from(part == "bn");
+            return Some(format!("stem.{index}.{leaf}"));
+        }
+        Some(rest.replace("downsample.conv", "downsample.0").replace("downsample.bn", "downsample.1"))
+    };
+    let f32s = |shape: Vec<usize>, values: &[f32]| {
+        Value::Tensor(TensorData {
+            dtype: DType::F32,
+            shape,
+            bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        })
+    };
+    let mut state: Vec<(Value, Value)> = params
+        .iter()
+        .filter_map(|(name, p)| Some((Value::Str(mmcv(name)?), f32s(p.shape().to_vec(), p.data()))))
+        .collect();
+    state.push((Value::Str("fc.weight".into()), f32s(vec![10, 64], &[0.5; 640])));
+    let resnet = dir.path().join("resnet18_v1c.pth");
+    save_pth(&resnet, &Value::Dict(vec![(Value::Str("state_dict".into()), Value::Dict(state))])).unwrap();
+
+    let base: Vec<String> = custom_data(dir.path()).into_iter().collect();
+    let init = base.iter().position(|a| a == "--init").unwrap();
+    let mut args: Vec<String> = base[..init].iter().chain(&base[init + 2..]).cloned().collect();
+    args.extend(["--backbone", resnet.to_str().unwrap(), "--layout", "mmseg"].map(String::from));
+    let extra =
+        ["--batch", "2", "--iters", "1", "--crop", "33x35", "--augment", "crop", "--lr", "1e-12", "--dropout", "0"];
+    let done = run(&args, &extra);
+    assert!(done.status.success(), "{}", text(&done));
+    let (trained, _) = pspnet::weights::load_safetensors(&dir.path().join("run/last.safetensors")).unwrap();
+    for name in
+        ["backbone.stem.0.conv.weight", "backbone.layer2.0.downsample.conv.weight", "backbone.layer4.1.conv2.weight"]
+    {
+        let (_, got) = trained.f32(name).unwrap();
+        let want = params.get(name).unwrap().data();
+        let close = got.iter().zip(want).all(|(a, b)| (a - b).abs() <= 1e-6 * b.abs().max(1e-3));
+        assert!(close, "{name}: the ImageNet backbone's weights");
+    }
+    let info = pspnet(&["info", dir.path().join("run/last.safetensors").to_str().unwrap()]);
+    assert!(text(&info).contains("ResNet-18") && text(&info).contains("deep (3x3 x3) stem"), "{}", text(&info));
+}

@@ -15,11 +15,12 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use pspnet_data::{Dataset, custom_samples};
 use pspnet_kernels::{ConvAlgorithm, ConvOptions, Precision};
-use pspnet_model::{Layout, Normalization, Overrides, read_checkpoint};
+use pspnet_model::{Layout, ModelError, Normalization, Overrides, read_checkpoint};
 use pspnet_nn::train::BnMode;
 use pspnet_ppm::Pooling;
 use pspnet_train::{
-    Augmentation, LabelRule, Loader, Scratch, TrainError, TrainOptions, Trainer, initialise, reclassify, run, scratch,
+    Augmentation, LabelRule, Loader, Scratch, TrainError, TrainOptions, Trainer, initialise, is_imagenet_resnet,
+    reclassify, run, scratch, with_imagenet_backbone,
 };
 
 use super::segment::{read_classes, read_palette};
@@ -58,11 +59,12 @@ pub(crate) struct TrainArgs {
     /// Start from any checkpoint the tool loads (classifiers re-initialised when the class count differs).
     #[arg(long, conflicts_with_all = ["backbone", "layout", "resume"])]
     init: Option<PathBuf>,
-    /// Start from a PSPNet checkpoint's backbone; the rest of its architecture is re-initialised.
-    #[arg(long, conflicts_with_all = ["layout", "resume"])]
+    /// Start from a backbone: a PSPNet checkpoint's (the rest of its architecture re-initialised), or an ImageNet
+    /// ResNet in torchvision, mmcv ResNetV1c or semseg resnet*_v2 form (fc.* ignored; --layout chooses the heads).
+    #[arg(long, conflicts_with_all = ["resume"])]
     backbone: Option<PathBuf>,
-    /// From scratch: the layout (mmseg or semseg).
-    #[arg(long, requires = "depth")]
+    /// From scratch (with --depth), or the heads of an ImageNet --backbone: the layout (mmseg or semseg).
+    #[arg(long)]
     layout: Option<String>,
     /// From scratch: the ResNet depth (18, 34, 50, 101, 152).
     #[arg(long)]
@@ -430,35 +432,50 @@ fn start(
         }
         return Ok((trainer, true));
     }
-    let (mut params, mut spec, fresh_from) = match (&args.init, &args.backbone, &args.layout, args.depth) {
+    let head = |depth: usize| -> Result<Scratch> {
+        let layout = match args.layout.as_deref() {
+            Some("semseg") => Layout::Semseg,
+            Some("mmseg") => Layout::Mmseg,
+            Some(other) => bail!("--layout {other:?}: semseg or mmseg"),
+            None => bail!("--layout mmseg|semseg chooses the heads"),
+        };
+        let pooling = match args.pool.as_str() {
+            "avg" => Pooling::Average,
+            "max" => Pooling::Max,
+            other => bail!("--pool {other:?}: avg or max"),
+        };
+        Ok(Scratch {
+            layout,
+            depth,
+            width: 64,
+            classes: names.len(),
+            bins: args.bins.clone(),
+            pooling,
+            output_stride: args.output_stride,
+        })
+    };
+    let (mut params, mut spec, fresh_from) = match (&args.init, &args.backbone, args.depth) {
         (Some(p), ..) => {
             let (params, spec) = read_checkpoint(p, &Overrides::default())?;
             (params, spec, Fresh::Classifiers)
         }
-        (_, Some(p), ..) => {
-            let (params, spec) = read_checkpoint(p, &Overrides::default())?;
-            (params, spec, Fresh::AllButBackbone)
-        }
-        (_, _, Some(layout), Some(depth)) => {
-            let layout = match layout.as_str() {
-                "semseg" => Layout::Semseg,
-                "mmseg" => Layout::Mmseg,
-                other => bail!("--layout {other:?}: semseg or mmseg"),
-            };
-            let pooling = match args.pool.as_str() {
-                "avg" => Pooling::Average,
-                "max" => Pooling::Max,
-                other => bail!("--pool {other:?}: avg or max"),
-            };
-            let what = Scratch {
-                layout,
-                depth,
-                classes: names.len(),
-                bins: args.bins.clone(),
-                pooling,
-                output_stride: args.output_stride,
-            };
-            let (params, spec) = scratch(&what)?;
+        (_, Some(p), _) => match read_checkpoint(p, &Overrides::default()) {
+            Ok((params, spec)) if args.layout.is_none() => (params, spec, Fresh::AllButBackbone),
+            Ok(_) => {
+                bail!("{}: a PSPNet checkpoint brings its own heads; --layout is for ImageNet backbones", p.display())
+            }
+            Err(ModelError::UnknownLayout { .. }) => {
+                let state = pspnet_weights::load(p)?.state_dict;
+                if !is_imagenet_resnet(&state) {
+                    bail!("{}: neither a PSPNet checkpoint nor an ImageNet ResNet", p.display());
+                }
+                let (params, spec) = with_imagenet_backbone(state, &head(0)?, p)?;
+                (params, spec, Fresh::AllButBackbone)
+            }
+            Err(e) => return Err(e.into()),
+        },
+        (_, _, Some(depth)) => {
+            let (params, spec) = scratch(&head(depth)?)?;
             (params, spec, Fresh::All)
         }
         _ => bail!("give --init CKPT, --backbone CKPT, --layout L --depth D, or --resume OUT/last.safetensors"),

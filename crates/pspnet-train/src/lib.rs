@@ -13,6 +13,7 @@
 mod augment;
 mod draws;
 mod error;
+mod imagenet;
 mod init;
 mod loader;
 mod sampler;
@@ -24,6 +25,7 @@ mod trainer;
 pub use augment::{Augmentation, Example, Padding};
 pub use draws::{Draws, Purpose, label};
 pub use error::TrainError;
+pub use imagenet::{is_imagenet_resnet, with_imagenet_backbone};
 pub use init::initialise;
 pub use loader::{Batch, LabelRule, Loader, prefetch};
 pub use sampler::Sampler;

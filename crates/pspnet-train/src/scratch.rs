@@ -1,10 +1,10 @@
 //! A network from nothing: the parameter shapes of a published layout's
 //! PSPNet at a depth, for `--layout L --depth D` (every parameter then
-//! initialised fresh). The widths are the references': semseg's stem
-//! 64-64-128, mmsegmentation's 32-32-64; stages of 64, 128, 256, 512
-//! planes; the pyramid's reductions to C/4 (semseg) or 512 / 128
-//! (mmsegmentation with bottleneck / basic blocks); the head and the
-//! auxiliary head as each reference builds them.
+//! initialised fresh). The widths are the references', for a first stage
+//! of `w` = 64 planes: semseg's stem w-w-2w, mmsegmentation's w/2-w/2-w;
+//! stages of w, 2w, 4w, 8w planes; the pyramid's reductions to C/4
+//! (semseg) or 8w / 2w (mmsegmentation with bottleneck / basic blocks); the
+//! head and the auxiliary head as each reference builds them.
 
 use pspnet_model::{Layout, ModelSpec, Normalization};
 use pspnet_ppm::{Pooling, PyramidPoolingConfig};
@@ -20,6 +20,9 @@ pub struct Scratch {
     pub layout: Layout,
     /// ResNet depth: 18, 34, 50, 101 or 152.
     pub depth: usize,
+    /// Planes of the first stage (64 in the published networks); every
+    /// other width scales with it.
+    pub width: usize,
     /// Number of classes.
     pub classes: usize,
     /// Pyramid bins.
@@ -42,7 +45,8 @@ pub fn scratch(s: &Scratch) -> Result<(Params, ModelSpec), TrainError> {
     backbone.output_stride = s.output_stride;
     backbone.dilation_rule = if semseg { DilationRule::EveryBlock } else { DilationRule::Contract };
     let mut params = Params::new();
-    let stem = if semseg { [64, 64, 128] } else { [32, 32, 64] };
+    let w = s.width;
+    let stem = if semseg { [w, w, 2 * w] } else { [w / 2, w / 2, w] };
     let mut channels = 3;
     for (i, &width) in stem.iter().enumerate() {
         conv_bn(&mut params, &format!("backbone.stem.{i}"), "conv.weight", "bn", [width, channels, 3])?;
@@ -56,7 +60,7 @@ pub fn scratch(s: &Scratch) -> Result<(Params, ModelSpec), TrainError> {
     let geometry = backbone.stage_geometry().map_err(|e| TrainError::Config(e.to_string()))?;
     let mut stage3 = 0;
     for (stage, (&(stride, _), blocks)) in geometry.iter().zip(backbone.layers).enumerate() {
-        let planes = 64 << stage;
+        let planes = w << stage;
         for b in 0..blocks {
             let prefix = format!("backbone.layer{}.{b}", stage + 1);
             let mut inner = channels;
@@ -86,17 +90,17 @@ pub fn scratch(s: &Scratch) -> Result<(Params, ModelSpec), TrainError> {
     let reduction = if semseg {
         features / s.bins.len()
     } else if bottleneck {
-        512
+        8 * w
     } else {
-        128
+        2 * w
     };
     for i in 0..s.bins.len() {
         conv_bn(&mut params, &format!("decode.ppm.{i}"), "conv.weight", "bn", [reduction, features, 1])?;
     }
-    let head = if semseg { 512 } else { reduction };
+    let head = if semseg { 8 * w } else { reduction };
     conv_bn(&mut params, "decode.bottleneck", "conv.weight", "bn", [head, features + s.bins.len() * reduction, 3])?;
     classifier(&mut params, "decode.classifier", [s.classes, head])?;
-    let aux = if semseg || bottleneck { 256 } else { 64 };
+    let aux = if semseg || bottleneck { 4 * w } else { w };
     conv_bn(&mut params, "aux", "conv.weight", "bn", [aux, stage3, 3])?;
     classifier(&mut params, "aux.classifier", [s.classes, aux])?;
     let norm = Normalization::default();

@@ -21,8 +21,15 @@ fn scratch_networks_build_and_match_the_references_parameter_counts() {
         (Layout::Semseg, 101, 68_066_006),
     ];
     for (layout, depth, reference) in cases {
-        let s =
-            Scratch { layout, depth, classes: 11, bins: vec![1, 2, 3, 6], pooling: Pooling::Average, output_stride: 8 };
+        let s = Scratch {
+            layout,
+            depth,
+            width: 64,
+            classes: 11,
+            bins: vec![1, 2, 3, 6],
+            pooling: Pooling::Average,
+            output_stride: 8,
+        };
         let (params, spec) = scratch(&s).unwrap();
         let config = PspNetConfig { backbone: spec.backbone.clone(), ppm: spec.ppm.clone() };
         let mut store = ParamStore::new(params.clone(), ConvOptions::default());
@@ -42,6 +49,7 @@ fn scratch_networks_build_and_match_the_references_parameter_counts() {
     let bad = Scratch {
         layout: Layout::Native,
         depth: 18,
+        width: 64,
         classes: 2,
         bins: vec![1],
         pooling: Pooling::Max,
