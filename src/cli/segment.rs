@@ -10,6 +10,7 @@ use clap::Args;
 use image::DynamicImage;
 use ndarray::{Array3, Axis};
 use pspnet_data::{collect_inputs, read_rgb};
+use pspnet_data::{parse_class_names, parse_palette};
 use pspnet_kernels::argmax_channels;
 use pspnet_model::{Protocol, Segmenter};
 
@@ -52,63 +53,16 @@ pub(crate) struct SegmentArgs {
 }
 
 /// Reads a JSON value, or `None` if the file is not JSON.
-fn json_field(text: &str, field: &str) -> Option<serde_json::Value> {
-    let value: serde_json::Value = serde_json::from_str(text).ok()?;
-    Some(match value {
-        serde_json::Value::Object(mut map) => map.remove(field)?,
-        other => other,
-    })
-}
-
+/// Class names from a file (see [`parse_class_names`]).
 pub(super) fn read_classes(path: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let names: Vec<String> = match json_field(&text, "classes") {
-        Some(v) => v
-            .as_array()
-            .and_then(|a| a.iter().map(|n| n.as_str().map(str::to_string)).collect())
-            .with_context(|| format!("{}: \"classes\" must be a list of strings", path.display()))?,
-        None => text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect(),
-    };
-    if names.is_empty() {
-        bail!("{}: no class names", path.display());
-    }
-    Ok(names)
+    Ok(parse_class_names(path, &text)?)
 }
 
+/// Class colours from a file (see [`parse_palette`]).
 pub(super) fn read_palette(path: &Path) -> Result<Vec<[u8; 3]>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let colours: Vec<Vec<i64>> = match json_field(&text, "palette") {
-        Some(v) => v
-            .as_array()
-            .and_then(|a| a.iter().map(|c| c.as_array().and_then(|c| c.iter().map(|x| x.as_i64()).collect())).collect())
-            .with_context(|| format!("{}: \"palette\" must be a list of [r, g, b]", path.display()))?,
-        None => text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, l)| {
-                l.split(|c: char| c == ',' || c.is_whitespace())
-                    .filter(|t| !t.is_empty())
-                    .map(|t| {
-                        t.parse::<i64>()
-                            .with_context(|| format!("{}: line {}: {t:?} is not a number", path.display(), i + 1))
-                    })
-                    .collect()
-            })
-            .collect::<Result<_>>()?,
-    };
-    let palette = colours
-        .iter()
-        .enumerate()
-        .map(|(i, c)| match c.as_slice() {
-            &[r, g, b] if [r, g, b].iter().all(|v| (0..=255).contains(v)) => Ok([r as u8, g as u8, b as u8]),
-            _ => bail!("{}: colour {i} is {c:?}, expected three values 0..255", path.display()),
-        })
-        .collect::<Result<Vec<_>>>()?;
-    if palette.is_empty() {
-        bail!("{}: no colours", path.display());
-    }
-    Ok(palette)
+    Ok(parse_palette(path, &text)?)
 }
 
 /// Distinct colours for checkpoints that carry none: hues around the circle.

@@ -19,8 +19,8 @@ use pspnet_model::{Layout, ModelError, Normalization, Overrides, read_checkpoint
 use pspnet_nn::train::BnMode;
 use pspnet_ppm::Pooling;
 use pspnet_train::{
-    Augmentation, LabelRule, Loader, Scratch, TrainError, TrainOptions, Trainer, initialise, is_imagenet_resnet,
-    reclassify, run, scratch, with_imagenet_backbone,
+    Augmentation, LabelRule, Loader, Scratch, TrainError, TrainOptions, Trainer, config_flags, initialise,
+    is_imagenet_resnet, reclassify, run, scratch, with_imagenet_backbone,
 };
 
 use super::segment::{read_classes, read_palette};
@@ -167,29 +167,9 @@ pub(crate) fn expand_config(args: Vec<std::ffi::OsString>) -> Result<Vec<std::ff
     let Some(at) = args.iter().skip(train).position(|a| a == "--config").map(|i| i + train) else { return Ok(args) };
     let path = PathBuf::from(args.get(at + 1).context("--config needs a file")?);
     let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let table: toml::Table = text.parse().with_context(|| format!("{}: not TOML", path.display()))?;
-    let mut flags: Vec<std::ffi::OsString> = Vec::new();
-    for (key, value) in table {
-        let flag = format!("--{}", key.replace('_', "-"));
-        let item = |v: &toml::Value| match v {
-            toml::Value::String(s) => Ok(s.clone()),
-            toml::Value::Integer(i) => Ok(i.to_string()),
-            toml::Value::Float(f) => Ok(f.to_string()),
-            other => bail!("{}: `{key}` is {other}, a string or a number was expected", path.display()),
-        };
-        match &value {
-            toml::Value::Boolean(true) => flags.push(flag.into()),
-            toml::Value::Boolean(false) => {}
-            toml::Value::Array(items) => {
-                let items: Vec<String> = items.iter().map(item).collect::<Result<_>>()?;
-                flags.extend([flag.into(), items.join(",").into()]);
-            }
-            _ if key == "config" => bail!("{}: a config file cannot name another (`config`)", path.display()),
-            v => flags.extend([flag.into(), item(v)?.into()]),
-        }
-    }
+    let flags = config_flags(&path, &text)?;
     let mut expanded: Vec<_> = args[..=train].to_vec();
-    expanded.extend(flags);
+    expanded.extend(flags.into_iter().map(std::ffi::OsString::from));
     expanded.extend(args[train + 1..at].iter().cloned());
     expanded.extend(args[at + 2..].iter().cloned());
     Ok(expanded)

@@ -33,6 +33,14 @@ pub enum DataError {
         /// What is wrong.
         reason: String,
     },
+    /// A class file that does not list classes or colours.
+    #[error("{}: {reason}", path.display())]
+    ClassFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A label value the dataset's convention does not define.
     #[error("{}: label value {value} is not defined for {dataset}", path.display())]
     LabelValue {

@@ -7,11 +7,13 @@
 //! Evaluation, training, the Python package and the fuzz targets all read
 //! their data through this crate.
 
+mod class_file;
 mod dataset;
 mod error;
 mod image_io;
 mod label;
 
+pub use class_file::{parse_class_names, parse_palette};
 pub use dataset::{Dataset, IGNORE, Sample, custom_samples};
 pub use error::DataError;
 pub use image_io::{IMAGE_EXTENSIONS, collect_inputs, decode_rgb, has_image_extension, read_rgb};

@@ -11,6 +11,7 @@
 //! timing.
 
 mod augment;
+mod config;
 mod draws;
 mod error;
 mod imagenet;
@@ -23,6 +24,7 @@ mod sgd;
 mod trainer;
 
 pub use augment::{Augmentation, Example, Padding};
+pub use config::config_flags;
 pub use draws::{Draws, Purpose, label};
 pub use error::TrainError;
 pub use imagenet::{is_imagenet_resnet, with_imagenet_backbone};
