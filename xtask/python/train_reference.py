@@ -54,6 +54,7 @@ CASES = OrderedDict([
     ("mmseg_r18", dict(layout="mmseg", depth=18, width=4, stride_on_reduce=False, pool="avg",
                        description="mmseg layout, ResNet-18 (deep stem), width 4, avg pyramid")),
     ("semseg_r50_reduce_max", dict(layout="semseg", depth=50, width=2, stride_on_reduce=True, pool="max",
+                                   trajectory=False,
                                    description="semseg layout, ResNet-50 (deep stem), width 2, stride on the "
                                                "1x1 reduce (Caffe pspnet50), max pyramid")),
 ])
@@ -225,6 +226,60 @@ def float32_runs(model, x, labels):
     return result, worst, unperturbed, margin
 
 
+def sgd_trajectory(model, batches):
+    """The recipe's SGD on `batches` in the model's own precision (two groups, momentum, weight decay,
+    poly over len(batches) iterations, aux 0.4, no dropout); returns the losses and the state after."""
+    groups = [[p for n, p in model.named_parameters() if n.startswith("backbone.")],
+              [p for n, p in model.named_parameters() if not n.startswith("backbone.")]]
+    opt = torch.optim.SGD([{"params": groups[0], "lr": 0.01}, {"params": groups[1], "lr": 0.1}],
+                          lr=0.01, momentum=0.9, weight_decay=1e-4)
+    dtype = next(model.parameters()).dtype
+    losses = []
+    for i, (bx, bl) in enumerate(batches):
+        rate = 0.01 * (1 - i / len(batches)) ** 0.9
+        opt.param_groups[0]["lr"], opt.param_groups[1]["lr"] = rate, 10 * rate
+        step_loss, _ = train_pass(model, bx.to(dtype), bl)
+        opt.step()
+        losses.append(step_loss[2].item())
+    return losses, model.state_dict()
+
+
+def write_trajectory(name, model, mapping, first, generator, case_dir):
+    """Three SGD steps of the recipe in float64 on three fixed batches, `first` and two more; the state
+    after them stored as float32, with a tolerance per tensor: 3 x the worst relative L2 error of
+    PyTorch's own float32 trajectory (unperturbed and perturbed weights), at least 5e-3. Three steps
+    through a narrow network amplify rounding, most in the layers nearest the input."""
+    x, labels = first
+    h, w = SIZE
+    batches = [(x, labels)]
+    for _ in range(2):
+        extra_labels = torch.randint(0, CLASSES, (BATCH, h, w), generator=generator)
+        extra_labels[torch.rand(BATCH, h, w, generator=generator) < 0.1] = IGNORE
+        batches.append((torch.randn(BATCH, 3, h, w, generator=generator), extra_labels))
+    losses, after = sgd_trajectory(copy.deepcopy(model).double(), batches)
+    worst = {k: 0.0 for k in after}
+    for seed in [0] + PERTURB_SEEDS:
+        _, after32 = sgd_trajectory(perturbed(model, seed), batches)
+        for k, v in after32.items():
+            if v.is_floating_point():
+                error = ((v.double() - after[k]).norm() / after[k].norm().clamp_min(1e-300)).item()
+                worst[k] = max(worst[k], error)
+    steps = OrderedDict()
+    for i, (bx, bl) in enumerate(batches):
+        steps[f"input.{i}"] = bx
+        steps[f"labels.{i}"] = bl.float()
+    steps["loss"] = torch.tensor(losses, dtype=torch.float64)
+    for k, v in after.items():
+        if mapping.get(k):
+            steps[f"after.{mapping[k]}"] = v.detach().float()
+            steps[f"tol.{mapping[k]}"] = torch.tensor([max(5e-3, 3 * worst[k])], dtype=torch.float32)
+    write_safetensors(case_dir / "trajectory.safetensors", steps,
+                      {"case": name, "steps": "3", "lr": "0.01 backbone, 0.1 the rest, poly 0.9 over 3",
+                       "momentum": "0.9", "weight_decay": "1e-4", "aux_weight": str(AUX_WEIGHT), "dropout": "0",
+                       "tol": "max(5e-3, 3 x worst float32 relative L2 error, unperturbed and perturbed runs)"},
+                      keep_f64=True)
+
+
 def make_case(name, spec, out_dir, seed):
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -279,6 +334,9 @@ def make_case(name, spec, out_dir, seed):
             "loss": "main, aux, total", "torch": torch.__version__, "seed": str(seed), "draw": str(draw),
             "relu_margin": f"{margin:.3g}", "tol": "max(1e-5, 3 x worst float32 relative L2 error, 4 perturbed runs)"}
     write_safetensors(case_dir / "pass.safetensors", tensors, meta, keep_f64=True)
+
+    if spec.get("trajectory", True):
+        write_trajectory(name, model, mapping, (x, labels), generator, case_dir)
 
     tols = [max(1e-5, 3 * e) for e in worst.values()]
     worst_key = max(worst, key=worst.get)
