@@ -13,6 +13,10 @@ For each case, DIR/CASE/ holds:
                                 over four runs with the weights perturbed by 1e-7 relative, seeds 1..4)
         running.NAME      F64   every BN's running_mean / running_var after the pass (momentum 0.1,
                                 unbiased variance in the update)
+    trajectory.safetensors   (the ResNet-18 cases) three SGD steps of the recipe in float64:
+        input.I, labels.I       the batch of step I (0..2); step 0's is pass.safetensors' batch
+        loss    [3]       F64   the total loss of each step
+        after.NAME        F32   every parameter and running statistic after the three steps
 
 The loss: logits (1/8) and auxiliary logits (layer3) are both resized to the label size with
 bilinear interpolation (align_corners: semseg True, mmseg False); cross entropy with
@@ -49,10 +53,12 @@ MIN_GAP = 1e-5  # smallest top-1 minus top-2 gap in a max-pool window (positive 
 MAX_DRAWS = 80
 
 CASES = OrderedDict([
-    ("semseg_r50", dict(layout="semseg", depth=50, width=2, stride_on_reduce=False, pool="avg",
+    ("semseg_r50", dict(layout="semseg", depth=50, width=2, stride_on_reduce=False, pool="avg", trajectory=False,
                         description="semseg layout, ResNet-50 (deep stem), width 2, avg pyramid")),
     ("mmseg_r18", dict(layout="mmseg", depth=18, width=4, stride_on_reduce=False, pool="avg",
                        description="mmseg layout, ResNet-18 (deep stem), width 4, avg pyramid")),
+    ("semseg_r18", dict(layout="semseg", depth=18, width=4, stride_on_reduce=False, pool="avg",
+                        description="semseg layout, ResNet-18 (deep stem), width 4, avg pyramid")),
     ("semseg_r50_reduce_max", dict(layout="semseg", depth=50, width=2, stride_on_reduce=True, pool="max",
                                    trajectory=False,
                                    description="semseg layout, ResNet-50 (deep stem), width 2, stride on the "
@@ -246,9 +252,10 @@ def sgd_trajectory(model, batches):
 
 def write_trajectory(name, model, mapping, first, generator, case_dir):
     """Three SGD steps of the recipe in float64 on three fixed batches, `first` and two more; the state
-    after them stored as float32, with a tolerance per tensor: 3 x the worst relative L2 error of
-    PyTorch's own float32 trajectory (unperturbed and perturbed weights), at least 5e-3. Three steps
-    through a narrow network amplify rounding, most in the layers nearest the input."""
+    after them stored as float32. The check's tolerances (5e-3 relative L2 on tensors of two or more
+    dimensions, 5e-2 on running statistics) assume PyTorch's own float32 run stays within a fifth of
+    them; that is verified here on the unperturbed and perturbed weights. It holds for the ResNet-18s,
+    not for a width-2 ResNet-50, whose stem moves 40% in three steps and whose float32 run ends 20% off."""
     x, labels = first
     h, w = SIZE
     batches = [(x, labels)]
@@ -257,13 +264,16 @@ def write_trajectory(name, model, mapping, first, generator, case_dir):
         extra_labels[torch.rand(BATCH, h, w, generator=generator) < 0.1] = IGNORE
         batches.append((torch.randn(BATCH, 3, h, w, generator=generator), extra_labels))
     losses, after = sgd_trajectory(copy.deepcopy(model).double(), batches)
-    worst = {k: 0.0 for k in after}
     for seed in [0] + PERTURB_SEEDS:
         _, after32 = sgd_trajectory(perturbed(model, seed), batches)
         for k, v in after32.items():
-            if v.is_floating_point():
+            running = k.endswith(("running_mean", "running_var"))
+            if running or (v.is_floating_point() and v.dim() >= 2):
                 error = ((v.double() - after[k]).norm() / after[k].norm().clamp_min(1e-300)).item()
-                worst[k] = max(worst[k], error)
+                bound = (5e-2 if running else 5e-3) / 5
+                if error > bound:
+                    raise RuntimeError(f"{name}: PyTorch's float32 trajectory misses float64 by {error:.2e} on "
+                                       f"{k} (seed {seed}), over {bound:.0e}: the check would be meaningless")
     steps = OrderedDict()
     for i, (bx, bl) in enumerate(batches):
         steps[f"input.{i}"] = bx
@@ -272,11 +282,10 @@ def write_trajectory(name, model, mapping, first, generator, case_dir):
     for k, v in after.items():
         if mapping.get(k):
             steps[f"after.{mapping[k]}"] = v.detach().float()
-            steps[f"tol.{mapping[k]}"] = torch.tensor([max(5e-3, 3 * worst[k])], dtype=torch.float32)
     write_safetensors(case_dir / "trajectory.safetensors", steps,
                       {"case": name, "steps": "3", "lr": "0.01 backbone, 0.1 the rest, poly 0.9 over 3",
                        "momentum": "0.9", "weight_decay": "1e-4", "aux_weight": str(AUX_WEIGHT), "dropout": "0",
-                       "tol": "max(5e-3, 3 x worst float32 relative L2 error, unperturbed and perturbed runs)"},
+                       "float32": "PyTorch's float32 run within 1e-3 (parameters) and 1e-2 (running statistics)"},
                       keep_f64=True)
 
 

@@ -31,7 +31,7 @@ fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
 /// direct sums') puts some gradients up to 2.5x over PyTorch's.
 #[test]
 fn gradients_of_a_training_pass_match_pytorch_float64() {
-    for case in ["semseg_r50", "mmseg_r18", "semseg_r50_reduce_max"] {
+    for case in ["semseg_r50", "mmseg_r18", "semseg_r18", "semseg_r50_reduce_max"] {
         let (params, mut spec) = read_checkpoint(&fixture(case).join("checkpoint.pth"), &Overrides::default()).unwrap();
         if case.ends_with("reduce_max") {
             spec.backbone.stride_placement = StridePlacement::Reduce;
