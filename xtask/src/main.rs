@@ -14,12 +14,15 @@
 //! - `bench-train`: a training iteration of PSPNet-R18 (batch 8, 360x360) and
 //!   PSPNet-50 (batch 2, 473x473), ours against PyTorch eager
 //!   (`xtask/python/train_bench.py`): time per iteration and peak memory.
+//! - `bench-loader`: PSPNet-R18's training iteration fed pre-decoded batches
+//!   against `pspnet train` decoding and augmenting on its worker thread.
 //! - `caffe-check`: the Caffe loader against a float64 evaluation of the
 //!   Caffe graph at the authors' deploy sizes (`xtask/python/caffe_reference.py`).
 //! - `kernel-report`: prints the markdown table of docs/performance.md from
 //!   the criterion results of `cargo bench --bench conv`.
 
 mod bench;
+mod bench_loader;
 mod bench_train;
 mod caffe_check;
 mod crosscheck;
@@ -41,6 +44,7 @@ fn main() -> Result<()> {
         Some("jpeg-diff") => jpeg_diff::run(&args[1..]),
         Some("bench") => bench::run(&workspace_root(), &python(), &args[1..]),
         Some("bench-train") => bench_train::run(&workspace_root(), &python()),
+        Some("bench-loader") => bench_loader::run(&workspace_root()),
         Some("caffe-check") => caffe_check::run(&workspace_root(), &python()),
         _ => {
             eprintln!("usage: cargo xtask kernel-fixtures");
