@@ -21,17 +21,13 @@ use pspnet_model::{Layout, Normalization, Overrides, read_checkpoint};
 use pspnet_nn::train::BnMode;
 use pspnet_ppm::Pooling;
 use pspnet_train::{LabelRule, Loader, Sampler, Scratch, TrainOptions, Trainer, initialise, scratch};
-use serde_json::Value;
+
+use crate::bench_train::{logged_seconds, median};
 
 const ITERS: u64 = 8;
 const BATCH: usize = 8;
 const CROP: [usize; 2] = [360, 360];
 const SEED: u64 = 0;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn options(out: &Path) -> TrainOptions {
     TrainOptions {
@@ -74,14 +70,7 @@ fn cli_run(pspnet: &Path, data: &Path, init: &Path, out: &Path, augment: &str) -
     if !run.status.success() {
         bail!("pspnet train --augment {augment} failed: {}", String::from_utf8_lossy(&run.stderr));
     }
-    let log = std::fs::read_to_string(out.join("log.jsonl"))?;
-    Ok(median(
-        log.lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["iter"].as_u64().is_some_and(|i| i >= 2))
-            .filter_map(|v| v["seconds"].as_f64())
-            .collect(),
-    ))
+    Ok(median(logged_seconds(out)?))
 }
 
 pub(crate) fn run(root: &Path) -> Result<()> {

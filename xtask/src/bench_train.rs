@@ -30,9 +30,20 @@ const CASES: [Case; 2] = [
 const ITERS: usize = 6;
 const CLASSES: usize = 11;
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// The `seconds` of iterations 2.. in a run's log.jsonl (the first warms up).
+pub(crate) fn logged_seconds(out: &Path) -> Result<Vec<f64>> {
+    let log = std::fs::read_to_string(out.join("log.jsonl"))?;
+    Ok(log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["iter"].as_u64().is_some_and(|i| i >= 2))
+        .filter_map(|v| v["seconds"].as_f64())
+        .collect())
 }
 
 pub(crate) fn run(root: &Path, python: &str) -> Result<()> {
@@ -90,13 +101,7 @@ pub(crate) fn run(root: &Path, python: &str) -> Result<()> {
             .and_then(|v| v.trim().parse::<f64>().ok())
             .context("no peak memory from /usr/bin/time")?
             / 1024.0;
-        let log = std::fs::read_to_string(out.join("log.jsonl"))?;
-        let ours_s: Vec<f64> = log
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["iter"].as_u64().is_some_and(|i| i >= 2))
-            .filter_map(|v| v["seconds"].as_f64())
-            .collect();
+        let ours_s = logged_seconds(&out)?;
         let torch = Command::new(python)
             .arg(root.join("xtask/python/train_bench.py"))
             .args(["--layout", case.layout, "--depth", &case.depth.to_string(), "--classes", &CLASSES.to_string()])
