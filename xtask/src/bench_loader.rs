@@ -18,11 +18,10 @@ use anyhow::{Context, Result, bail};
 use pspnet_data::Dataset;
 use pspnet_kernels::{ConvAlgorithm, ConvOptions};
 use pspnet_model::{Layout, Normalization, Overrides, read_checkpoint};
-use pspnet_nn::train::BnMode;
 use pspnet_ppm::Pooling;
 use pspnet_train::{LabelRule, Loader, Sampler, Scratch, TrainOptions, Trainer, initialise, scratch};
 
-use crate::bench_train::{logged_seconds, median};
+use crate::bench_train::{camvid_and_binary, logged_seconds, median};
 
 const ITERS: u64 = 8;
 const BATCH: usize = 8;
@@ -30,25 +29,7 @@ const CROP: [usize; 2] = [360, 360];
 const SEED: u64 = 0;
 
 fn options(out: &Path) -> TrainOptions {
-    TrainOptions {
-        out: out.to_path_buf(),
-        batch: BATCH,
-        iters: ITERS,
-        lr: 0.01,
-        head_lr_mult: 10.0,
-        momentum: 0.9,
-        weight_decay: 1e-4,
-        power: 0.9,
-        warmup: 0,
-        accumulate: 1,
-        aux_weight: 0.4,
-        dropout: 0.1,
-        bn: BnMode::Train,
-        shuffle: true,
-        seed: SEED,
-        save_every: 1000,
-        keep: None,
-    }
+    TrainOptions { batch: BATCH, seed: SEED, ..TrainOptions::recipe(out.to_path_buf(), ITERS) }
 }
 
 /// `pspnet train` from `init` with `--augment augment`: the median seconds.
@@ -74,14 +55,7 @@ fn cli_run(pspnet: &Path, data: &Path, init: &Path, out: &Path, augment: &str) -
 }
 
 pub(crate) fn run(root: &Path) -> Result<()> {
-    let data = root.join("../shared/datasets/camvid");
-    if !data.is_dir() {
-        bail!("{}: the CamVid data is needed (../shared beside the checkout)", data.display());
-    }
-    let pspnet = root.join("target/release/pspnet");
-    if !pspnet.is_file() {
-        bail!("{}: build it first (cargo build --release)", pspnet.display());
-    }
+    let (data, pspnet) = camvid_and_binary(root)?;
     rayon::ThreadPoolBuilder::new().num_threads(2).build_global()?;
     let work = root.join("target/bench-loader");
     std::fs::create_dir_all(&work)?;

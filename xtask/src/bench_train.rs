@@ -8,7 +8,7 @@
 //! `xtask/python/train_bench.py`, the same model, batch and crop on random
 //! tensors, the median of its iterations 2..6 and its peak memory.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
@@ -46,7 +46,8 @@ pub(crate) fn logged_seconds(out: &Path) -> Result<Vec<f64>> {
         .collect())
 }
 
-pub(crate) fn run(root: &Path, python: &str) -> Result<()> {
+/// The CamVid data beside the checkout and the release binary, both needed.
+pub(crate) fn camvid_and_binary(root: &Path) -> Result<(PathBuf, PathBuf)> {
     let data = root.join("../shared/datasets/camvid");
     if !data.is_dir() {
         bail!("{}: the CamVid data is needed (../shared beside the checkout)", data.display());
@@ -55,6 +56,11 @@ pub(crate) fn run(root: &Path, python: &str) -> Result<()> {
     if !pspnet.is_file() {
         bail!("{}: build it first (cargo build --release)", pspnet.display());
     }
+    Ok((data, pspnet))
+}
+
+pub(crate) fn run(root: &Path, python: &str) -> Result<()> {
+    let (data, pspnet) = camvid_and_binary(root)?;
     let work = root.join("target/bench-train");
     std::fs::create_dir_all(&work)?;
     println!("| model | batch, crop | ours s/iter | PyTorch s/iter | ratio | ours peak MB | PyTorch peak MB | ratio |");

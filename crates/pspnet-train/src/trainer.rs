@@ -68,6 +68,34 @@ pub struct TrainOptions {
     pub keep: Option<usize>,
 }
 
+impl TrainOptions {
+    /// The reference recipe (semseg's `train.py`, `pspnet train`'s defaults):
+    /// batch 8, lr 0.01 with the rest at 10x, momentum 0.9, weight decay
+    /// 1e-4, poly 0.9, aux 0.4, Dropout2d 0.1, batch statistics, shuffled,
+    /// seed 0, a checkpoint every 1000 iterations.
+    pub fn recipe(out: PathBuf, iters: u64) -> Self {
+        TrainOptions {
+            out,
+            batch: 8,
+            iters,
+            lr: 0.01,
+            head_lr_mult: 10.0,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            power: 0.9,
+            warmup: 0,
+            accumulate: 1,
+            aux_weight: 0.4,
+            dropout: 0.1,
+            bn: BnMode::Train,
+            shuffle: true,
+            seed: 0,
+            save_every: 1000,
+            keep: None,
+        }
+    }
+}
+
 /// What one iteration did, as `log.jsonl` records it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Record {

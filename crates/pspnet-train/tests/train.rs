@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use pspnet_kernels::{ConvAlgorithm, ConvOptions};
 use pspnet_model::{Normalization, Overrides, read_checkpoint};
-use pspnet_nn::train::BnMode;
 use pspnet_train::{
     Augmentation, LabelRule, Loader, Record, TrainError, TrainOptions, Trainer, initialise, reclassify, run,
 };
@@ -40,25 +39,7 @@ fn dataset(dir: &Path, bad: bool) -> Vec<pspnet_data::Sample> {
 }
 
 fn options(out: &Path) -> TrainOptions {
-    TrainOptions {
-        out: out.to_path_buf(),
-        batch: 2,
-        iters: 4,
-        lr: 0.01,
-        head_lr_mult: 10.0,
-        momentum: 0.9,
-        weight_decay: 1e-4,
-        power: 0.9,
-        warmup: 1,
-        accumulate: 1,
-        aux_weight: 0.4,
-        dropout: 0.1,
-        bn: BnMode::Train,
-        shuffle: true,
-        seed: 5,
-        save_every: 100,
-        keep: None,
-    }
+    TrainOptions { batch: 2, warmup: 1, seed: 5, save_every: 100, ..TrainOptions::recipe(out.to_path_buf(), 4) }
 }
 
 fn conv() -> ConvOptions {

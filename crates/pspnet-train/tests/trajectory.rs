@@ -12,7 +12,7 @@ use std::path::Path;
 
 use pspnet_kernels::{ConvAlgorithm, ConvOptions};
 use pspnet_model::{Overrides, read_checkpoint};
-use pspnet_nn::train::{BnMode, State, Trainable};
+use pspnet_nn::train::{State, Trainable};
 use pspnet_tensor::{Shape, Tensor};
 use pspnet_train::{Batch, TrainOptions, Trainer};
 
@@ -29,23 +29,10 @@ fn three_sgd_steps_follow_pytorch_float64() {
         let (params, spec) = read_checkpoint(&dir.join("checkpoint.pth"), &Overrides::default()).unwrap();
         let out = tempfile::tempdir().unwrap();
         let options = TrainOptions {
-            out: out.path().to_path_buf(),
             batch: 2,
-            iters: 3,
-            lr: 0.01,
-            head_lr_mult: 10.0,
-            momentum: 0.9,
-            weight_decay: 1e-4,
-            power: 0.9,
-            warmup: 0,
-            accumulate: 1,
-            aux_weight: 0.4,
             dropout: 0.0,
-            bn: BnMode::Train,
             shuffle: false,
-            seed: 0,
-            save_every: 100,
-            keep: None,
+            ..TrainOptions::recipe(out.path().to_path_buf(), 3)
         };
         let conv = ConvOptions { algorithm: ConvAlgorithm::Direct, ..ConvOptions::default() };
         let mut trainer = Trainer::new(params, spec, options, conv, 0, &Default::default()).unwrap();
