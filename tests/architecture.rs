@@ -73,7 +73,18 @@ const TOP: &[(&str, &[&str])] = &[
             "pspnet-weights",
         ],
     ),
-    ("xtask", &["pspnet-model", "pspnet-tensor", "pspnet-weights"]),
+    (
+        "xtask",
+        &[
+            "pspnet-data",
+            "pspnet-kernels",
+            "pspnet-model",
+            "pspnet-ppm",
+            "pspnet-tensor",
+            "pspnet-train",
+            "pspnet-weights",
+        ],
+    ),
 ];
 
 #[test]
