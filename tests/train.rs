@@ -125,7 +125,8 @@ fn bad_settings_are_refused_by_name_and_write_nothing() {
 }
 
 /// From scratch: an mmsegmentation ResNet-18 with every parameter drawn
-/// fresh trains, and its checkpoint carries the data's classes.
+/// fresh, and the ablation knobs (a max-pool pyramid without dimension
+/// reduction), trains; its checkpoint carries the data's classes and knobs.
 #[test]
 fn trains_from_scratch() {
     let dir = tempfile::tempdir().unwrap();
@@ -148,6 +149,7 @@ fn trains_from_scratch() {
             "crop",
             "--pool",
             "max",
+            "--no-reduction",
         ],
     );
     assert!(done.status.success(), "{}", text(&done));
@@ -155,10 +157,24 @@ fn trains_from_scratch() {
     let info = pspnet(&["info", out.join("last.safetensors").to_str().unwrap()]);
     let report = text(&info);
     assert!(
-        report.contains("ResNet-18") && report.contains("Max pooling") && report.contains("(road, sky, car)"),
+        report.contains("ResNet-18")
+            && report.contains("Max pooling")
+            && report.contains("no dimension reduction")
+            && report.contains("(road, sky, car)"),
         "{report}"
     );
     assert_eq!(std::fs::read_to_string(out.join("log.jsonl")).unwrap().lines().count(), 2);
+    let image = dir.path().join("images/street0.jpg");
+    let (model, seg) = (out.join("last.safetensors"), dir.path().join("seg"));
+    let segment = pspnet(&[
+        "segment",
+        image.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        seg.to_str().unwrap(),
+    ]);
+    assert!(segment.status.success(), "{}", text(&segment));
 }
 
 /// `--config FILE` sets the flags (the command line overriding it), and the

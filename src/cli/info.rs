@@ -70,8 +70,11 @@ pub(crate) fn run(args: InfoArgs) -> Result<ExitCode> {
         },
     );
     println!(
-        "pyramid:      bins {:?}, {:?} pooling, align_corners {}",
-        spec.ppm.bins, spec.ppm.pooling, spec.ppm.align_corners
+        "pyramid:      bins {:?}, {:?} pooling, align_corners {}{}",
+        spec.ppm.bins,
+        spec.ppm.pooling,
+        spec.ppm.align_corners,
+        if spec.ppm.reduction { "" } else { ", no dimension reduction" }
     );
     match &spec.class_names {
         Some(names) => println!("classes:      {} ({})", spec.classes, names.join(", ")),

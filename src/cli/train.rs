@@ -75,6 +75,9 @@ pub(crate) struct TrainArgs {
     /// From scratch: the pyramid's pooling, avg or max.
     #[arg(long, default_value = "avg", value_name = "avg|max")]
     pool: String,
+    /// From scratch: the pyramid without its 1x1 dimension reductions (the paper's ablation).
+    #[arg(long)]
+    no_reduction: bool,
     /// From scratch: the backbone's output stride (8, 16 or 32).
     #[arg(long, default_value_t = 8)]
     output_stride: usize,
@@ -431,6 +434,7 @@ fn start(
             classes: names.len(),
             bins: args.bins.clone(),
             pooling,
+            reduction: !args.no_reduction,
             output_stride: args.output_stride,
         })
     };
@@ -521,6 +525,7 @@ fn write_config(args: &TrainArgs) -> Result<()> {
         format!("seed = {}", args.seed),
         format!("bins = {:?}", args.bins),
         format!("pool = {:?}", args.pool),
+        format!("no_reduction = {}", args.no_reduction),
         format!("output_stride = {}", args.output_stride),
         format!("save_every = {}", args.save_every),
         format!("val_every = {}", args.val_every),

@@ -68,6 +68,7 @@ pub(crate) fn run(root: &Path) -> Result<()> {
         classes: Dataset::Camvid.class_names().len(),
         bins: vec![1, 2, 3, 6],
         pooling: Pooling::Average,
+        reduction: true,
         output_stride: 8,
     };
     let (params, spec) = scratch(&model)?;

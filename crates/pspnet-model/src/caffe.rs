@@ -274,6 +274,7 @@ pub(crate) fn import(
             bins: if names.bins.is_empty() { BINS.to_vec() } else { names.bins.clone() },
             pooling: Pooling::Average,
             align_corners: true,
+            reduction: true,
         },
         classes,
         mean: MEAN,

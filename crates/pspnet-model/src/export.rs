@@ -42,6 +42,7 @@ pub fn export_pth(
         (b.avg_down, "average-pooled shortcuts (ResNetV1d)".into()),
         (b.stem == StemKind::Classic, "the classic 7x7 stem".into()),
         (spec.ppm.pooling == Pooling::Max, "a max-pool pyramid".into()),
+        (!spec.ppm.reduction, "a pyramid without dimension reduction".into()),
         (spec.ppm.align_corners != semseg, format!("align_corners {}", spec.ppm.align_corners)),
         (
             b.dilation_rule != if semseg { DilationRule::EveryBlock } else { DilationRule::Contract },

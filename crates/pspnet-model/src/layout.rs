@@ -145,7 +145,8 @@ pub(crate) fn detect(state: &StateDict) -> Option<Layout> {
         Some(Layout::Semseg)
     } else if state.keys().any(|k| k.starts_with("decode_head.psp_modules.")) {
         Some(Layout::Mmseg)
-    } else if state.keys().any(|k| k.starts_with("decode.ppm.")) {
+    } else if state.keys().any(|k| k.starts_with("decode.ppm.") || k.starts_with("decode.bottleneck.")) {
+        // The head as well as the pyramid: a pyramid without reductions has no parameters.
         Some(Layout::Native)
     } else {
         None
@@ -276,7 +277,12 @@ pub(crate) fn infer(
             stride_placement: StridePlacement::Middle,
             pool_ceil: false,
         },
-        ppm: PyramidPoolingConfig { bins, pooling: Pooling::Average, align_corners: layout == Layout::Semseg },
+        ppm: PyramidPoolingConfig {
+            bins,
+            pooling: Pooling::Average,
+            align_corners: layout == Layout::Semseg,
+            reduction: true,
+        },
         classes,
         mean: [123.675, 116.28, 103.53],
         std: [58.395, 57.12, 57.375],

@@ -87,6 +87,7 @@ pub(crate) fn spec_to_json(spec: &ModelSpec) -> Json {
             "bins": spec.ppm.bins,
             "pooling": match spec.ppm.pooling { Pooling::Average => "avg", Pooling::Max => "max" },
             "align_corners": spec.ppm.align_corners,
+            "reduction": spec.ppm.reduction,
         },
         "classes": spec.classes,
         "normalization": { "mean": spec.mean, "std": spec.std },
@@ -166,6 +167,11 @@ pub(crate) fn spec_from_json(text: &str) -> Result<ModelSpec, String> {
             bins,
             pooling: [Pooling::Average, Pooling::Max][pick(&["ppm", "pooling"], &["avg", "max"])?],
             align_corners: field(&["ppm", "align_corners"])?.as_bool().ok_or("ppm.align_corners is not a bool")?,
+            // Files written before the option existed reduced every level.
+            reduction: match field(&["ppm", "reduction"]) {
+                Ok(v) => v.as_bool().ok_or("ppm.reduction is not a bool")?,
+                Err(_) => true,
+            },
         },
         classes: uint(field(&["classes"])?)?,
         mean: floats3(&["normalization", "mean"])?,
@@ -193,7 +199,12 @@ mod tests {
                 stride_placement: StridePlacement::Reduce,
                 pool_ceil: true,
             },
-            ppm: PyramidPoolingConfig { bins: vec![1, 2, 3, 6], pooling: Pooling::Max, align_corners: false },
+            ppm: PyramidPoolingConfig {
+                bins: vec![1, 2, 3, 6],
+                pooling: Pooling::Max,
+                align_corners: false,
+                reduction: false,
+            },
             classes: 2,
             mean: [1.0, 2.0, 3.0],
             std: [4.0, 5.0, 6.5],

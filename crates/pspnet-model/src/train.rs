@@ -69,12 +69,11 @@ struct HeadPass {
 
 impl TrainPspNet {
     /// Builds the network from canonical parameters under `source`, as
-    /// [`crate::PspNet::build`] reads them; `reduce` false builds the
-    /// pyramid without its 1x1 reductions (the paper's ablation).
-    pub fn build(config: &PspNetConfig, source: &mut ParamSource, reduce: bool) -> Result<Self, ModelError> {
+    /// [`crate::PspNet::build`] reads them.
+    pub fn build(config: &PspNetConfig, source: &mut ParamSource) -> Result<Self, ModelError> {
         let backbone = TrainResNet::build(&config.backbone, &mut source.at("backbone"))?;
         let [_, _, stage3, features] = backbone.out_channels();
-        let ppm = TrainPyramidPooling::build(config.ppm.clone(), &mut source.at("decode.ppm"), features, reduce)?;
+        let ppm = TrainPyramidPooling::build(config.ppm.clone(), &mut source.at("decode.ppm"), features)?;
         let spec = ConvSpec::default().padding(1);
         let bottleneck = TrainConvBn::build(
             &mut source.at("decode.bottleneck"),

@@ -40,7 +40,7 @@ fn gradients_of_a_training_pass_match_pytorch_float64() {
         let config = PspNetConfig { backbone: spec.backbone.clone(), ppm: spec.ppm.clone() };
         let options = ConvOptions { algorithm: pspnet_kernels::ConvAlgorithm::Direct, ..ConvOptions::default() };
         let mut store = ParamStore::new(params, options);
-        let mut net = TrainPspNet::build(&config, &mut store.root(), true).unwrap();
+        let mut net = TrainPspNet::build(&config, &mut store.root()).unwrap();
         assert!(store.finish().is_empty(), "{case}: every parameter used");
 
         let (pass, _) = pspnet_weights::load_safetensors(&fixture(case).join("pass.safetensors")).unwrap();

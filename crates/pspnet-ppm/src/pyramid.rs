@@ -24,13 +24,16 @@ pub struct PyramidPoolingConfig {
     pub pooling: Pooling,
     /// Bilinear upsampling convention (semseg: true; mmsegmentation: false).
     pub align_corners: bool,
+    /// Each level reduced by a 1x1 conv + BN + ReLU (the paper's dimension
+    /// reduction); false for its ablation, the pooled maps as they are.
+    pub reduction: bool,
 }
 
 impl Default for PyramidPoolingConfig {
     /// The paper's module: bins 1, 2, 3, 6, average pooling, upsampling with
     /// aligned corners as in the official code.
     fn default() -> Self {
-        PyramidPoolingConfig { bins: vec![1, 2, 3, 6], pooling: Pooling::Average, align_corners: true }
+        PyramidPoolingConfig { bins: vec![1, 2, 3, 6], pooling: Pooling::Average, align_corners: true, reduction: true }
     }
 }
 
@@ -46,10 +49,18 @@ pub struct PyramidPooling {
 
 impl PyramidPooling {
     /// Assembles a module from its reduction convolutions (one 1x1 per bin,
-    /// with whatever epilogue they carry), or `None` for no reduction.
+    /// with whatever epilogue they carry), or `None` for no reduction, as
+    /// `config.reduction` says.
     pub fn new(config: PyramidPoolingConfig, reductions: Option<Vec<Conv2d>>) -> Result<Self, PpmError> {
         if config.bins.is_empty() || config.bins.contains(&0) {
             return Err(PpmError::Config(format!("bins must be positive, got {:?}", config.bins)));
+        }
+        if config.reduction != reductions.is_some() {
+            return Err(PpmError::Config(format!(
+                "reduction {} but {} reduction convolutions given",
+                config.reduction,
+                if reductions.is_some() { "some" } else { "no" }
+            )));
         }
         if let Some(convs) = &reductions {
             if convs.len() != config.bins.len() {
@@ -71,6 +82,9 @@ impl PyramidPooling {
     /// implementations build it), for `in_channels` channels in. The file's
     /// branch count must match the bins; a difference is noted in `source`.
     pub fn build(config: PyramidPoolingConfig, source: &mut ParamSource, in_channels: usize) -> Result<Self, PpmError> {
+        if !config.reduction {
+            return PyramidPooling::new(config, None);
+        }
         let branches = (0..).take_while(|i| source.contains(&format!("{i}.conv.weight"))).count();
         if branches != config.bins.len() {
             let problem =

@@ -29,18 +29,14 @@ pub struct TrainPyramidPooling {
 
 impl TrainPyramidPooling {
     /// Reads the reductions from `{i}.conv.weight` and `{i}.bn.*` under
-    /// `source`, as [`crate::PyramidPooling::build`] does, or none with
-    /// `reduce` false.
-    pub fn build(
-        config: PyramidPoolingConfig,
-        source: &mut ParamSource,
-        in_channels: usize,
-        reduce: bool,
-    ) -> Result<Self, PpmError> {
+    /// `source`, as [`crate::PyramidPooling::build`] does, or none when
+    /// `config.reduction` is false.
+    pub fn build(config: PyramidPoolingConfig, source: &mut ParamSource, in_channels: usize) -> Result<Self, PpmError> {
         if config.bins.is_empty() || config.bins.contains(&0) {
             return Err(PpmError::Config(format!("bins must be positive, got {:?}", config.bins)));
         }
-        let reductions = reduce
+        let reductions = config
+            .reduction
             .then(|| {
                 (0..config.bins.len())
                     .map(|i| {

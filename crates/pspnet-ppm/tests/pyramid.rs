@@ -25,7 +25,7 @@ fn check(got: &[f32], want: &[f32]) {
 fn average_and_max_pyramids_without_reduction() {
     for (pooling, global, corner) in [(Pooling::Average, 7.5, 2.5), (Pooling::Max, 15.0, 5.0)] {
         for align_corners in [true, false] {
-            let config = PyramidPoolingConfig { bins: vec![1, 2], pooling, align_corners };
+            let config = PyramidPoolingConfig { bins: vec![1, 2], pooling, align_corners, reduction: false };
             let ppm = PyramidPooling::new(config, None).unwrap();
             assert_eq!(ppm.out_channels(1), 3);
             let out = ppm.forward(&ramp()).unwrap();
@@ -44,7 +44,8 @@ fn reductions_apply_to_the_pooled_maps() {
     let w = Tensor::filled(Shape::new(1, 1, 1, 1).unwrap(), 2.0);
     let conv =
         Conv2d::with_isa(&w, ConvSpec::default(), Isa::Portable).unwrap().with_bias(&[-6.0]).unwrap().with_relu(true);
-    let config = PyramidPoolingConfig { bins: vec![1, 2], pooling: Pooling::Average, align_corners: true };
+    let config =
+        PyramidPoolingConfig { bins: vec![1, 2], pooling: Pooling::Average, align_corners: true, reduction: true };
     let ppm = PyramidPooling::new(config, Some(vec![conv.clone(), conv])).unwrap();
     let out = ppm.forward(&ramp()).unwrap();
     check(&out.as_slice()[16..32], &[9.0; 16]);
@@ -62,7 +63,9 @@ fn bad_configurations_are_refused() {
     assert!(
         PyramidPooling::new(PyramidPoolingConfig { bins: vec![0], ..PyramidPoolingConfig::default() }, None).is_err()
     );
-    let ppm = PyramidPooling::new(PyramidPoolingConfig::default(), None).unwrap();
+    assert!(PyramidPooling::new(PyramidPoolingConfig::default(), None).is_err(), "reduction without convolutions");
+    let ppm = PyramidPooling::new(PyramidPoolingConfig { reduction: false, ..PyramidPoolingConfig::default() }, None)
+        .unwrap();
     // Bins larger than the map still work, as in PyTorch (pixels repeat).
     assert_eq!(ppm.forward(&ramp()).unwrap().shape().c(), 5);
 }

@@ -29,6 +29,9 @@ pub struct Scratch {
     pub bins: Vec<usize>,
     /// Average or max pooling in the pyramid.
     pub pooling: Pooling,
+    /// The pyramid's 1x1 dimension reductions (false: the paper's ablation
+    /// without them, the head taking every pooled channel).
+    pub reduction: bool,
     /// Backbone output stride: 8, 16 or 32.
     pub output_stride: usize,
 }
@@ -94,11 +97,12 @@ pub fn scratch(s: &Scratch) -> Result<(Params, ModelSpec), TrainError> {
     } else {
         2 * w
     };
-    for i in 0..s.bins.len() {
+    let level = if s.reduction { reduction } else { features };
+    for i in (0..s.bins.len()).filter(|_| s.reduction) {
         conv_bn(&mut params, &format!("decode.ppm.{i}"), "conv.weight", "bn", [reduction, features, 1])?;
     }
     let head = if semseg { 8 * w } else { reduction };
-    conv_bn(&mut params, "decode.bottleneck", "conv.weight", "bn", [head, features + s.bins.len() * reduction, 3])?;
+    conv_bn(&mut params, "decode.bottleneck", "conv.weight", "bn", [head, features + s.bins.len() * level, 3])?;
     classifier(&mut params, "decode.classifier", [s.classes, head])?;
     let aux = if semseg || bottleneck { 4 * w } else { w };
     conv_bn(&mut params, "aux", "conv.weight", "bn", [aux, stage3, 3])?;
@@ -107,7 +111,12 @@ pub fn scratch(s: &Scratch) -> Result<(Params, ModelSpec), TrainError> {
     let spec = ModelSpec {
         layout: s.layout,
         backbone,
-        ppm: PyramidPoolingConfig { bins: s.bins.clone(), pooling: s.pooling, align_corners: semseg },
+        ppm: PyramidPoolingConfig {
+            bins: s.bins.clone(),
+            pooling: s.pooling,
+            align_corners: semseg,
+            reduction: s.reduction,
+        },
         classes: s.classes,
         mean: norm.mean,
         std: norm.std,

@@ -154,7 +154,7 @@ impl Trainer {
         check(&options)?;
         let config = PspNetConfig { backbone: spec.backbone.clone(), ppm: spec.ppm.clone() };
         let mut store = ParamStore::new(params, conv);
-        let mut net = TrainPspNet::build(&config, &mut store.root(), true)?;
+        let mut net = TrainPspNet::build(&config, &mut store.root())?;
         let problems = store.finish();
         if !problems.is_empty() {
             return Err(TrainError::Config(format!("the starting parameters do not fit the network: {problems:?}")));
