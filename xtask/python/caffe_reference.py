@@ -125,6 +125,23 @@ def caffe_pool_size(size, k, s, p):
     return out
 
 
+def block_plan(cfg, w):
+    """The bottleneck blocks of stages conv2..conv5, as the graph and the prototxt both walk them:
+    per stage, (name prefix, block number, planes, dilation, stride, stride of the 1x1 reduce,
+    stride of the 3x3) for each block."""
+    planes = [w["p"], 2 * w["p"], 4 * w["p"], 8 * w["p"]]
+    plan = []
+    for si, stage in enumerate((2, 3, 4, 5)):
+        dil = {4: 2, 5: 4}.get(stage, 1)
+        blocks = []
+        for b in range(1, cfg["blocks"][si] + 1):
+            s = 2 if stage == 3 and b == 1 else 1
+            s_red, s_3x3 = (s, 1) if cfg["stride_on_reduce"] else (1, s)
+            blocks.append(("conv%d_%d" % (stage, b), b, planes[si], dil, s, s_red, s_3x3))
+        plan.append((stage, blocks))
+    return plan
+
+
 def caffe_max_pool(x, k, s, p):
     n, c, h, w = x.shape
     ho, wo = caffe_pool_size(h, k, s, p), caffe_pool_size(w, k, s, p)
@@ -275,17 +292,9 @@ class PSPNet:
         x = self.cbr("conv1_2_3x3", x, w["s1"], 3, 1, 1)
         x = self.cbr("conv1_3_3x3", x, 2 * w["s1"], 3, 1, 1)
         x = caffe_max_pool(x, 3, 2, 1)
-        planes = [w["p"], 2 * w["p"], 4 * w["p"], 8 * w["p"]]
         aux_out = None
-        for si, stage in enumerate((2, 3, 4, 5)):
-            p = planes[si]
-            stride = 2 if stage == 3 else 1
-            dil = {4: 2, 5: 4}.get(stage, 1)
-            for b in range(1, cfg["blocks"][si] + 1):
-                pre = "conv%d_%d" % (stage, b)
-                s = stride if b == 1 else 1
-                s_red = s if cfg["stride_on_reduce"] else 1
-                s_3x3 = 1 if cfg["stride_on_reduce"] else s
+        for stage, blocks in block_plan(cfg, w):
+            for pre, b, p, dil, s, s_red, s_3x3 in blocks:
                 y = self.cbr(pre + "_1x1_reduce", x, p, 1, s_red, 0)
                 y = self.cbr(pre + "_3x3", y, p, 3, s_3x3, dil, dil)
                 y = self.cbr(pre + "_1x1_increase", y, 4 * p, 1, act=False)
@@ -391,16 +400,8 @@ def layer_list(net, deploy_feat, aux):
     x = cbr("conv1_3_3x3", x, 2 * w["s1"], 3, 1, 1)
     simple("pool", "pool1_3x3_s2", [x], "pool1_3x3_s2", method="MAX", kh=3, kw=3, sh=2, sw=2, p=1)
     x = "pool1_3x3_s2"
-    planes = [w["p"], 2 * w["p"], 4 * w["p"], 8 * w["p"]]
-    for si, stage in enumerate((2, 3, 4, 5)):
-        p = planes[si]
-        stride = 2 if stage == 3 else 1
-        dil = {4: 2, 5: 4}.get(stage, 1)
-        for b in range(1, cfg["blocks"][si] + 1):
-            pre = "conv%d_%d" % (stage, b)
-            s = stride if b == 1 else 1
-            s_red = s if cfg["stride_on_reduce"] else 1
-            s_3x3 = 1 if cfg["stride_on_reduce"] else s
+    for stage, blocks in block_plan(cfg, w):
+        for pre, b, p, dil, s, s_red, s_3x3 in blocks:
             y = cbr(pre + "_1x1_reduce", x, p, 1, s_red, 0)
             y = cbr(pre + "_3x3", y, p, 3, s_3x3, dil, dil)
             y = cbr(pre + "_1x1_increase", y, 4 * p, 1, act=False)
