@@ -10,6 +10,19 @@
 //! - [`ppm`]: the pyramid pooling module;
 //! - [`weights`]: checkpoint file formats;
 //! - [`model`]: PSPNet itself, checkpoint layouts, inference protocols.
+//!
+//! On top, the pipeline the `pspnet` tool and the Python package share: the
+//! embedded model ([`embedded_model`]), pictures of a segmentation
+//! ([`render`]) and scoring on labelled data ([`evaluate`]).
+
+mod embedded;
+mod error;
+mod evaluation;
+pub mod render;
+
+pub use embedded::{EMBEDDED_MODEL_NAME, embedded_model};
+pub use error::Error;
+pub use evaluation::{Evaluation, evaluate, score_sample, summary};
 
 pub use pspnet_data as data;
 pub use pspnet_kernels as kernels;

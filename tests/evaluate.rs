@@ -273,3 +273,59 @@ fn bad_label_maps_are_named_and_nothing_is_written() {
     assert!(!json.exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Custom data: images and label PNGs paired by stem, 0 ignored and v
+/// standing for class v-1 (`--reduce-zero-label`), and a chosen ignore
+/// value; scored against segment's label maps by the definitions.
+#[test]
+fn custom_data_scores_as_the_definitions_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let (images, labels) = (dir.path().join("images"), dir.path().join("labels"));
+    let mut rng = Rng(0xC057);
+    let mut samples = Vec::new();
+    for name in ["x1", "x2"] {
+        let image = images.join(format!("{name}.png"));
+        write_image(&image, &mut rng);
+        let (raw, expected): (Vec<u8>, Vec<Option<usize>>) = (0..W * H)
+            .map(|_| match rng.next(13) {
+                0 => (0, None),
+                12 => (200, None),
+                v => (v as u8, Some(v as usize - 1)),
+            })
+            .unzip();
+        write_label(&labels.join(format!("{name}.png")), &raw, false);
+        samples.push((image, expected));
+    }
+    let model = model("camvid");
+    let model = model.to_str().unwrap();
+    let seg_out = dir.path().join("seg");
+    let mut args = vec!["segment", "--model", model, "--out", seg_out.to_str().unwrap()];
+    args.extend(samples.iter().map(|(p, _)| p.to_str().unwrap()));
+    let run = pspnet(&args);
+    assert!(run.status.success(), "{}", text(&run));
+    let mut pairs = Vec::new();
+    for (image, expected) in &samples {
+        let stem = image.file_stem().unwrap().to_str().unwrap();
+        let pred = image::open(seg_out.join(format!("{stem}.labels.png"))).unwrap().to_luma8();
+        pairs.extend(expected.iter().zip(pred.pixels()).filter_map(|(l, p)| l.map(|l| (l, p.0[0] as usize))));
+    }
+    let (miou, macc, aacc, _) = oracle(&pairs, 11);
+
+    let json = dir.path().join("custom.json");
+    let (images, labels) = (images.to_str().unwrap(), labels.to_str().unwrap());
+    let custom = ["evaluate", "--dataset", "custom", "--images", images, "--labels", labels, "--model", model];
+    let flags = ["--reduce-zero-label", "--ignore-index", "200", "--json", json.to_str().unwrap()];
+    let run = pspnet(&[&custom[..], &flags[..]].concat());
+    assert!(run.status.success(), "{}", text(&run));
+    let got = read_json(&json);
+    assert_eq!((got["dataset"].as_str(), got["images"].as_u64()), (Some("custom"), Some(2)));
+    for (key, want) in [("mIoU", miou), ("mAcc", macc), ("aAcc", aacc)] {
+        assert!((got[key].as_f64().unwrap() - want).abs() < 1e-9, "{key}: {} vs {want}", got[key]);
+    }
+    // Without --reduce-zero-label, 11 is no class of this model.
+    let run = pspnet(&[&custom[..], &["--ignore-index", "200"]].concat());
+    assert!(!run.status.success());
+    assert!(text(&run).contains("label value 11 is not a class (0..11)"), "{}", text(&run));
+    let run = pspnet(&[&custom[..], &["--classes", "5"]].concat());
+    assert!(text(&run).contains("the model has 11 classes, custom has 5"), "{}", text(&run));
+}

@@ -9,13 +9,14 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use pspnet_data::{Dataset, IGNORE, LabelMap, Sample, read_label_png, read_rgb};
-use pspnet_kernels::argmax_channels;
-use pspnet_model::{ConfusionMatrix, Protocol, Scores, Segmenter};
+use pspnet::Evaluation;
+use pspnet_data::Dataset;
+use pspnet_model::{ConfusionMatrix, Scores, Segmenter};
 use serde_json::{Value, json};
 
 use super::outputs::Staged;
-use super::{ModelArgs, OverrideArgs, ProtocolArgs};
+use super::segment::read_classes;
+use super::{DataArgs, ModelArgs, OverrideArgs, ProtocolArgs};
 
 /// Shard `index` of `count`: images at positions index, index + count, ...
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,21 +41,11 @@ impl FromStr for Shard {
 
 #[derive(Debug, Args)]
 pub(crate) struct EvaluateArgs {
-    /// Dataset layout and label convention: camvid (ROOT/SPLIT/{images,labels}/NAME.png; 11 = void), ade20k
-    /// (ADEChallengeData2016: ROOT/{images,annotations}/SPLIT; 0 = void), voc2012 (ROOT/JPEGImages,
-    /// ROOT/SegmentationClass for the names in ROOT/ImageSets/Segmentation/SPLIT.txt; 255 = border), cityscapes
-    /// (ROOT/leftImg8bit/SPLIT/CITY, ROOT/gtFine/SPLIT/CITY/*_gtFine_labelIds.png; label ids -> 19 train ids).
-    #[arg(long, value_parser = clap::builder::TypedValueParser::try_map(
-        clap::builder::PossibleValuesParser::new(Dataset::ALL.map(Dataset::name)),
-        |name| name.parse::<Dataset>(),
-    ))]
-    dataset: Dataset,
-    /// The dataset's root folder, in its official layout.
-    #[arg(long)]
-    data_root: PathBuf,
-    /// Split to evaluate (camvid: test; ade20k: validation; voc2012: val; cityscapes: val).
-    #[arg(long)]
-    split: String,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Custom data: the class count, or a file of names as `segment --classes` reads it (default: the model's).
+    #[arg(long, value_name = "N|FILE")]
+    classes: Option<String>,
     #[command(flatten)]
     model: ModelArgs,
     /// Also write the results as JSON (percent, full precision).
@@ -86,46 +77,42 @@ pub(crate) struct MergeArgs {
 }
 
 pub(crate) fn run(args: EvaluateArgs) -> Result<ExitCode> {
-    let mut samples = args.dataset.samples(&args.data_root, &args.split)?;
+    let source = args.data.source()?;
+    let mut samples = source.samples()?;
     if let Some(shard) = args.shard {
         samples = samples.into_iter().skip(shard.index).step_by(shard.count).collect();
     }
-    let names = args.dataset.class_names();
     let model = args.model.load(&args.overrides.overrides())?;
+    let names = class_names(&args, source.dataset(), &model)?;
     if model.spec.classes != names.len() {
-        bail!("the model has {} classes, {} has {}", model.spec.classes, args.dataset.name(), names.len());
+        bail!("the model has {} classes, {} has {}", model.spec.classes, source.name(), names.len());
     }
-    let protocol = args.protocol.protocol(Some(args.dataset.name()))?;
-    let mut matrix = ConfusionMatrix::new(names.len());
+    let protocol = args.protocol.protocol(source.dataset().map(|d| d.name()))?;
     let progress = ProgressBar::new(samples.len() as u64).with_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} images, {elapsed} elapsed, ETA {eta}")
             .expect("valid template"),
     );
     let started = Instant::now();
-    let mut failures = Vec::new();
-    for sample in &samples {
-        let scored = score(&args, &model, &protocol, sample);
-        match scored {
-            Ok((labels, predictions)) => matrix.add(&labels, &predictions, IGNORE),
-            Err(err) => {
-                progress.suspend(|| eprintln!("error: {}", super::report(&err)));
-                failures.push(sample.image.display().to_string());
+    let Evaluation { matrix, failures } =
+        pspnet::evaluate(&model, &samples, source.rule(), &protocol, args.max_pixels, |_, err| {
+            if let Some(err) = err {
+                progress.suspend(|| eprintln!("error: {err}"));
             }
-        }
-        progress.inc(1);
-    }
+            progress.inc(1);
+        });
     progress.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     eprintln!("{} images in {seconds:.1} s ({:.2} s per image)", samples.len(), seconds / samples.len().max(1) as f64);
     if !failures.is_empty() {
         eprintln!("{} of {} images failed; no results written:", failures.len(), samples.len());
-        failures.iter().for_each(|f| eprintln!("  {f}"));
+        failures.iter().for_each(|(sample, _)| eprintln!("  {}", sample.image.display()));
         return Ok(ExitCode::FAILURE);
     }
+    let split = source.split();
     if let (Some(shard), Some(partial)) = (args.shard, &args.partial) {
         let value = json!({
-            "dataset": args.dataset.name(),
-            "split": args.split,
+            "dataset": source.name(),
+            "split": split,
             "shard": format!("{}/{}", shard.index, shard.count),
             "images": samples.len(),
             "classes": names,
@@ -134,29 +121,23 @@ pub(crate) fn run(args: EvaluateArgs) -> Result<ExitCode> {
         write_json(partial, &value)?;
         eprintln!("partial confusion matrix written to {}", partial.display());
     }
-    report(args.dataset.name(), &args.split, samples.len(), &names, &matrix, args.json.as_deref())?;
+    report(source.name(), &split, samples.len(), &names, &matrix, args.json.as_deref())?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// One image's labels (converted, checked against its size) and predictions.
-fn score(args: &EvaluateArgs, model: &Segmenter, protocol: &Protocol, sample: &Sample) -> Result<(Vec<u16>, Vec<u32>)> {
-    let photo = read_rgb(&sample.image, args.max_pixels)?;
-    let LabelMap { values: raw, width: lw, height: lh } = read_label_png(&sample.label, args.max_pixels)?;
-    if (lw, lh) != photo.dimensions() {
-        bail!(
-            "{}: label map is {lw}x{lh}, its image {} is {}x{}",
-            sample.label.display(),
-            sample.image.display(),
-            photo.width(),
-            photo.height()
-        );
+/// The class names: the named dataset's table; for custom data `--classes`
+/// (a count or a file of names), else the model's.
+fn class_names(args: &EvaluateArgs, dataset: Option<Dataset>, model: &Segmenter) -> Result<Vec<String>> {
+    let numbered = |n: usize| (0..n).map(|i| format!("class {i}")).collect::<Vec<_>>();
+    match (dataset, &args.classes) {
+        (Some(d), None) => Ok(d.class_names()),
+        (Some(d), Some(_)) => bail!("--classes is for --dataset custom; {} has its own table", d.name()),
+        (None, Some(c)) => match c.parse::<usize>() {
+            Ok(n) => Ok(numbered(n)),
+            Err(_) => read_classes(Path::new(c)),
+        },
+        (None, None) => Ok(model.spec.class_names.clone().unwrap_or_else(|| numbered(model.spec.classes))),
     }
-    let labels = args.dataset.convert_labels(&raw, &sample.label)?;
-    let (w, h) = (photo.width() as usize, photo.height() as usize);
-    let scores = model
-        .scores(photo.as_raw(), h, w, protocol)
-        .with_context(|| format!("{}: inference failed", sample.image.display()))?;
-    Ok((labels, argmax_channels(&scores).into_raw_vec_and_offset().0))
 }
 
 pub(crate) fn merge(args: MergeArgs) -> Result<ExitCode> {
@@ -213,15 +194,7 @@ fn report(
     }
     println!("mIoU {miou:.2}  mAcc {macc:.2}  aAcc {aacc:.2}");
     if let Some(path) = json_path {
-        let value = json!({
-            "dataset": dataset,
-            "split": split,
-            "images": images,
-            "mIoU": miou,
-            "mAcc": macc,
-            "aAcc": aacc,
-            "per_class": names.iter().zip(&per_class).map(|(n, s)| json!({"name": n, "IoU": s.iou, "Acc": s.acc})).collect::<Vec<_>>(),
-        });
+        let value = pspnet::summary(dataset, split, images, names, matrix);
         write_json(path, &value)?;
     }
     Ok(())

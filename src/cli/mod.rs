@@ -9,12 +9,13 @@ mod outputs;
 mod segment;
 pub(crate) mod train;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use pspnet_model::{Average, ConvOptions, Overrides, Precision, Protocol, Segmenter, Window};
+use pspnet_data::{DataSource, Dataset};
+use pspnet_model::{Average, ConvOptions, Overrides, Precision, Protocol, ProtocolChoice, Segmenter, WindowMode};
 
 /// PSPNet scene parsing: a class for every pixel, from the convolution kernel up.
 #[derive(Debug, Parser)]
@@ -55,11 +56,57 @@ impl Cli {
     }
 }
 
-/// The default model, embedded so that the binary needs no download: the
-/// CamVid checkpoint of ../shared/models converted with
-/// `pspnet convert pspnet_r18-d8_camvid.pth models/pspnet_r18-d8_camvid.f16.safetensors --dtype f16`.
-const DEFAULT_MODEL: &[u8] = include_bytes!("../../models/pspnet_r18-d8_camvid.f16.safetensors");
-const DEFAULT_MODEL_NAME: &str = "<embedded pspnet_r18-d8_camvid.f16.safetensors>";
+/// Labelled data: a named dataset's split, or custom folders.
+#[derive(Debug, Args)]
+struct DataArgs {
+    /// camvid (ROOT/SPLIT/{images,labels}/NAME.png; 11 = void), ade20k (ADEChallengeData2016:
+    /// ROOT/{images,annotations}/SPLIT; 0 = void), voc2012 (ROOT/JPEGImages, ROOT/SegmentationClass for the names in
+    /// ROOT/ImageSets/Segmentation/SPLIT.txt; 255 = border), cityscapes (ROOT/leftImg8bit/SPLIT/CITY,
+    /// ROOT/gtFine/SPLIT/CITY/*_gtFine_labelIds.png; label ids -> 19 train ids), each with --data-root and --split;
+    /// or custom (with --images and --labels).
+    #[arg(long, value_parser = ["camvid", "ade20k", "voc2012", "cityscapes", "custom"])]
+    dataset: String,
+    /// The dataset's root folder, in its official layout.
+    #[arg(long)]
+    data_root: Option<PathBuf>,
+    /// The split (camvid: train, test; ade20k: training, validation; voc2012: train, val; cityscapes: train, val).
+    #[arg(long)]
+    split: Option<String>,
+    /// Custom data: the images, paired with --labels by file stem.
+    #[arg(long)]
+    images: Option<PathBuf>,
+    /// Custom data: label PNGs, values 0..N-1.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Custom data: the label that counts for nothing.
+    #[arg(long, default_value_t = 255)]
+    ignore_index: u16,
+    /// Custom data: 0 is ignored and v stands for class v-1 (mmsegmentation's reduce_zero_label).
+    #[arg(long)]
+    reduce_zero_label: bool,
+}
+
+impl DataArgs {
+    /// Where the samples come from, with the flags each kind needs.
+    fn source(&self) -> Result<DataSource> {
+        if self.dataset == "custom" {
+            let (Some(images), Some(labels)) = (&self.images, &self.labels) else {
+                bail!("--dataset custom needs --images DIR and --labels DIR");
+            };
+            return Ok(DataSource::Custom {
+                images: images.clone(),
+                labels: labels.clone(),
+                ignore: self.ignore_index,
+                reduce_zero_label: self.reduce_zero_label,
+            });
+        }
+        let dataset: Dataset = self.dataset.parse().map_err(anyhow::Error::msg)?;
+        let (Some(root), Some(split)) = (&self.data_root, &self.split) else {
+            bail!("--dataset {} needs --data-root DIR and --split NAME", dataset.name());
+        };
+        Ok(DataSource::Named { dataset, root: root.clone(), split: split.clone() })
+    }
+}
 
 /// Which checkpoint to run.
 #[derive(Debug, Args)]
@@ -80,7 +127,7 @@ impl ModelArgs {
         let options = ConvOptions { precision: self.precision, ..conv_options()? };
         Ok(match &self.model {
             Some(path) => Segmenter::load(path, overrides, options)?,
-            None => Segmenter::load_bytes(Path::new(DEFAULT_MODEL_NAME), DEFAULT_MODEL.to_vec(), overrides, options)?,
+            None => pspnet::embedded_model(overrides, options)?,
         })
     }
 }
@@ -174,44 +221,23 @@ impl ProtocolArgs {
     /// The protocol: `--preset`, else `default_preset`, else whole image;
     /// then the explicit flags.
     fn protocol(&self, default_preset: Option<&str>) -> Result<Protocol> {
-        let mut p = match self.preset.as_deref().or(default_preset) {
-            Some(name) => Protocol::preset(name)?,
-            None => Protocol::whole(),
-        };
-        let preset_crop = match p.window {
-            Window::Slide { crop, .. } => Some(crop),
-            Window::Whole => None,
-        };
-        match self.mode {
-            Some(Mode::Whole) => p.window = Window::Whole,
-            Some(Mode::Slide) => {
-                let crop =
-                    self.crop.or(preset_crop).context("--mode slide needs --crop (or a --preset that sets it)")?;
-                p.window = Window::Slide { crop, stride: self.stride };
-            }
-            None => {
-                if let Window::Slide { crop, stride } = &mut p.window {
-                    *crop = self.crop.unwrap_or(*crop);
-                    *stride = self.stride.or(*stride);
-                }
-            }
-        }
-        if let Some(scales) = &self.scales {
-            p.scales = scales.clone();
-        }
-        if let Some(flip) = self.flip {
-            p.flip = flip;
-        }
-        if let Some(base) = self.base_size {
-            p.base_size = Some(base);
-        }
-        if let Some(average) = self.average {
-            p.average = match average {
+        let choice = ProtocolChoice {
+            preset: self.preset.clone(),
+            mode: self.mode.map(|m| match m {
+                Mode::Whole => WindowMode::Whole,
+                Mode::Slide => WindowMode::Slide,
+            }),
+            crop: self.crop,
+            stride: self.stride,
+            scales: self.scales.clone(),
+            flip: self.flip,
+            base_size: self.base_size,
+            average: self.average.map(|a| match a {
                 AverageArg::Probs => Average::Probs,
                 AverageArg::Logits => Average::Logits,
-            };
-        }
-        Ok(p)
+            }),
+        };
+        Ok(choice.protocol(default_preset)?)
     }
 }
 

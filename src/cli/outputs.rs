@@ -6,9 +6,9 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use image::DynamicImage;
 use image::codecs::png::PngEncoder;
-use image::{DynamicImage, ImageBuffer, Luma, RgbImage};
-use ndarray::{Array3, ArrayView2};
+use ndarray::Array3;
 use ndarray_npy::WriteNpyExt;
 use tempfile::NamedTempFile;
 
@@ -55,35 +55,6 @@ impl Staged {
 /// A PNG from any image the `image` crate can encode.
 pub(crate) fn png(image: DynamicImage) -> impl FnOnce(&mut BufWriter<&mut File>) -> Result<()> {
     move |w| Ok(image.write_with_encoder(PngEncoder::new(w))?)
-}
-
-/// Class indices as a grayscale PNG: 8-bit for up to 256 classes, else 16-bit.
-pub(crate) fn labels_image(labels: ArrayView2<'_, u32>, classes: usize) -> DynamicImage {
-    let (h, w) = labels.dim();
-    let at = |x: u32, y: u32| labels[[y as usize, x as usize]];
-    if classes <= 256 {
-        DynamicImage::ImageLuma8(ImageBuffer::from_fn(w as u32, h as u32, |x, y| Luma([at(x, y) as u8])))
-    } else {
-        DynamicImage::ImageLuma16(ImageBuffer::<Luma<u16>, _>::from_fn(w as u32, h as u32, |x, y| {
-            Luma([at(x, y) as u16])
-        }))
-    }
-}
-
-/// Each pixel in its class's colour.
-pub(crate) fn color_image(labels: ArrayView2<'_, u32>, palette: &[[u8; 3]]) -> RgbImage {
-    let (h, w) = labels.dim();
-    RgbImage::from_fn(w as u32, h as u32, |x, y| {
-        image::Rgb(palette[labels[[y as usize, x as usize]] as usize % palette.len()])
-    })
-}
-
-/// The class colours blended half-and-half over the photo.
-pub(crate) fn overlay_image(photo: &RgbImage, color: &RgbImage) -> RgbImage {
-    RgbImage::from_fn(photo.width(), photo.height(), |x, y| {
-        let (p, c) = (photo.get_pixel(x, y).0, color.get_pixel(x, y).0);
-        image::Rgb([0, 1, 2].map(|i| (p[i] as u16 + c[i] as u16).div_ceil(2) as u8))
-    })
 }
 
 /// An `f32` array as a NumPy `.npy` file (C order).

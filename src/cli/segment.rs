@@ -15,7 +15,9 @@ use pspnet_kernels::argmax_channels;
 use pspnet_model::{Protocol, Segmenter};
 
 use super::legend::{class_shares, legend_image};
-use super::outputs::{Staged, color_image, labels_image, npy, overlay_image, png};
+use pspnet::render::{color_image, labels_image, model_palette, overlay_image};
+
+use super::outputs::{Staged, npy, png};
 
 #[derive(Debug, Args)]
 pub(crate) struct SegmentArgs {
@@ -65,25 +67,6 @@ pub(super) fn read_palette(path: &Path) -> Result<Vec<[u8; 3]>> {
     Ok(parse_palette(path, &text)?)
 }
 
-/// Distinct colours for checkpoints that carry none: hues around the circle.
-fn generated_palette(classes: usize) -> Vec<[u8; 3]> {
-    (0..classes)
-        .map(|i| {
-            let hue = (i as f32 * 0.618_034).fract() * 6.0;
-            let x = 1.0 - (hue % 2.0 - 1.0).abs();
-            let (r, g, b) = match hue as u32 {
-                0 => (1.0, x, 0.0),
-                1 => (x, 1.0, 0.0),
-                2 => (0.0, 1.0, x),
-                3 => (0.0, x, 1.0),
-                4 => (x, 0.0, 1.0),
-                _ => (1.0, 0.0, x),
-            };
-            [r, g, b].map(|v: f32| (55.0 + 200.0 * v) as u8)
-        })
-        .collect()
-}
-
 /// What one image produced.
 struct Segmented {
     size: (u32, u32),
@@ -121,7 +104,7 @@ pub(crate) fn run(args: SegmentArgs) -> Result<ExitCode> {
     let names = names.unwrap_or_default();
     let palette = match &args.palette {
         Some(path) => read_palette(path)?,
-        None => model.spec.palette.clone().unwrap_or_else(|| generated_palette(classes)),
+        None => model_palette(&model.spec),
     };
     if palette.len() < classes {
         bail!("the palette has {} colours for {classes} classes", palette.len());
@@ -195,7 +178,7 @@ fn segment_one(
     let color = color_image(labels, palette);
     let mut staged = Staged::default();
     staged.add(out("labels.png"), png(labels_image(labels, model.spec.classes)))?;
-    staged.add(out("overlay.png"), png(DynamicImage::ImageRgb8(overlay_image(&photo, &color))))?;
+    staged.add(out("overlay.png"), png(DynamicImage::ImageRgb8(overlay_image(&photo, &color, 0.5))))?;
     staged.add(out("color.png"), png(DynamicImage::ImageRgb8(color)))?;
     if args.legend {
         let shares = class_shares(labels, model.spec.classes);

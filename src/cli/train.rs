@@ -13,14 +13,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use pspnet_data::{Dataset, custom_samples};
+use pspnet_data::{Dataset, LabelRule, custom_samples};
 use pspnet_kernels::{ConvAlgorithm, ConvOptions, Precision};
 use pspnet_model::{Layout, ModelError, Normalization, Overrides, read_checkpoint};
 use pspnet_nn::train::BnMode;
 use pspnet_ppm::Pooling;
 use pspnet_train::{
-    Augmentation, LabelRule, Loader, Scratch, TrainError, TrainOptions, Trainer, config_flags, initialise,
-    is_imagenet_resnet, reclassify, run, scratch, with_imagenet_backbone,
+    Augmentation, Loader, Scratch, TrainError, TrainOptions, Trainer, config_flags, initialise, is_imagenet_resnet,
+    reclassify, run, scratch, with_imagenet_backbone,
 };
 
 use super::segment::{read_classes, read_palette};
@@ -28,27 +28,8 @@ use super::segment::{read_classes, read_palette};
 /// Arguments of `pspnet train`.
 #[derive(Debug, Args)]
 pub(crate) struct TrainArgs {
-    /// camvid, ade20k, voc2012, cityscapes (with --data-root and --split), or custom (with --images, --labels, --classes FILE).
-    #[arg(long)]
-    dataset: String,
-    /// The dataset's root folder.
-    #[arg(long)]
-    data_root: Option<PathBuf>,
-    /// The split to train on.
-    #[arg(long)]
-    split: Option<String>,
-    /// Custom data: the images, paired with --labels by file stem.
-    #[arg(long)]
-    images: Option<PathBuf>,
-    /// Custom data: label PNGs, values 0..N-1.
-    #[arg(long)]
-    labels: Option<PathBuf>,
-    /// Custom data: the label that counts for nothing.
-    #[arg(long, default_value_t = 255)]
-    ignore_index: u16,
-    /// Custom data: 0 is ignored and v stands for class v-1 (mmsegmentation's reduce_zero_label).
-    #[arg(long)]
-    reduce_zero_label: bool,
+    #[command(flatten)]
+    data: super::DataArgs,
     /// The class count, or a file of names (JSON with "classes" and optional "palette", or one name per line).
     /// Default: the dataset's table.
     #[arg(long)]
@@ -218,7 +199,8 @@ pub(crate) fn run_train(args: TrainArgs) -> Result<ExitCode> {
     if augmentation.crop && args.crop.is_none() {
         bail!("--augment crop needs --crop HxW");
     }
-    let (samples, rule, table) = samples(&args)?;
+    let source = args.data.source()?;
+    let (samples, rule, table) = (source.samples()?, source.rule(), source.dataset());
     let validation = validation_samples(&args, rule)?;
     if args.val_every > 0 && validation.is_none() {
         bail!("--val-every {} needs --val-split or --val-images/--val-labels", args.val_every);
@@ -307,28 +289,12 @@ pub(crate) fn run_train(args: TrainArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The samples, their label rule, and the dataset's class table (named datasets).
-fn samples(args: &TrainArgs) -> Result<(Vec<pspnet_data::Sample>, LabelRule, Option<Dataset>)> {
-    if args.dataset == "custom" {
-        let (Some(images), Some(labels)) = (&args.images, &args.labels) else {
-            bail!("--dataset custom needs --images DIR and --labels DIR");
-        };
-        let rule = LabelRule::Custom { ignore: args.ignore_index, reduce_zero_label: args.reduce_zero_label };
-        return Ok((custom_samples(images, labels)?, rule, None));
-    }
-    let dataset: Dataset = args.dataset.parse().map_err(anyhow::Error::msg)?;
-    let (Some(root), Some(split)) = (&args.data_root, &args.split) else {
-        bail!("--dataset {} needs --data-root DIR and --split NAME", dataset.name());
-    };
-    Ok((dataset.samples(root, split)?, LabelRule::Dataset(dataset), Some(dataset)))
-}
-
 /// The validation samples, when asked for: a split of the named dataset, or
 /// custom images and labels (read by the training data's label rule).
 fn validation_samples(args: &TrainArgs, rule: LabelRule) -> Result<Option<Vec<pspnet_data::Sample>>> {
     match (&args.val_split, &args.val_images, &args.val_labels, rule) {
         (Some(split), _, _, LabelRule::Dataset(dataset)) => {
-            let root = args.data_root.as_ref().context("--val-split needs --data-root")?;
+            let root = args.data.data_root.as_ref().context("--val-split needs --data-root")?;
             Ok(Some(dataset.samples(root, split)?))
         }
         (Some(_), _, _, LabelRule::Custom { .. }) => {
@@ -482,7 +448,7 @@ fn start(
 
 /// Writes OUT/config.toml: every setting of the run, as flags would give it.
 fn write_config(args: &TrainArgs) -> Result<()> {
-    let mut lines = vec![format!("dataset = {:?}", args.dataset)];
+    let mut lines = vec![format!("dataset = {:?}", args.data.dataset)];
     if let Some(classes) = &args.classes {
         lines.push(format!("classes = {classes:?}"));
     }
@@ -491,15 +457,15 @@ fn write_config(args: &TrainArgs) -> Result<()> {
             lines.push(format!("{key} = {:?}", p.display().to_string()));
         }
     };
-    path("data_root", &args.data_root);
-    path("images", &args.images);
-    path("labels", &args.labels);
+    path("data_root", &args.data.data_root);
+    path("images", &args.data.images);
+    path("labels", &args.data.labels);
     path("init", &args.init);
     path("backbone", &args.backbone);
     path("resume", &args.resume);
     path("val_images", &args.val_images);
     path("val_labels", &args.val_labels);
-    let split = args.split.as_ref().map(|s| format!("split = {s:?}"));
+    let split = args.data.split.as_ref().map(|s| format!("split = {s:?}"));
     let val_split = args.val_split.as_ref().map(|s| format!("val_split = {s:?}"));
     let crop = args.crop.map(|[h, w]| format!("crop = \"{h}x{w}\""));
     let keep = args.keep.map(|k| format!("keep = {k}"));
@@ -529,8 +495,8 @@ fn write_config(args: &TrainArgs) -> Result<()> {
         format!("output_stride = {}", args.output_stride),
         format!("save_every = {}", args.save_every),
         format!("val_every = {}", args.val_every),
-        format!("ignore_index = {}", args.ignore_index),
-        format!("reduce_zero_label = {}", args.reduce_zero_label),
+        format!("ignore_index = {}", args.data.ignore_index),
+        format!("reduce_zero_label = {}", args.data.reduce_zero_label),
     ]);
     let path = args.out.join("config.toml");
     let temporary = args.out.join(".config.toml.partial");

@@ -15,11 +15,11 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use pspnet_data::Dataset;
+use pspnet_data::{Dataset, LabelRule};
 use pspnet_kernels::{ConvAlgorithm, ConvOptions};
 use pspnet_model::{Layout, Normalization, Overrides, read_checkpoint};
 use pspnet_ppm::Pooling;
-use pspnet_train::{LabelRule, Loader, Sampler, Scratch, TrainOptions, Trainer, initialise, scratch};
+use pspnet_train::{Loader, Sampler, Scratch, TrainOptions, Trainer, initialise, scratch};
 
 use crate::bench_train::{camvid_and_binary, logged_seconds, median};
 

@@ -151,6 +151,110 @@ impl Dataset {
     }
 }
 
+/// Where labelled samples come from: a named dataset's split in its
+/// official layout, or custom folders of images and label PNGs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataSource {
+    /// A split of a named dataset.
+    Named {
+        /// The dataset.
+        dataset: Dataset,
+        /// Its root folder.
+        root: PathBuf,
+        /// The split.
+        split: String,
+    },
+    /// Images paired with `labels/STEM.png` (see [`custom_samples`]).
+    Custom {
+        /// The image folder.
+        images: PathBuf,
+        /// The label folder.
+        labels: PathBuf,
+        /// The label that counts for nothing.
+        ignore: u16,
+        /// mmsegmentation's `reduce_zero_label`.
+        reduce_zero_label: bool,
+    },
+}
+
+impl DataSource {
+    /// The samples, in file-name order.
+    pub fn samples(&self) -> Result<Vec<Sample>, DataError> {
+        match self {
+            DataSource::Named { dataset, root, split } => dataset.samples(root, split),
+            DataSource::Custom { images, labels, .. } => custom_samples(images, labels),
+        }
+    }
+
+    /// How its label values become classes.
+    pub fn rule(&self) -> LabelRule {
+        match *self {
+            DataSource::Named { dataset, .. } => LabelRule::Dataset(dataset),
+            DataSource::Custom { ignore, reduce_zero_label, .. } => LabelRule::Custom { ignore, reduce_zero_label },
+        }
+    }
+
+    /// The named dataset, if any.
+    pub fn dataset(&self) -> Option<Dataset> {
+        match self {
+            DataSource::Named { dataset, .. } => Some(*dataset),
+            DataSource::Custom { .. } => None,
+        }
+    }
+
+    /// The dataset's name (`custom` for custom data).
+    pub fn name(&self) -> &'static str {
+        self.dataset().map_or("custom", Dataset::name)
+    }
+
+    /// The split's name; custom data is named by its image folder.
+    pub fn split(&self) -> String {
+        match self {
+            DataSource::Named { split, .. } => split.clone(),
+            DataSource::Custom { images, .. } => images.display().to_string(),
+        }
+    }
+}
+
+/// How a label file's values become classes: a named dataset's convention,
+/// or a custom one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabelRule {
+    /// A named dataset's convention.
+    Dataset(Dataset),
+    /// Values 0..N-1 are classes, `ignore` is ignored; with
+    /// `reduce_zero_label` 0 is ignored and v stands for class v - 1.
+    Custom {
+        /// The label that counts for nothing.
+        ignore: u16,
+        /// mmsegmentation's `reduce_zero_label`.
+        reduce_zero_label: bool,
+    },
+}
+
+impl LabelRule {
+    /// Maps raw label values to classes below `classes` (or [`IGNORE`]),
+    /// refusing any other value; `path` names the label file in errors.
+    pub fn classes(self, raw: &[u16], path: &Path, classes: usize) -> Result<Vec<u16>, DataError> {
+        let labels = match self {
+            LabelRule::Dataset(dataset) => dataset.convert_labels(raw, path)?,
+            LabelRule::Custom { ignore, reduce_zero_label } => raw
+                .iter()
+                .map(|&v| match (v, reduce_zero_label) {
+                    (v, _) if v == ignore => IGNORE,
+                    (0, true) => IGNORE,
+                    (v, true) => v - 1,
+                    (v, false) => v,
+                })
+                .collect(),
+        };
+        match labels.iter().zip(raw).find(|(l, _)| **l != IGNORE && usize::from(**l) >= classes) {
+            Some((_, &value)) => Err(DataError::LabelClass { path: path.to_path_buf(), value, classes }),
+            None => Ok(labels),
+        }
+    }
+}
+
 /// A custom dataset's samples: every image in `images` paired by file stem
 /// with `labels/STEM.png`; an image whose label is missing is an error.
 pub fn custom_samples(images: &Path, labels: &Path) -> Result<Vec<Sample>, DataError> {

@@ -51,6 +51,16 @@ pub enum DataError {
         /// The dataset's name.
         dataset: &'static str,
     },
+    /// A label that is neither a class of the model nor the ignore label.
+    #[error("{}: label value {value} is not a class (0..{classes}) or the ignore label", path.display())]
+    LabelClass {
+        /// The label file.
+        path: PathBuf,
+        /// The raw value.
+        value: u16,
+        /// How many classes there are.
+        classes: usize,
+    },
     /// A dataset folder does not hold what its layout needs.
     #[error("{}: {reason}", path.display())]
     Layout {

@@ -14,7 +14,7 @@ mod image_io;
 mod label;
 
 pub use class_file::{parse_class_names, parse_palette};
-pub use dataset::{Dataset, IGNORE, Sample, custom_samples};
+pub use dataset::{DataSource, Dataset, IGNORE, LabelRule, Sample, custom_samples};
 pub use error::DataError;
 pub use image_io::{IMAGE_EXTENSIONS, collect_inputs, decode_rgb, has_image_extension, read_rgb};
 pub use label::{LabelMap, decode_label_png, read_label_png};

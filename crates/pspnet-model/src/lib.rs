@@ -33,7 +33,7 @@ pub use matlab::{MatlabPlan, matlab_plan};
 pub use metrics::{ClassScore, ConfusionMatrix, Scores};
 pub use native::{FORMAT, FORMAT_KEY, OPTIMIZER_PREFIX, SPEC_KEY, StorageDtype, save_native, save_native_with};
 pub use normalize::Normalization;
-pub use protocol::{Average, Protocol, Window, predict};
+pub use protocol::{Average, Protocol, ProtocolChoice, Window, WindowMode, predict};
 pub use pspnet::{PspNet, PspNetConfig, StageTimes, Trace};
 pub use pspnet_kernels::{ConvOptions, Precision};
 pub use segmenter::Segmenter;

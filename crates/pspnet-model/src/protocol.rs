@@ -123,6 +123,74 @@ impl Protocol {
     }
 }
 
+/// Whole image or sliding windows, as a user names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowMode {
+    /// One pass over the whole (rescaled) image.
+    Whole,
+    /// Crop-sized windows.
+    Slide,
+}
+
+/// A protocol as the command line and the Python package take it: a
+/// preset (or none: one whole-image pass), adjusted by explicit choices.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProtocolChoice {
+    /// A [`Protocol::preset`] name.
+    pub preset: Option<String>,
+    /// Whole image or sliding windows.
+    pub mode: Option<WindowMode>,
+    /// The window size.
+    pub crop: Option<usize>,
+    /// The window step.
+    pub stride: Option<usize>,
+    /// Scales of the long side.
+    pub scales: Option<Vec<f64>>,
+    /// Whether each pass also runs mirrored.
+    pub flip: Option<bool>,
+    /// The long side at scale 1.
+    pub base_size: Option<usize>,
+    /// What is averaged.
+    pub average: Option<Average>,
+}
+
+impl ProtocolChoice {
+    /// The protocol: the preset, else `default_preset`, else one
+    /// whole-image pass; then each explicit choice.
+    pub fn protocol(&self, default_preset: Option<&str>) -> Result<Protocol, ModelError> {
+        let mut p = match self.preset.as_deref().or(default_preset) {
+            Some(name) => Protocol::preset(name)?,
+            None => Protocol::whole(),
+        };
+        let preset_crop = match p.window {
+            Window::Slide { crop, .. } => Some(crop),
+            Window::Whole => None,
+        };
+        match self.mode {
+            Some(WindowMode::Whole) => p.window = Window::Whole,
+            Some(WindowMode::Slide) => {
+                let crop = self.crop.or(preset_crop).ok_or_else(|| {
+                    ModelError::Input("--mode slide needs --crop (or a --preset that sets it)".into())
+                })?;
+                p.window = Window::Slide { crop, stride: self.stride };
+            }
+            None => {
+                if let Window::Slide { crop, stride } = &mut p.window {
+                    *crop = self.crop.unwrap_or(*crop);
+                    *stride = self.stride.or(*stride);
+                }
+            }
+        }
+        if let Some(scales) = &self.scales {
+            p.scales = scales.clone();
+        }
+        p.flip = self.flip.unwrap_or(p.flip);
+        p.base_size = self.base_size.or(p.base_size);
+        p.average = self.average.unwrap_or(p.average);
+        Ok(p)
+    }
+}
+
 /// Class scores (averaged probabilities or logits, per `protocol.average`)
 /// for an interleaved RGB image (`height * width * 3` bytes, row by row), at
 /// the image's own resolution: `1 x classes x H x W`.

@@ -16,16 +16,6 @@ pub enum TrainError {
     /// The network or a checkpoint.
     #[error(transparent)]
     Model(Box<ModelError>),
-    /// A label outside the classes.
-    #[error("{}: label value {value} is not a class (0..{classes}) or the ignore label", path.display())]
-    Label {
-        /// The label file.
-        path: PathBuf,
-        /// The value.
-        value: u16,
-        /// How many classes there are.
-        classes: usize,
-    },
     /// An image and its labels, or two images of one batch, differ in size.
     #[error("{}: {what} is {}x{}, but {} is {}x{}", first.display(), sizes[0][0], sizes[0][1], second.display(), sizes[1][0], sizes[1][1])]
     SizeMismatch {

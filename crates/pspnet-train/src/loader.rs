@@ -3,11 +3,10 @@
 //! samples of a batch decoded in parallel, and the next batch prepared on a
 //! worker thread while the current one trains.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, sync_channel};
 
-use pspnet_data::{Dataset, IGNORE, Sample, read_label_png, read_rgb};
+use pspnet_data::{IGNORE, LabelRule, Sample, read_label_png, read_rgb};
 use pspnet_model::Normalization;
 use pspnet_tensor::{Shape, Tensor};
 use rayon::prelude::*;
@@ -16,21 +15,6 @@ use crate::TrainError;
 use crate::augment::{Augmentation, Example, Padding};
 use crate::draws::{Draws, Purpose};
 use crate::sampler::Sampler;
-
-/// How a label file's values become classes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LabelRule {
-    /// A named dataset's convention.
-    Dataset(Dataset),
-    /// Values 0..N-1 are classes, `ignore` is ignored; with
-    /// `reduce_zero_label` 0 is ignored and v stands for class v - 1.
-    Custom {
-        /// The label that counts for nothing.
-        ignore: u16,
-        /// mmsegmentation's `reduce_zero_label`.
-        reduce_zero_label: bool,
-    },
-}
 
 /// One normalised batch: `N x 3 x H x W` images and their `N x H x W` labels.
 #[derive(Debug, Clone)]
@@ -89,26 +73,7 @@ impl Loader {
                 sizes: [size, [raw.height as usize, raw.width as usize]],
             });
         }
-        self.classes_of(&raw.values, &sample.label)
-    }
-
-    fn classes_of(&self, raw: &[u16], path: &Path) -> Result<Vec<u16>, TrainError> {
-        let labels = match self.rule {
-            LabelRule::Dataset(dataset) => dataset.convert_labels(raw, path)?,
-            LabelRule::Custom { ignore, reduce_zero_label } => raw
-                .iter()
-                .map(|&v| match (v, reduce_zero_label) {
-                    (v, _) if v == ignore => IGNORE,
-                    (0, true) => IGNORE,
-                    (v, true) => v - 1,
-                    (v, false) => v,
-                })
-                .collect(),
-        };
-        match labels.iter().zip(raw).find(|(l, _)| **l != IGNORE && usize::from(**l) >= self.classes) {
-            Some((_, &value)) => Err(TrainError::Label { path: path.to_path_buf(), value, classes: self.classes }),
-            None => Ok(labels),
-        }
+        Ok(self.rule.classes(&raw.values, &sample.label, self.classes)?)
     }
 
     /// Batch `iteration` of the samples at `indices`: each decoded and

@@ -7,11 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use pspnet_data::{DataError, LabelRule};
 use pspnet_kernels::{ConvAlgorithm, ConvOptions};
 use pspnet_model::{Normalization, Overrides, read_checkpoint};
-use pspnet_train::{
-    Augmentation, LabelRule, Loader, Record, TrainError, TrainOptions, Trainer, initialise, reclassify, run,
-};
+use pspnet_train::{Augmentation, Loader, Record, TrainError, TrainOptions, Trainer, initialise, reclassify, run};
 
 const CLASSES: usize = 4;
 
@@ -136,6 +135,6 @@ fn a_label_outside_the_classes_stops_the_run_naming_the_file() {
     let options = TrainOptions { shuffle: false, ..options(dir.path()) };
     let err = run(&mut trainer, loader(samples, 5), |_| Ok(()), |_| Ok(()), &stop).unwrap_err();
     let _ = options;
-    assert!(matches!(err, TrainError::Label { value: 7, classes: 4, .. }), "{err}");
+    assert!(matches!(err, TrainError::Data(DataError::LabelClass { value: 7, classes: 4, .. })), "{err}");
     assert!(err.to_string().contains("4.png: label value 7"), "{err}");
 }
