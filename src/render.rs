@@ -53,11 +53,13 @@ pub fn color_image(labels: ArrayView2<'_, u32>, palette: &[[u8; 3]]) -> RgbImage
 }
 
 /// The class colours blended over the photo with weight `opacity` (0..=1):
-/// per channel `floor((1 - opacity) * photo + opacity * colour + 0.5)`.
-pub fn overlay_image(photo: &RgbImage, color: &RgbImage, opacity: f32) -> RgbImage {
+/// per channel `floor((1 - opacity) * photo + opacity * colour + 0.5)`, in
+/// float64 and in that order, so that NumPy's evaluation of the formula
+/// gives the same bytes.
+pub fn overlay_image(photo: &RgbImage, color: &RgbImage, opacity: f64) -> RgbImage {
     RgbImage::from_fn(photo.width(), photo.height(), |x, y| {
         let (p, c) = (photo.get_pixel(x, y).0, color.get_pixel(x, y).0);
-        Rgb([0, 1, 2].map(|i| ((1.0 - opacity) * f32::from(p[i]) + opacity * f32::from(c[i]) + 0.5).floor() as u8))
+        Rgb([0, 1, 2].map(|i| ((1.0 - opacity) * f64::from(p[i]) + opacity * f64::from(c[i]) + 0.5).floor() as u8))
     })
 }
 
@@ -73,7 +75,7 @@ mod tests {
         assert_eq!(overlay_image(&photo, &color, 0.5).into_raw(), vec![1, 12, 255]);
         assert_eq!(overlay_image(&photo, &color, 0.0).into_raw(), vec![0, 10, 255]);
         assert_eq!(overlay_image(&photo, &color, 1.0).into_raw(), vec![1, 13, 254]);
-        // 0.25 * 0 + 0.75 * 13 ... channel 1: 0.75 * 10 + 0.25 * 13 = 10.75 -> 11.
+        // Channel 1 at 0.25: 0.75 * 10 + 0.25 * 13 + 0.5 = 11.25 -> 11.
         assert_eq!(overlay_image(&photo, &color, 0.25).into_raw()[1], 11);
     }
 }

@@ -32,6 +32,7 @@ const GRAPH: &[(&str, &[&str])] = &[
             "pspnet-weights",
         ],
     ),
+    ("python", &["pspnet"]),
 ];
 
 fn root() -> PathBuf {
@@ -56,8 +57,9 @@ fn workspace_dependencies(manifest: &Path) -> BTreeSet<String> {
     found
 }
 
-/// The two binaries on top: the `pspnet` package (binary and facade) and
-/// `xtask`, with the workspace crates each uses.
+/// The packages on top: `pspnet` (binary and facade), `xtask`, and the
+/// Python package, which reaches the engine through the facade only; with
+/// the workspace crates each uses.
 const TOP: &[(&str, &[&str])] = &[
     (
         ".",

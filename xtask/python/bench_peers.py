@@ -1,16 +1,19 @@
-"""Times the PyTorch and ONNX Runtime peers of `cargo xtask bench`.
+"""Times the PyTorch, ONNX Runtime and OpenVINO peers of `cargo xtask bench`
+and of bench_python.py.
 
-    python bench_peers.py --engine torch|onnxruntime --checkpoint CKPT --layout semseg --depth 50 \
+    python bench_peers.py --engine torch|onnxruntime|openvino|openvino-bf16 --checkpoint CKPT --layout semseg --depth 50 \
         --size 473x473 --threads 2 --runs 5
 
 Loads the checkpoint into the PyTorch model of reference.py (the same
 module the cross-check uses), runs it eagerly in fp32 with
 `torch.set_num_threads(threads)`, or exports it to ONNX and runs it with
-ONNX Runtime's CPU provider and `threads` intra-op threads. One warm-up,
+ONNX Runtime's CPU provider and `threads` intra-op threads (or OpenVINO's
+CPU device with `INFERENCE_NUM_THREADS`, in f32 or, as `openvino-bf16`, in
+bf16, OpenVINO's default on CPUs with AVX512-BF16). One warm-up,
 then `runs` timed forward passes on a random image. Prints one JSON line:
 {"engine", "median_s", "min_s", "max_s", "peak_rss_mb"} (peak RSS of this
 process, so run one engine per process). Needs
-`pip install torch numpy onnx onnxscript onnxruntime`.
+`pip install torch numpy onnx onnxscript onnxruntime` (and `openvino`).
 """
 
 import argparse
@@ -38,6 +41,24 @@ def load(checkpoint, layout, depth):
     return model.eval()
 
 
+def onnx_runner(engine, path, x, threads):
+    """A function running the exported model once with `threads` threads."""
+    if engine.startswith("openvino"):
+        import openvino as ov
+        # OpenVINO computes in bf16 by default where the CPU has it; "openvino" asks for f32.
+        precision = "bf16" if engine == "openvino-bf16" else "f32"
+        config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": precision}
+        compiled = ov.Core().compile_model(str(path), "CPU", config)
+        request = compiled.create_infer_request()
+        return lambda: request.infer({"x": x})
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda: session.run(None, {"x": x})
+
+
 class LogitsOnly(torch.nn.Module):
     """The inference path only: logits at the input resolution."""
 
@@ -56,7 +77,7 @@ class LogitsOnly(torch.nn.Module):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--engine", choices=["torch", "onnxruntime"], required=True)
+    p.add_argument("--engine", choices=["torch", "onnxruntime", "openvino", "openvino-bf16"], required=True)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--layout", choices=["semseg", "mmseg"], required=True)
     p.add_argument("--depth", type=int, required=True)
@@ -73,19 +94,11 @@ def main():
             with torch.no_grad():
                 model(x)
     else:
-        import onnxruntime as ort
         path = Path(tempfile.mkdtemp()) / "pspnet.onnx"
         with torch.no_grad():
             torch.onnx.export(model, (x,), str(path), input_names=["x"], output_names=["logits"], dynamo=False)
         del model
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = args.threads
-        options.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        feed = {"x": x.numpy()}
-
-        def run():
-            session.run(None, feed)
+        run = onnx_runner(args.engine, path, x.numpy(), args.threads)
     run()
     times = []
     for _ in range(args.runs):

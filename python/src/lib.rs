@@ -1,0 +1,30 @@
+//! The `pspnet` Python module: the engine from NumPy, without PyTorch.
+//!
+//! `pspnet.load` gives a [`Model`] that segments `H x W x 3` uint8 RGB
+//! arrays under the command line's protocols; `pspnet.evaluate` scores it on
+//! a dataset as `pspnet evaluate --json` does. Every computation runs with
+//! the GIL released, on the model's own thread pool.
+
+mod arrays;
+mod driver;
+mod errors;
+mod evaluate;
+mod model;
+mod protocol;
+
+use pyo3::prelude::*;
+
+pub use errors::CheckpointError;
+pub use model::Model;
+
+/// The Python module.
+#[pymodule]
+#[pyo3(name = "pspnet")]
+fn pspnet_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("CheckpointError", m.py().get_type::<CheckpointError>())?;
+    m.add_class::<Model>()?;
+    m.add_function(wrap_pyfunction!(model::load, m)?)?;
+    m.add_function(wrap_pyfunction!(evaluate::evaluate, m)?)?;
+    Ok(())
+}
