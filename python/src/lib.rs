@@ -28,3 +28,9 @@ fn pspnet_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(evaluate::evaluate, m)?)?;
     Ok(())
 }
+
+/// The engine's tensors come from mimalloc: glibc's malloc gives the driver
+/// thread an arena of 64 MB heaps, which map and unmap the tensors of every
+/// pass afresh, where the binary's main thread keeps them in the main heap.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
