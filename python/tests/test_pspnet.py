@@ -306,3 +306,26 @@ def test_threads_are_the_model_s_own_and_leave_with_it():
     assert len(list(tasks.iterdir())) == before
     with pytest.raises(ValueError, match="threads"):
         pspnet.load(threads=0)
+
+
+def test_more_than_256_classes_give_uint16(tmp_path):
+    # A 300-class model trained for one step from scratch on two tiny images.
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    rng = np.random.default_rng(3)
+    for name in ["a", "b"]:
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(images / f"{name}.png")
+        Image.fromarray(rng.integers(0, 300, (64, 64), dtype=np.uint16)).save(labels / f"{name}.png")
+    out = tmp_path / "run"
+    cli("train", "--dataset", "custom", "--images", images, "--labels", labels, "--classes", "300",
+        "--layout", "mmseg", "--depth", "18", "--batch", "2", "--iters", "1", "--crop", "64x64",
+        "--augment", "crop", "--out", out)
+    model = pspnet.load(out / "last.safetensors")
+    assert len(model.classes) == 300 and model.palette.shape == (300, 3)
+    image = read_rgb(images / "a.png")
+    got = model.segment(image)
+    assert got.dtype == np.uint16
+    cli("segment", images / "a.png", "--model", out / "last.safetensors", "--out", tmp_path / "seg")
+    expected = np.asarray(Image.open(tmp_path / "seg/a.labels.png")).astype(np.uint16)
+    assert np.array_equal(got, expected)
