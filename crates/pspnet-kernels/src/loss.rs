@@ -10,9 +10,11 @@ use crate::KernelError;
 /// The mean softmax cross-entropy of `logits` (`N x C x H x W`) against
 /// `labels` (`N * H * W` class ids, image by image, row by row), pixels
 /// labelled `ignore` left out, and its gradient with respect to the logits
-/// (`(softmax - one_hot) / valid pixels`, zero at ignored ones). With no
-/// pixel to count, the loss is NaN, as PyTorch's mean over nothing.
-pub fn softmax_cross_entropy(logits: &Tensor, labels: &[u16], ignore: u16) -> Result<(f32, Tensor), KernelError> {
+/// (`(softmax - one_hot) / valid pixels`, zero at ignored ones), written
+/// over the logits: at full resolution they are the largest tensor of a
+/// training pass. With no pixel to count, the loss is NaN, as PyTorch's
+/// mean over nothing.
+pub fn softmax_cross_entropy(mut logits: Tensor, labels: &[u16], ignore: u16) -> Result<(f32, Tensor), KernelError> {
     let shape = logits.shape();
     let (classes, plane) = (shape.c(), shape.plane_len());
     if labels.len() != shape.n() * plane {
@@ -22,30 +24,33 @@ pub fn softmax_cross_entropy(logits: &Tensor, labels: &[u16], ignore: u16) -> Re
         return Err(KernelError::LabelOutOfRange { label, classes });
     }
     let valid = labels.iter().filter(|&&l| l != ignore).count();
-    let mut grad = Tensor::zeros(shape);
     // Per image: the sum of its pixels' losses, in f64, added in image order.
-    let sums: Vec<f64> = grad
+    let sums: Vec<f64> = logits
         .as_mut_slice()
         .par_chunks_mut(classes * plane)
-        .zip(logits.as_slice().par_chunks(classes * plane))
         .zip(labels.par_chunks(plane))
-        .map(|((g, x), labels)| {
+        .map(|(x, labels)| {
             let mut sum = 0.0f64;
-            for (p, &label) in labels.iter().enumerate().filter(|&(_, &l)| l != ignore) {
+            for (p, &label) in labels.iter().enumerate() {
+                if label == ignore {
+                    (0..classes).for_each(|c| x[c * plane + p] = 0.0);
+                    continue;
+                }
                 let max = (0..classes).map(|c| x[c * plane + p]).fold(f32::NEG_INFINITY, f32::max);
                 let total: f64 = (0..classes).map(|c| f64::from(x[c * plane + p] - max).exp()).sum();
                 let label = usize::from(label);
                 sum += total.ln() - f64::from(x[label * plane + p] - max);
+                // Each logit is read (here and above) before it is replaced by its gradient.
                 for c in 0..classes {
                     let softmax = f64::from(x[c * plane + p] - max).exp() / total;
                     let target = if c == label { 1.0 } else { 0.0 };
-                    g[c * plane + p] = ((softmax - target) / valid as f64) as f32;
+                    x[c * plane + p] = ((softmax - target) / valid as f64) as f32;
                 }
             }
             sum
         })
         .collect();
-    Ok(((sums.iter().sum::<f64>() / valid as f64) as f32, grad))
+    Ok(((sums.iter().sum::<f64>() / valid as f64) as f32, logits))
 }
 
 /// The input gradient of a ReLU from its output: the output's gradient

@@ -197,17 +197,17 @@ fn cross_entropy_ignores_its_index() {
         }
         vec![sum / valid]
     };
-    let (got_loss, grad) = softmax_cross_entropy(&tensor(shape, &x), &labels, 255).unwrap();
+    let (got_loss, grad) = softmax_cross_entropy(tensor(shape, &x), &labels, 255).unwrap();
     assert!((got_loss as f64 - loss(&x)[0]).abs() <= 1e-6 * loss(&x)[0], "{got_loss} vs {:?}", loss(&x));
     assert_close("cross-entropy", &grad, &numeric_gradient(&x, &[1.0], loss));
     // Pixel 3 of image 0 and pixel 2 of image 1 are ignored.
     let ignored = (0..4).flat_map(|c| [c * 15 + 3, (4 + c) * 15 + 2]);
     assert!(ignored.map(|i| grad.as_slice()[i]).all(|g| g == 0.0), "ignored pixels get no gradient");
 
-    let err = softmax_cross_entropy(&tensor(shape, &x), &[4; 30], 255).unwrap_err().to_string();
+    let err = softmax_cross_entropy(tensor(shape, &x), &[4; 30], 255).unwrap_err().to_string();
     assert!(err.contains("label 4"), "{err}");
-    assert!(softmax_cross_entropy(&tensor(shape, &x), &[0; 29], 255).unwrap_err().to_string().contains("29 labels"));
-    let (nothing, zero) = softmax_cross_entropy(&tensor(shape, &x), &[255; 30], 255).unwrap();
+    assert!(softmax_cross_entropy(tensor(shape, &x), &[0; 29], 255).unwrap_err().to_string().contains("29 labels"));
+    let (nothing, zero) = softmax_cross_entropy(tensor(shape, &x), &[255; 30], 255).unwrap();
     assert!(nothing.is_nan() && zero.as_slice().iter().all(|&g| g == 0.0));
 }
 

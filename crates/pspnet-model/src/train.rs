@@ -61,7 +61,6 @@ pub struct Losses {
 
 /// A head's classifier output and what its backward pass needs.
 struct HeadPass {
-    logits_shape: pspnet_tensor::Shape,
     mask: Option<Vec<f32>>,
     grad: Tensor,
     loss: f32,
@@ -148,12 +147,12 @@ impl TrainPspNet {
             total: main.loss + options.aux_weight * aux.as_ref().map_or(0.0, |a| a.loss),
         };
 
-        let grad = unclassify(&mut self.classifier, main, options.grad_scale, align_corners)?;
+        let grad = unclassify(&mut self.classifier, main, options.grad_scale)?;
         let grad = self.bottleneck.backward(grad, true)?.expect("asked for the input's gradient");
         let stage4 = self.ppm.backward(&grad)?;
         let stage3 = match (aux, &mut self.aux) {
             (Some(pass), Some((conv, classifier))) => {
-                let grad = unclassify(classifier, pass, options.grad_scale * options.aux_weight, align_corners)?;
+                let grad = unclassify(classifier, pass, options.grad_scale * options.aux_weight)?;
                 conv.backward(grad, true)?
             }
             _ => None,
@@ -204,21 +203,17 @@ fn classify(
     };
     let low = classifier.forward(input)?;
     let logits = resize_bilinear(&low, label_hw, align_corners)?;
-    let (loss, grad) = softmax_cross_entropy(&logits, labels, options.ignore)?;
-    Ok(HeadPass { logits_shape: low.shape(), mask, grad, loss })
+    let (loss, grad) = softmax_cross_entropy(logits, labels, options.ignore)?;
+    // Back to the classifier's resolution at once: only the small gradient waits for the backward pass.
+    let grad = resize_bilinear_backward(&grad, low.shape(), align_corners)?;
+    Ok(HeadPass { mask, grad, loss })
 }
 
 /// The backward pass of [`classify`], the loss's gradient scaled by
 /// `scale`: the gradient of the head's features.
-fn unclassify(
-    classifier: &mut TrainConv,
-    pass: HeadPass,
-    scale: f32,
-    align_corners: bool,
-) -> Result<Tensor, ModelError> {
+fn unclassify(classifier: &mut TrainConv, pass: HeadPass, scale: f32) -> Result<Tensor, ModelError> {
     let mut grad = pass.grad;
     grad.as_mut_slice().iter_mut().for_each(|g| *g *= scale);
-    let grad = resize_bilinear_backward(&grad, pass.logits_shape, align_corners)?;
     let grad = classifier.backward(&grad, true)?.expect("asked for the input's gradient");
     Ok(match pass.mask {
         Some(mask) => apply_channel_mask(&grad, &mask)?,

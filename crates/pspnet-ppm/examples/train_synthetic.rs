@@ -70,7 +70,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let features = stem.forward(Arc::new(images), BnMode::Train)?;
         let pooled = ppm.forward(features, BnMode::Train)?;
         let logits = classifier.forward(Arc::new(pooled))?;
-        let (loss, grad) = softmax_cross_entropy(&logits, &labels, 255)?;
         let plane = size * size;
         let right = (0..labels.len())
             .filter(|&i| {
@@ -79,6 +78,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 u16::from(up > down) == labels[i]
             })
             .count();
+        let (loss, grad) = softmax_cross_entropy(logits, &labels, 255)?;
 
         let grad = classifier.backward(&grad, true)?.expect("the input's gradient");
         let grad = ppm.backward(&grad)?;
