@@ -54,13 +54,12 @@ pub fn softmax_cross_entropy(mut logits: Tensor, labels: &[u16], ignore: u16) ->
 }
 
 /// The input gradient of a ReLU from its output: the output's gradient
-/// where the output is positive, zero elsewhere.
-pub fn relu_backward(output: &Tensor, grad_output: &Tensor) -> Result<Tensor, KernelError> {
-    if grad_output.shape() != output.shape() {
-        let (expected, got) = (output.shape(), grad_output.shape());
+/// where the output is positive, zero elsewhere (written over it).
+pub fn relu_backward(output: &Tensor, mut grad: Tensor) -> Result<Tensor, KernelError> {
+    if grad.shape() != output.shape() {
+        let (expected, got) = (output.shape(), grad.shape());
         return Err(KernelError::ShapeMismatch { what: "output gradient", expected, got });
     }
-    let mut grad = grad_output.clone();
     grad.as_mut_slice().par_iter_mut().zip(output.as_slice().par_iter()).for_each(|(g, &y)| {
         if y <= 0.0 {
             *g = 0.0;

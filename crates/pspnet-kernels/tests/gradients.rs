@@ -217,9 +217,9 @@ fn relu_passes_the_gradient_where_it_was_positive() {
     let x = values(8, shape.len());
     let r = values(9, shape.len());
     let relu = |x: &[f64]| x.iter().map(|v| v.max(0.0)).collect::<Vec<_>>();
-    let got = relu_backward(&tensor(shape, &relu(&x)), &tensor(shape, &r)).unwrap();
+    let got = relu_backward(&tensor(shape, &relu(&x)), tensor(shape, &r)).unwrap();
     assert_close("relu", &got, &numeric_gradient(&x, &r, relu));
-    assert!(relu_backward(&tensor(shape, &x), &Tensor::zeros(Shape::new(1, 2, 3, 2).unwrap())).is_err());
+    assert!(relu_backward(&tensor(shape, &x), Tensor::zeros(Shape::new(1, 2, 3, 2).unwrap())).is_err());
 }
 
 /// PyTorch's convolution (OIHW weights, no bias) in f64, and its output size.

@@ -187,9 +187,11 @@ impl TrainBlock {
 
     fn backward(&mut self, grad_output: Tensor) -> Result<Tensor, ResNetError> {
         let output = self.output.take().ok_or(pspnet_nn::NnError::NoForward("residual block"))?;
-        let grad = relu_backward(&output, &grad_output)?;
-        let mut body = grad.clone();
-        for unit in self.convs.iter_mut().rev() {
+        let grad = relu_backward(&output, grad_output)?;
+        drop(output);
+        let (last, rest) = self.convs.split_last_mut().expect("a block has convolutions");
+        let mut body = last.backward_shared(&grad, true)?.expect("asked for the input's gradient");
+        for unit in rest.iter_mut().rev() {
             body = unit.backward(body, true)?.expect("asked for the input's gradient");
         }
         let shortcut = match &mut self.downsample {

@@ -69,11 +69,24 @@ impl TrainConvBn {
     /// Adds the parameters' gradients and returns the input's (when
     /// `input_grad`).
     pub fn backward(&mut self, grad_output: Tensor, input_grad: bool) -> Result<Option<Tensor>, NnError> {
-        let grad = match self.output.take() {
-            Some(y) => relu_backward(&y, &grad_output)?,
-            None => grad_output,
-        };
-        let grad = self.bn.backward(&grad)?;
+        match self.output.take() {
+            Some(y) => self.backward_linear(&relu_backward(&y, grad_output)?, input_grad),
+            None => self.backward_linear(&grad_output, input_grad),
+        }
+    }
+
+    /// [`TrainConvBn::backward`] from a gradient the caller keeps (a
+    /// residual block's last unit shares it with the shortcut): read in
+    /// place when the unit has no ReLU, copied when it has.
+    pub fn backward_shared(&mut self, grad_output: &Tensor, input_grad: bool) -> Result<Option<Tensor>, NnError> {
+        match self.relu {
+            true => self.backward(grad_output.clone(), input_grad),
+            false => self.backward_linear(grad_output, input_grad),
+        }
+    }
+
+    fn backward_linear(&mut self, grad_output: &Tensor, input_grad: bool) -> Result<Option<Tensor>, NnError> {
+        let grad = self.bn.backward(grad_output)?;
         self.conv.backward(&grad, input_grad)
     }
 }
