@@ -22,7 +22,7 @@ pub mod render;
 
 pub use embedded::{EMBEDDED_MODEL_NAME, embedded_model};
 pub use error::Error;
-pub use evaluation::{Evaluation, evaluate, score_sample, summary};
+pub use evaluation::{Evaluation, evaluate, prediction_path, score, summary};
 
 pub use pspnet_data as data;
 pub use pspnet_kernels as kernels;

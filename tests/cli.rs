@@ -218,6 +218,30 @@ fn embedded_model_segments_the_example_street_scene() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `--opacity a`: each overlay byte is floor((1 - a) * photo + a * colour
+/// + 0.5), the formula evaluated in f64 here; 0.5 is the default.
+#[test]
+fn the_overlay_blends_by_its_opacity() {
+    let photo_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/camvid_Seq05VD_f01110.png");
+    let photo = image::open(&photo_path).unwrap().to_rgb8();
+    for (opacity, flags) in [(0.5, vec![]), (0.3, vec!["--opacity", "0.3"]), (1.0, vec!["--opacity", "1"])] {
+        let dir = scratch(&format!("opacity-{opacity}"));
+        let mut args = vec!["segment", photo_path.to_str().unwrap(), "--out", dir.to_str().unwrap()];
+        args.extend(flags);
+        let run = pspnet(&args);
+        assert!(run.status.success(), "{}", text(&run));
+        let color = image::open(dir.join("camvid_Seq05VD_f01110.color.png")).unwrap().to_rgb8();
+        let overlay = image::open(dir.join("camvid_Seq05VD_f01110.overlay.png")).unwrap().to_rgb8();
+        for ((p, c), o) in photo.as_raw().iter().zip(color.as_raw()).zip(overlay.as_raw()) {
+            let want = ((1.0 - opacity) * f64::from(*p) + opacity * f64::from(*c) + 0.5).floor();
+            assert_eq!(f64::from(*o), want, "opacity {opacity}: photo {p}, colour {c}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    let run = pspnet(&["segment", photo_path.to_str().unwrap(), "--opacity", "1.5"]);
+    assert!(!run.status.success() && text(&run).contains("\"1.5\" is not a number from 0 to 1"), "{}", text(&run));
+}
+
 /// Grayscale is replicated to RGB, alpha dropped, 16-bit samples become
 /// round(v / 257), palette images use their colours: each variant gives the
 /// same logits as the plain 8-bit RGB image it stands for.

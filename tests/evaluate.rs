@@ -329,3 +329,78 @@ fn custom_data_scores_as_the_definitions_say() {
     let run = pspnet(&[&custom[..], &["--classes", "5"]].concat());
     assert!(text(&run).contains("the model has 11 classes, custom has 5"), "{}", text(&run));
 }
+
+/// `evaluate --out-dir` saves what `segment` would write for each image and
+/// the confusion matrix the oracle counts; `score --pred-dir` reads the
+/// predictions back and reports the very same JSON; a missing or damaged
+/// prediction is named.
+#[test]
+fn saved_predictions_score_as_the_evaluation_that_wrote_them() {
+    let dir = tempfile::tempdir().unwrap();
+    for (dataset, split) in [("camvid", "test"), ("ade20k", "validation")] {
+        let fx = build(dataset, dir.path());
+        let model = model(dataset);
+        let model = model.to_str().unwrap();
+        let seg_out = dir.path().join(format!("{dataset}-seg"));
+        let mut args = vec!["segment", "--model", model, "--out", seg_out.to_str().unwrap()];
+        args.extend(fx.samples.iter().map(|(p, _)| p.to_str().unwrap()));
+        assert!(pspnet(&args).status.success());
+
+        let (saved, root) = (dir.path().join(format!("{dataset}-saved")), fx.root.to_str().unwrap());
+        let data = ["--dataset", dataset, "--data-root", root, "--split", split];
+        let (evaluated, scored) = (dir.path().join("evaluated.json"), dir.path().join("scored.json"));
+        let flags = ["--model", model, "--preset", "camvid", "--out-dir", saved.to_str().unwrap()];
+        let run = pspnet(&[&["evaluate"], &data[..], &flags[..], &["--json", evaluated.to_str().unwrap()]].concat());
+        assert!(run.status.success(), "{dataset}: {}", text(&run));
+
+        let mut counts = vec![0u64; fx.classes * fx.classes];
+        for (image, expected) in &fx.samples {
+            let stem = image.file_stem().unwrap().to_str().unwrap();
+            for kind in ["labels", "color"] {
+                let (ours, segments) =
+                    (saved.join(format!("{stem}.{kind}.png")), seg_out.join(format!("{stem}.{kind}.png")));
+                assert_eq!(image::open(&ours).unwrap(), image::open(&segments).unwrap(), "{}", ours.display());
+            }
+            let pred = image::open(saved.join(format!("{stem}.labels.png"))).unwrap().to_luma8();
+            for (l, p) in expected.iter().zip(pred.pixels()) {
+                if let Some(l) = l {
+                    counts[l * fx.classes + p.0[0] as usize] += 1;
+                }
+            }
+        }
+        let csv = std::fs::read_to_string(saved.join("confusion.csv")).unwrap();
+        let rows: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
+        assert_eq!(rows.len(), fx.classes + 1);
+        assert_eq!(rows[0].len(), fx.classes + 1, "{dataset}: a header cell per class");
+        let got: Vec<u64> = rows[1..].iter().flat_map(|r| r[1..].iter().map(|v| v.parse::<u64>().unwrap())).collect();
+        assert_eq!(got, counts, "{dataset}: confusion counts");
+        assert!(image::open(saved.join("confusion.png")).is_ok());
+
+        let run = pspnet(
+            &[&["score"], &data[..], &["--pred-dir", saved.to_str().unwrap(), "--json", scored.to_str().unwrap()]]
+                .concat(),
+        );
+        assert!(run.status.success(), "{dataset}: {}", text(&run));
+        assert_eq!(read_json(&scored), read_json(&evaluated), "{dataset}: score and evaluate");
+        std::fs::remove_file(&scored).unwrap();
+
+        // A prediction with a value that is no class, then a missing one.
+        let first = fx.samples[0].0.file_stem().unwrap().to_str().unwrap().to_string();
+        let damaged = saved.join(format!("{first}.labels.png"));
+        write_label(&damaged, &vec![fx.classes as u8; (W * H) as usize], false);
+        let score =
+            [&["score"], &data[..], &["--pred-dir", saved.to_str().unwrap(), "--json", scored.to_str().unwrap()]]
+                .concat();
+        let run = pspnet(&score);
+        assert!(!run.status.success() && !scored.exists());
+        assert!(
+            text(&run).contains(&format!("{first}.labels.png: prediction {} is not a class", fx.classes)),
+            "{}",
+            text(&run)
+        );
+        std::fs::remove_file(&damaged).unwrap();
+        let run = pspnet(&score);
+        assert!(!run.status.success() && !scored.exists());
+        assert!(text(&run).contains(&format!("{first}.labels.png: cannot open")), "{}", text(&run));
+    }
+}

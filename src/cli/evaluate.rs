@@ -1,6 +1,8 @@
-//! `pspnet evaluate` and `pspnet merge`: mIoU, mAcc and aAcc over a dataset
-//! split, whole or in shards.
+//! `pspnet evaluate`, `pspnet score` and `pspnet merge`: mIoU, mAcc and aAcc
+//! over a dataset split, whole or in shards, from the network or from the
+//! predictions an evaluation saved.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -8,13 +10,17 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use image::DynamicImage;
 use indicatif::{ProgressBar, ProgressStyle};
-use pspnet::Evaluation;
-use pspnet_data::Dataset;
+use ndarray::Array2;
+use pspnet::render::{color_image, labels_image, model_palette};
+use pspnet::{Evaluation, prediction_path};
+use pspnet_data::{Dataset, Sample};
 use pspnet_model::{ConfusionMatrix, Scores, Segmenter};
 use serde_json::{Value, json};
 
-use super::outputs::Staged;
+use super::confusion::{confusion_csv, confusion_image};
+use super::outputs::{Staged, png};
 use super::segment::read_classes;
 use super::{DataArgs, ModelArgs, OverrideArgs, ProtocolArgs};
 
@@ -51,6 +57,10 @@ pub(crate) struct EvaluateArgs {
     /// Also write the results as JSON (percent, full precision).
     #[arg(long, value_name = "OUT.json")]
     json: Option<PathBuf>,
+    /// Save each image's predictions as DIR/STEM.labels.png and DIR/STEM.color.png (STEM: the image's file stem),
+    /// and the confusion matrix as DIR/confusion.csv (raw counts) and DIR/confusion.png (rows normalised).
+    #[arg(long, value_name = "DIR")]
+    out_dir: Option<PathBuf>,
     /// Evaluate only shard I of N (images at positions I, I+N, ...); requires --partial.
     #[arg(long, value_name = "I/N", requires = "partial")]
     shard: Option<Shard>,
@@ -62,6 +72,24 @@ pub(crate) struct EvaluateArgs {
     #[command(flatten)]
     overrides: OverrideArgs,
     /// Refuse images with more pixels than this (checked from the header, before decoding).
+    #[arg(long, default_value_t = 100_000_000)]
+    max_pixels: u64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ScoreArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// The folder `evaluate --out-dir` wrote: STEM.labels.png for each image.
+    #[arg(long, value_name = "DIR")]
+    pred_dir: PathBuf,
+    /// Custom data: the class count, or a file of names as `segment --classes` reads it.
+    #[arg(long, value_name = "N|FILE")]
+    classes: Option<String>,
+    /// Also write the results as JSON, as `evaluate --json` does.
+    #[arg(long, value_name = "OUT.json")]
+    json: Option<PathBuf>,
+    /// Refuse label maps with more pixels than this (checked from the header, before decoding).
     #[arg(long, default_value_t = 100_000_000)]
     max_pixels: u64,
 }
@@ -83,29 +111,39 @@ pub(crate) fn run(args: EvaluateArgs) -> Result<ExitCode> {
         samples = samples.into_iter().skip(shard.index).step_by(shard.count).collect();
     }
     let model = args.model.load(&args.overrides.overrides())?;
-    let names = class_names(&args, source.dataset(), &model)?;
+    let names = class_names(args.classes.as_deref(), source.dataset(), Some(&model))?;
     if model.spec.classes != names.len() {
         bail!("the model has {} classes, {} has {}", model.spec.classes, source.name(), names.len());
     }
     let protocol = args.protocol.protocol(source.dataset().map(|d| d.name()))?;
-    let progress = ProgressBar::new(samples.len() as u64).with_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} images, {elapsed} elapsed, ETA {eta}")
-            .expect("valid template"),
-    );
+    if let Some(dir) = &args.out_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the output folder", dir.display()))?;
+    }
+    let palette = model_palette(&model.spec);
+    let progress = progress_bar(samples.len());
     let started = Instant::now();
+    let mut unsaved = Vec::new();
     let Evaluation { matrix, failures } =
-        pspnet::evaluate(&model, &samples, source.rule(), &protocol, args.max_pixels, |_, err| {
-            if let Some(err) = err {
-                progress.suspend(|| eprintln!("error: {err}"));
+        pspnet::evaluate(&model, &samples, source.rule(), &protocol, args.max_pixels, |sample, predicted| {
+            match (predicted, &args.out_dir) {
+                (Ok(predicted), Some(dir)) => {
+                    if let Err(err) = save_prediction(dir, sample, predicted, &palette, names.len()) {
+                        progress.suspend(|| eprintln!("error: {}", super::report(&err)));
+                        unsaved.push(sample.image.clone());
+                    }
+                }
+                (Ok(_), None) => {}
+                (Err(err), _) => progress.suspend(|| eprintln!("error: {err}")),
             }
             progress.inc(1);
         });
     progress.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     eprintln!("{} images in {seconds:.1} s ({:.2} s per image)", samples.len(), seconds / samples.len().max(1) as f64);
-    if !failures.is_empty() {
-        eprintln!("{} of {} images failed; no results written:", failures.len(), samples.len());
-        failures.iter().for_each(|(sample, _)| eprintln!("  {}", sample.image.display()));
+    let failed: Vec<_> = failures.iter().map(|(sample, _)| sample.image.clone()).chain(unsaved).collect();
+    if !failed.is_empty() {
+        eprintln!("{} of {} images failed; no results written:", failed.len(), samples.len());
+        failed.iter().for_each(|image| eprintln!("  {}", image.display()));
         return Ok(ExitCode::FAILURE);
     }
     let split = source.split();
@@ -121,22 +159,79 @@ pub(crate) fn run(args: EvaluateArgs) -> Result<ExitCode> {
         write_json(partial, &value)?;
         eprintln!("partial confusion matrix written to {}", partial.display());
     }
+    if let Some(dir) = &args.out_dir {
+        let mut staged = Staged::default();
+        let csv = confusion_csv(&names, &matrix);
+        staged.add(dir.join("confusion.csv"), |w| Ok(w.write_all(csv.as_bytes())?))?;
+        staged.add(dir.join("confusion.png"), png(DynamicImage::ImageRgb8(confusion_image(&names, &matrix))))?;
+        staged.commit()?;
+    }
     report(source.name(), &split, samples.len(), &names, &matrix, args.json.as_deref())?;
     Ok(ExitCode::SUCCESS)
 }
 
+/// `pspnet score`: the saved predictions of `evaluate --out-dir` scored
+/// again, without a network.
+pub(crate) fn score(args: ScoreArgs) -> Result<ExitCode> {
+    let source = args.data.source()?;
+    let samples = source.samples()?;
+    let names = class_names(args.classes.as_deref(), source.dataset(), None)?;
+    let progress = progress_bar(samples.len());
+    let Evaluation { matrix, failures } =
+        pspnet::score(&args.pred_dir, &samples, source.rule(), names.len(), args.max_pixels, |_, scored| {
+            if let Err(err) = scored {
+                progress.suspend(|| eprintln!("error: {err}"));
+            }
+            progress.inc(1);
+        });
+    progress.finish_and_clear();
+    if !failures.is_empty() {
+        eprintln!("{} of {} images failed; no results written:", failures.len(), samples.len());
+        failures.iter().for_each(|(sample, _)| eprintln!("  {}", sample.image.display()));
+        return Ok(ExitCode::FAILURE);
+    }
+    report(source.name(), &source.split(), samples.len(), &names, &matrix, args.json.as_deref())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn progress_bar(images: usize) -> ProgressBar {
+    ProgressBar::new(images as u64).with_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} images, {elapsed} elapsed, ETA {eta}")
+            .expect("valid template"),
+    )
+}
+
+/// `DIR/STEM.labels.png` and `DIR/STEM.color.png`, as `segment` writes them.
+fn save_prediction(
+    dir: &Path,
+    sample: &Sample,
+    predicted: &Array2<u32>,
+    palette: &[[u8; 3]],
+    classes: usize,
+) -> Result<()> {
+    let labels = prediction_path(dir, sample);
+    let color = labels.with_file_name(
+        labels.file_name().and_then(|n| n.to_str()).unwrap_or_default().replace(".labels.png", ".color.png"),
+    );
+    let mut staged = Staged::default();
+    staged.add(labels, png(labels_image(predicted.view(), classes)))?;
+    staged.add(color, png(DynamicImage::ImageRgb8(color_image(predicted.view(), palette))))?;
+    staged.commit()
+}
+
 /// The class names: the named dataset's table; for custom data `--classes`
 /// (a count or a file of names), else the model's.
-fn class_names(args: &EvaluateArgs, dataset: Option<Dataset>, model: &Segmenter) -> Result<Vec<String>> {
+fn class_names(classes: Option<&str>, dataset: Option<Dataset>, model: Option<&Segmenter>) -> Result<Vec<String>> {
     let numbered = |n: usize| (0..n).map(|i| format!("class {i}")).collect::<Vec<_>>();
-    match (dataset, &args.classes) {
-        (Some(d), None) => Ok(d.class_names()),
-        (Some(d), Some(_)) => bail!("--classes is for --dataset custom; {} has its own table", d.name()),
-        (None, Some(c)) => match c.parse::<usize>() {
+    match (dataset, classes, model) {
+        (Some(d), None, _) => Ok(d.class_names()),
+        (Some(d), Some(_), _) => bail!("--classes is for --dataset custom; {} has its own table", d.name()),
+        (None, Some(c), _) => match c.parse::<usize>() {
             Ok(n) => Ok(numbered(n)),
             Err(_) => read_classes(Path::new(c)),
         },
-        (None, None) => Ok(model.spec.class_names.clone().unwrap_or_else(|| numbered(model.spec.classes))),
+        (None, None, Some(model)) => Ok(model.spec.class_names.clone().unwrap_or_else(|| numbered(model.spec.classes))),
+        (None, None, None) => bail!("--dataset custom needs --classes N|FILE"),
     }
 }
 

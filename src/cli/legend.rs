@@ -25,6 +25,32 @@ pub(crate) fn class_shares(labels: ArrayView2<'_, u32>, classes: usize) -> Vec<(
     shares
 }
 
+/// Draws `text` in black at `size` pixels, starting at `x` on the baseline
+/// `baseline`, darkening what is below it; what falls outside is clipped.
+/// Returns the pen position after the text.
+pub(crate) fn draw_text(image: &mut RgbImage, text: &str, size: f32, x: f32, baseline: f32) -> f32 {
+    let font = FontRef::try_from_slice(FONT).expect("the embedded font parses");
+    let scaled = font.as_scaled(PxScale::from(size));
+    let (width, height) = (image.width() as i64, image.height() as i64);
+    let mut pen = x;
+    for ch in text.chars() {
+        let glyph = scaled.scaled_glyph(ch);
+        let advance = scaled.h_advance(glyph.id);
+        if let Some(outline) = font.outline_glyph(ab_glyph::Glyph { position: point(pen, baseline), ..glyph }) {
+            let bounds = outline.px_bounds();
+            outline.draw(|gx, gy, coverage| {
+                let (x, y) = (bounds.min.x as i64 + gx as i64, bounds.min.y as i64 + gy as i64);
+                if (0..width).contains(&x) && (0..height).contains(&y) {
+                    let px = image.get_pixel_mut(x as u32, y as u32);
+                    px.0.iter_mut().for_each(|v| *v = (*v as f32 * (1.0 - coverage.min(1.0))) as u8);
+                }
+            });
+        }
+        pen += advance;
+    }
+    pen
+}
+
 /// One row per present class: a colour swatch, the name and the share.
 pub(crate) fn legend_image(shares: &[(usize, f64)], names: &[String], palette: &[[u8; 3]]) -> RgbImage {
     let font = FontRef::try_from_slice(FONT).expect("the embedded font parses");
@@ -41,22 +67,7 @@ pub(crate) fn legend_image(shares: &[(usize, f64)], names: &[String], palette: &
         }
         let name = names.get(class).cloned().unwrap_or_else(|| format!("class {class}"));
         let baseline = top as f32 + (ROW as f32 + scaled.ascent() + scaled.descent()) / 2.0;
-        let mut pen = (MARGIN + SWATCH + MARGIN) as f32;
-        for ch in format!("{name}  {share:.1}%").chars() {
-            let glyph = scaled.scaled_glyph(ch);
-            let advance = scaled.h_advance(glyph.id);
-            if let Some(outline) = font.outline_glyph(ab_glyph::Glyph { position: point(pen, baseline), ..glyph }) {
-                let bounds = outline.px_bounds();
-                outline.draw(|gx, gy, coverage| {
-                    let (x, y) = (bounds.min.x as i64 + gx as i64, bounds.min.y as i64 + gy as i64);
-                    if (0..WIDTH as i64).contains(&x) && (0..height as i64).contains(&y) {
-                        let px = image.get_pixel_mut(x as u32, y as u32);
-                        px.0.iter_mut().for_each(|v| *v = (*v as f32 * (1.0 - coverage.min(1.0))) as u8);
-                    }
-                });
-            }
-            pen += advance;
-        }
+        draw_text(&mut image, &format!("{name}  {share:.1}%"), TEXT_SIZE, (MARGIN + SWATCH + MARGIN) as f32, baseline);
     }
     image
 }

@@ -1,6 +1,7 @@
 //! The command-line interface: argument definitions shared by the
 //! subcommands, and one module per subcommand.
 
+mod confusion;
 mod convert;
 mod evaluate;
 mod info;
@@ -33,6 +34,8 @@ enum Command {
     Evaluate(evaluate::EvaluateArgs),
     /// Add up the partial results of sharded `evaluate --shard I/N` runs and report them.
     Merge(evaluate::MergeArgs),
+    /// Score the predictions `evaluate --out-dir` saved, without running the network: evaluate's numbers.
+    Score(evaluate::ScoreArgs),
     /// Convert a checkpoint to the pspnet-rs safetensors layout (optionally f16 or bf16).
     Convert(convert::ConvertArgs),
     /// Describe a checkpoint: architecture, classes, parameter count, FLOPs at a given size.
@@ -49,6 +52,7 @@ impl Cli {
             Command::Segment(args) => segment::run(args),
             Command::Evaluate(args) => evaluate::run(args),
             Command::Merge(args) => evaluate::merge(args),
+            Command::Score(args) => evaluate::score(args),
             Command::Convert(args) => convert::run(args),
             Command::Info(args) => info::run(args),
             Command::Train(args) => train::run_train(*args),

@@ -49,6 +49,9 @@ pub(crate) struct SegmentArgs {
     /// Also write NAME.legend.png: the classes present, with their colour and pixel share.
     #[arg(long)]
     legend: bool,
+    /// Weight of the class colours in NAME.overlay.png: per channel floor((1 - a) * photo + a * colour + 0.5).
+    #[arg(long, default_value_t = 0.5, value_parser = opacity)]
+    opacity: f64,
     /// Refuse images with more pixels than this (checked from the header, before decoding).
     #[arg(long, default_value_t = 100_000_000)]
     max_pixels: u64,
@@ -65,6 +68,14 @@ pub(super) fn read_classes(path: &Path) -> Result<Vec<String>> {
 pub(super) fn read_palette(path: &Path) -> Result<Vec<[u8; 3]>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
     Ok(parse_palette(path, &text)?)
+}
+
+/// `--opacity`: a number from 0 to 1.
+fn opacity(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|a| (0.0..=1.0).contains(a))
+        .ok_or_else(|| format!("{s:?} is not a number from 0 to 1"))
 }
 
 /// What one image produced.
@@ -178,7 +189,7 @@ fn segment_one(
     let color = color_image(labels, palette);
     let mut staged = Staged::default();
     staged.add(out("labels.png"), png(labels_image(labels, model.spec.classes)))?;
-    staged.add(out("overlay.png"), png(DynamicImage::ImageRgb8(overlay_image(&photo, &color, 0.5))))?;
+    staged.add(out("overlay.png"), png(DynamicImage::ImageRgb8(overlay_image(&photo, &color, args.opacity))))?;
     staged.add(out("color.png"), png(DynamicImage::ImageRgb8(color)))?;
     if args.legend {
         let shares = class_shares(labels, model.spec.classes);
