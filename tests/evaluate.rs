@@ -404,3 +404,169 @@ fn saved_predictions_score_as_the_evaluation_that_wrote_them() {
         assert!(text(&run).contains(&format!("{first}.labels.png: cannot open")), "{}", text(&run));
     }
 }
+
+/// The 19 evaluated Cityscapes classes' label ids (cityscapesscripts'
+/// `labels.py`: road 7, sidewalk 8, building 11, ..., bicycle 33).
+const CITYSCAPES_LABEL_IDS: [u8; 19] = [7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33];
+
+fn gray(path: &Path) -> Vec<u8> {
+    image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).to_luma8().into_raw()
+}
+
+/// Cityscapes: the label ids cityscapesscripts evaluates to our mIoU
+/// (xtask/python/cityscapes_format.py scored these very predictions).
+#[test]
+fn cityscapes_format_scores_as_cityscapesscripts_says() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cityscapes_format");
+    let dir = tempfile::tempdir().unwrap();
+    let (out, json) = (dir.path().join("out"), dir.path().join("ours.json"));
+    let run = pspnet(&[
+        "evaluate",
+        "--dataset",
+        "cityscapes",
+        "--data-root",
+        root.to_str().unwrap(),
+        "--split",
+        "val",
+        "--model",
+        model("cityscapes").to_str().unwrap(),
+        "--preset",
+        "camvid",
+        "--out-dir",
+        out.to_str().unwrap(),
+        "--format",
+        "cityscapes",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", text(&run));
+    let expected = read_json(&root.join("expected.json"));
+    let ours = read_json(&json);
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+    assert!(close(ours["mIoU"].as_f64().unwrap() / 100.0, expected["mIoU"].as_f64().unwrap()), "{ours} {expected}");
+    for class in ours["per_class"].as_array().unwrap() {
+        let want = expected["per_class_IoU"][class["name"].as_str().unwrap()].as_f64();
+        assert_eq!(
+            class["IoU"].as_f64().map(|v| (v / 100.0 * 1e12).round()),
+            want.map(|v| (v * 1e12).round()),
+            "{class}"
+        );
+    }
+    let committed = root.join("pred/cityscapes");
+    for entry in std::fs::read_dir(&committed).unwrap() {
+        let name = entry.unwrap().file_name();
+        let stem = Path::new(&name).file_stem().unwrap().to_str().unwrap();
+        assert!(stem.ends_with("_leftImg8bit"), "the scripts match predictions by CITY_SEQ_FRAME: {stem}");
+        let ids = gray(&out.join("cityscapes").join(&name));
+        assert_eq!(ids, gray(&committed.join(&name)), "the predictions cityscapesscripts scored");
+        let train_ids = gray(&out.join(format!("{stem}.labels.png")));
+        let mapped: Vec<u8> = train_ids.iter().map(|&t| CITYSCAPES_LABEL_IDS[t as usize]).collect();
+        assert_eq!(ids, mapped, "{stem}: train ids to label ids");
+    }
+}
+
+/// VOC: palette PNGs of the class indices, named by image id, with the
+/// devkit's colours; ADE20K: ids 1..150; `--format-only` writes nothing
+/// else; `segment --dataset` takes a split without labels.
+#[test]
+fn voc_and_ade20k_formats_follow_the_challenges() {
+    let dir = tempfile::tempdir().unwrap();
+    for (dataset, split, format) in [("voc2012", "val", "voc"), ("ade20k", "validation", "ade20k")] {
+        let fx = build(dataset, dir.path());
+        let out = dir.path().join(format!("{dataset}-out"));
+        let (root, model) = (fx.root.to_str().unwrap(), model(dataset));
+        let data = ["--dataset", dataset, "--data-root", root, "--split", split, "--mode", "whole"];
+        let run = pspnet(
+            &[
+                &["segment"],
+                &data[..],
+                &["--model", model.to_str().unwrap(), "--out", out.to_str().unwrap(), "--format", format],
+            ]
+            .concat(),
+        );
+        assert!(run.status.success(), "{dataset}: {}", text(&run));
+        for (image, _) in &fx.samples {
+            let stem = image.file_stem().unwrap().to_str().unwrap();
+            let (labels, submitted) =
+                (out.join(format!("{stem}.labels.png")), out.join(format).join(format!("{stem}.png")));
+            let classes = gray(&labels);
+            let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&submitted).unwrap()));
+            let mut reader = decoder.read_info().unwrap();
+            let mut values = vec![0; reader.output_buffer_size().unwrap()];
+            reader.next_frame(&mut values).unwrap();
+            if format == "voc" {
+                assert_eq!(reader.info().color_type, png::ColorType::Indexed);
+                let palette = reader.info().palette.as_deref().unwrap().to_vec();
+                // VOClabelcolormap.m: background black, aeroplane (128, 0, 0), person (192, 128, 128), 255 (224, 224, 192).
+                assert_eq!(
+                    [&palette[0..3], &palette[3..6], &palette[45..48], &palette[765..768]],
+                    [[0, 0, 0], [128, 0, 0], [192, 128, 128], [224, 224, 192]]
+                );
+                assert_eq!(values, classes, "{stem}: VOC keeps the class indices");
+            } else {
+                assert_eq!(values, classes.iter().map(|c| c + 1).collect::<Vec<_>>(), "{stem}: ADE20K counts from 1");
+            }
+        }
+        let only = dir.path().join(format!("{dataset}-only"));
+        let flags = [
+            "--model",
+            model.to_str().unwrap(),
+            "--out-dir",
+            only.to_str().unwrap(),
+            "--format",
+            format,
+            "--format-only",
+        ];
+        let run = pspnet(&[&["evaluate"], &data[..], &flags[..]].concat());
+        assert!(run.status.success(), "{dataset}: {}", text(&run));
+        let mut written: Vec<String> =
+            std::fs::read_dir(&only).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        written.sort();
+        let mut expected = ["confusion.csv", "confusion.png", format];
+        expected.sort();
+        assert_eq!(written, expected, "{dataset}: only the format (and the matrix)");
+    }
+    // A test split: images, no labels.
+    let root = dir.path().join("cityscapes-test");
+    let image = root.join("leftImg8bit/test/berlin/berlin_000000_000019_leftImg8bit.png");
+    write_image(&image, &mut Rng(7));
+    let out = dir.path().join("cityscapes-test-out");
+    let cityscapes = model("cityscapes");
+    let run = pspnet(&[
+        "segment",
+        "--dataset",
+        "cityscapes",
+        "--data-root",
+        root.to_str().unwrap(),
+        "--split",
+        "test",
+        "--mode",
+        "whole",
+        "--model",
+        cityscapes.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--format",
+        "cityscapes",
+        "--format-only",
+    ]);
+    assert!(run.status.success(), "{}", text(&run));
+    assert!(out.join("cityscapes/berlin_000000_000019_leftImg8bit.png").is_file());
+    assert!(!out.join("berlin_000000_000019_leftImg8bit.labels.png").exists());
+    let camvid = model("camvid");
+    let run = pspnet(&[
+        "segment",
+        image.to_str().unwrap(),
+        "--model",
+        camvid.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--format",
+        "voc",
+    ]);
+    assert!(
+        !run.status.success() && text(&run).contains("--format voc: the format has 21 classes, the model 11"),
+        "{}",
+        text(&run)
+    );
+}

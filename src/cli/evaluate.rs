@@ -61,6 +61,8 @@ pub(crate) struct EvaluateArgs {
     /// and the confusion matrix as DIR/confusion.csv (raw counts) and DIR/confusion.png (rows normalised).
     #[arg(long, value_name = "DIR")]
     out_dir: Option<PathBuf>,
+    #[command(flatten)]
+    format: super::FormatArgs,
     /// Evaluate only shard I of N (images at positions I, I+N, ...); requires --partial.
     #[arg(long, value_name = "I/N", requires = "partial")]
     shard: Option<Shard>,
@@ -118,6 +120,9 @@ pub(crate) fn run(args: EvaluateArgs) -> Result<ExitCode> {
     let protocol = args.protocol.protocol(source.dataset().map(|d| d.name()))?;
     if let Some(dir) = &args.out_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the output folder", dir.display()))?;
+        args.format.prepare(dir, names.len())?;
+    } else if args.format.format.is_some() {
+        bail!("--format writes into --out-dir DIR: give one");
     }
     let palette = model_palette(&model.spec);
     let progress = progress_bar(samples.len());
@@ -127,7 +132,7 @@ pub(crate) fn run(args: EvaluateArgs) -> Result<ExitCode> {
         pspnet::evaluate(&model, &samples, source.rule(), &protocol, args.max_pixels, |sample, predicted| {
             match (predicted, &args.out_dir) {
                 (Ok(predicted), Some(dir)) => {
-                    if let Err(err) = save_prediction(dir, sample, predicted, &palette, names.len()) {
+                    if let Err(err) = save_prediction(dir, sample, predicted, &palette, names.len(), &args.format) {
                         progress.suspend(|| eprintln!("error: {}", super::report(&err)));
                         unsaved.push(sample.image.clone());
                     }
@@ -208,14 +213,18 @@ fn save_prediction(
     predicted: &Array2<u32>,
     palette: &[[u8; 3]],
     classes: usize,
+    format: &super::FormatArgs,
 ) -> Result<()> {
-    let labels = prediction_path(dir, sample);
-    let color = labels.with_file_name(
-        labels.file_name().and_then(|n| n.to_str()).unwrap_or_default().replace(".labels.png", ".color.png"),
-    );
     let mut staged = Staged::default();
-    staged.add(labels, png(labels_image(predicted.view(), classes)))?;
-    staged.add(color, png(DynamicImage::ImageRgb8(color_image(predicted.view(), palette))))?;
+    format.stage(&mut staged, dir, &sample.image, predicted.view())?;
+    if !format.format_only {
+        let labels = prediction_path(dir, sample);
+        let color = labels.with_file_name(
+            labels.file_name().and_then(|n| n.to_str()).unwrap_or_default().replace(".labels.png", ".color.png"),
+        );
+        staged.add(labels, png(labels_image(predicted.view(), classes)))?;
+        staged.add(color, png(DynamicImage::ImageRgb8(color_image(predicted.view(), palette))))?;
+    }
     staged.commit()
 }
 

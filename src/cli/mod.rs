@@ -10,12 +10,15 @@ mod outputs;
 mod segment;
 pub(crate) mod train;
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use pspnet_data::{DataSource, Dataset};
+use ndarray::ArrayView2;
+use outputs::Staged;
+use pspnet_data::{DataSource, Dataset, Submission};
 use pspnet_model::{Average, ConvOptions, Overrides, Precision, Protocol, ProtocolChoice, Segmenter, WindowMode};
 
 /// PSPNet scene parsing: a class for every pixel, from the convolution kernel up.
@@ -109,6 +112,39 @@ impl DataArgs {
             bail!("--dataset {} needs --data-root DIR and --split NAME", dataset.name());
         };
         Ok(DataSource::Named { dataset, root: root.clone(), split: split.clone() })
+    }
+}
+
+/// A benchmark server's format for the predictions.
+#[derive(Debug, Args)]
+struct FormatArgs {
+    /// Also write each prediction in a benchmark server's format, under OUT/FORMAT/: cityscapes (label ids,
+    /// STEM.png with the *_leftImg8bit stem), voc (palette PNG, ID.png), ade20k (ids 1..150, 0 = other, STEM.png).
+    #[arg(long, value_name = "cityscapes|voc|ade20k")]
+    format: Option<Submission>,
+    /// Write only the server's format, not the label and colour PNGs.
+    #[arg(long, requires = "format")]
+    format_only: bool,
+}
+
+impl FormatArgs {
+    /// Checks the model fits the format and makes its folder under `out`.
+    fn prepare(&self, out: &Path, classes: usize) -> Result<()> {
+        let Some(format) = self.format else { return Ok(()) };
+        if classes != format.classes() {
+            bail!("--format {}: the format has {} classes, the model {classes}", format.name(), format.classes());
+        }
+        let dir = out.join(format.name());
+        std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))
+    }
+
+    /// Stages the prediction of `image` in the format, if one was asked for.
+    fn stage(&self, staged: &mut Staged, out: &Path, image: &Path, labels: ArrayView2<'_, u32>) -> Result<()> {
+        let Some(format) = self.format else { return Ok(()) };
+        let (h, w) = labels.dim();
+        let flat: Vec<u32> = labels.iter().copied().collect();
+        let bytes = format.encode(&flat, w as u32, h as u32)?;
+        staged.add(format.path(out, image), |file| Ok(file.write_all(&bytes)?))
     }
 }
 

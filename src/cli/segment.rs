@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use image::DynamicImage;
 use ndarray::{Array3, Axis};
-use pspnet_data::{collect_inputs, read_rgb};
+use pspnet_data::{Dataset, collect_inputs, read_rgb};
 use pspnet_data::{parse_class_names, parse_palette};
 use pspnet_kernels::argmax_channels;
 use pspnet_model::{Protocol, Segmenter};
@@ -22,8 +22,20 @@ use super::outputs::{Staged, npy, png};
 #[derive(Debug, Args)]
 pub(crate) struct SegmentArgs {
     /// Image files, or folders whose image files (png, jpg/jpeg, bmp, tif/tiff, webp; not recursive) are taken in name order.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "dataset", conflicts_with = "dataset")]
     inputs: Vec<PathBuf>,
+    /// Segment a dataset split in its official layout instead (labels not needed: test-server splits too):
+    /// camvid, ade20k, voc2012 or cityscapes, with --data-root and --split; the protocol defaults to its preset.
+    #[arg(long, requires_all = ["data_root", "split"], value_parser = ["camvid", "ade20k", "voc2012", "cityscapes"])]
+    dataset: Option<String>,
+    /// The dataset's root folder.
+    #[arg(long, requires = "dataset")]
+    data_root: Option<PathBuf>,
+    /// The split.
+    #[arg(long, requires = "dataset")]
+    split: Option<String>,
+    #[command(flatten)]
+    format: super::FormatArgs,
     /// Output folder (created if needed).
     #[arg(long, default_value = "pspnet-out")]
     out: PathBuf,
@@ -85,7 +97,11 @@ struct Segmented {
 }
 
 pub(crate) fn run(args: SegmentArgs) -> Result<ExitCode> {
-    let files = collect_inputs(&args.inputs)?;
+    let dataset = args.dataset.as_deref().map(str::parse::<Dataset>).transpose().map_err(anyhow::Error::msg)?;
+    let files = match (dataset, &args.data_root, &args.split) {
+        (Some(d), Some(root), Some(split)) => d.images(root, split)?,
+        _ => collect_inputs(&args.inputs)?,
+    };
     let mut stems: BTreeMap<String, Vec<&Path>> = BTreeMap::new();
     for file in &files {
         let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
@@ -100,7 +116,7 @@ pub(crate) fn run(args: SegmentArgs) -> Result<ExitCode> {
     }
     let overrides = args.overrides.overrides();
     let model = args.model.load(&overrides)?;
-    let protocol = args.protocol.protocol(None)?;
+    let protocol = args.protocol.protocol(dataset.map(Dataset::name))?;
     if args.profile && protocol != Protocol::whole() {
         bail!("--profile times one whole-image pass: use it without protocol flags (--mode whole, no flip, scale 1)");
     }
@@ -126,6 +142,7 @@ pub(crate) fn run(args: SegmentArgs) -> Result<ExitCode> {
     let made = made.map(Path::to_path_buf);
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("{}: cannot create the output folder", args.out.display()))?;
+    args.format.prepare(&args.out, classes)?;
 
     let mut failures = Vec::new();
     for file in &files {
@@ -186,11 +203,14 @@ fn segment_one(
 
     let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let out = |suffix: &str| args.out.join(format!("{stem}.{suffix}"));
-    let color = color_image(labels, palette);
     let mut staged = Staged::default();
-    staged.add(out("labels.png"), png(labels_image(labels, model.spec.classes)))?;
-    staged.add(out("overlay.png"), png(DynamicImage::ImageRgb8(overlay_image(&photo, &color, args.opacity))))?;
-    staged.add(out("color.png"), png(DynamicImage::ImageRgb8(color)))?;
+    args.format.stage(&mut staged, &args.out, file, labels)?;
+    if !args.format.format_only {
+        let color = color_image(labels, palette);
+        staged.add(out("labels.png"), png(labels_image(labels, model.spec.classes)))?;
+        staged.add(out("overlay.png"), png(DynamicImage::ImageRgb8(overlay_image(&photo, &color, args.opacity))))?;
+        staged.add(out("color.png"), png(DynamicImage::ImageRgb8(color)))?;
+    }
     if args.legend {
         let shares = class_shares(labels, model.spec.classes);
         staged.add(out("legend.png"), png(DynamicImage::ImageRgb8(legend_image(&shares, names, palette))))?;

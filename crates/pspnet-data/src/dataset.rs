@@ -42,7 +42,7 @@ const CLASSES: [(&str, &str); 4] = [
 ];
 
 /// Cityscapes label id (0..=33) -> train id (0..=18, or IGNORE).
-const CITYSCAPES_TRAIN_IDS: [u16; 34] = [
+pub(crate) const CITYSCAPES_TRAIN_IDS: [u16; 34] = [
     255, 255, 255, 255, 255, 255, 255, 0, 1, 255, 255, 2, 3, 4, 255, 255, 255, 5, 255, 6, 7, 8, 9, 10, 11, 12, 13, 14,
     15, 255, 255, 16, 17, 18,
 ];
@@ -81,6 +81,18 @@ impl Dataset {
 
     /// Lists the split's samples, sorted by image file name.
     pub fn samples(self, root: &Path, split: &str) -> Result<Vec<Sample>, DataError> {
+        self.listed(root, split, true)
+    }
+
+    /// The split's images alone, sorted by file name: for splits without
+    /// labels, such as the benchmark servers' test splits.
+    pub fn images(self, root: &Path, split: &str) -> Result<Vec<PathBuf>, DataError> {
+        Ok(self.listed(root, split, false)?.into_iter().map(|s| s.image).collect())
+    }
+
+    /// The split's images and where their labels belong, checked to exist
+    /// (the labels only when `labelled`).
+    fn listed(self, root: &Path, split: &str, labelled: bool) -> Result<Vec<Sample>, DataError> {
         let mut samples = match self {
             Dataset::Camvid => {
                 pair_folder(&root.join(split).join("images"), &root.join(split).join("labels"), "", "", "png")?
@@ -120,7 +132,7 @@ impl Dataset {
         }
         samples.sort_by(|a, b| a.image.file_name().cmp(&b.image.file_name()));
         for s in &samples {
-            for path in [&s.image, &s.label] {
+            for path in [&s.image, &s.label].into_iter().take(if labelled { 2 } else { 1 }) {
                 if !path.is_file() {
                     let reason = format!("missing (expected by the {} layout)", self.name());
                     return Err(DataError::Layout { path: path.clone(), reason });

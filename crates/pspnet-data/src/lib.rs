@@ -12,9 +12,11 @@ mod dataset;
 mod error;
 mod image_io;
 mod label;
+mod submission;
 
 pub use class_file::{parse_class_names, parse_palette};
 pub use dataset::{DataSource, Dataset, IGNORE, LabelRule, Sample, custom_samples};
 pub use error::DataError;
 pub use image_io::{IMAGE_EXTENSIONS, collect_inputs, decode_rgb, has_image_extension, read_rgb};
 pub use label::{LabelMap, decode_label_png, read_label_png};
+pub use submission::{Submission, voc_palette};
