@@ -63,6 +63,11 @@ pub fn overlay_image(photo: &RgbImage, color: &RgbImage, opacity: f64) -> RgbIma
     })
 }
 
+/// [`overlay_image`] of a label map's [`color_image`].
+pub fn overlay_labels(photo: &RgbImage, labels: ArrayView2<'_, u32>, palette: &[[u8; 3]], opacity: f64) -> RgbImage {
+    overlay_image(photo, &color_image(labels, palette), opacity)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

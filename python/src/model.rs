@@ -7,7 +7,7 @@ use ndarray::Array3;
 use numpy::IntoPyArray;
 use pspnet::kernels::softmax_channels;
 use pspnet::model::{Average, ConvOptions, ModelSpec, Overrides, Precision, Protocol, Segmenter};
-use pspnet::render::{color_image, model_palette, overlay_image};
+use pspnet::render::{color_image, model_palette, overlay_labels};
 use pspnet::tensor::{Shape, Tensor};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -249,8 +249,7 @@ impl Model {
         }
         let photo = image::RgbImage::from_raw(rgb.width as u32, rgb.height as u32, rgb.data)
             .ok_or_else(|| value_error("image: size overflow"))?;
-        let color = color_image(labels.view(), &self.palette);
-        rgb_array(image.py(), overlay_image(&photo, &color, opacity).into_raw(), rgb.height, rgb.width)
+        rgb_array(image.py(), overlay_labels(&photo, labels.view(), &self.palette, opacity).into_raw(), rgb.height, rgb.width)
     }
 
     /// `segment`'s path without the network: the image copied in, the GIL

@@ -8,11 +8,14 @@ mod info;
 mod legend;
 mod outputs;
 mod segment;
+mod stream;
 pub(crate) mod train;
+mod video;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -35,6 +38,8 @@ enum Command {
     Segment(segment::SegmentArgs),
     /// Score a model on a dataset split in its official layout: mIoU, mAcc, aAcc, per-class IoU and accuracy.
     Evaluate(evaluate::EvaluateArgs),
+    /// Segment a video (anything ffmpeg reads) into an overlay video, through the ffmpeg executable on PATH.
+    Video(Box<video::VideoArgs>),
     /// Add up the partial results of sharded `evaluate --shard I/N` runs and report them.
     Merge(evaluate::MergeArgs),
     /// Score the predictions `evaluate --out-dir` saved, without running the network: evaluate's numbers.
@@ -54,6 +59,7 @@ impl Cli {
         match self.command {
             Command::Segment(args) => segment::run(args),
             Command::Evaluate(args) => evaluate::run(args),
+            Command::Video(args) => video::run(*args),
             Command::Merge(args) => evaluate::merge(args),
             Command::Score(args) => evaluate::score(args),
             Command::Convert(args) => convert::run(args),
@@ -278,6 +284,32 @@ impl ProtocolArgs {
             }),
         };
         Ok(choice.protocol(default_preset)?)
+    }
+}
+
+/// `--opacity`: a number from 0 to 1.
+pub(crate) fn opacity(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|a| (0.0..=1.0).contains(a))
+        .ok_or_else(|| format!("{s:?} is not a number from 0 to 1"))
+}
+
+/// Set by Ctrl-C: a training run writes last.safetensors and stops, a video
+/// closes its file after the frames written so far.
+pub(crate) static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// Routes SIGINT to [`STOP`].
+pub(crate) fn catch_interrupt() {
+    // SAFETY: the handler only stores to an atomic, which is
+    // async-signal-safe; the function pointer has the signature signal()
+    // expects.
+    unsafe {
+        libc::signal(libc::SIGINT, on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t);
     }
 }
 

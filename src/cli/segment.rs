@@ -22,8 +22,16 @@ use super::outputs::{Staged, npy, png};
 #[derive(Debug, Args)]
 pub(crate) struct SegmentArgs {
     /// Image files, or folders whose image files (png, jpg/jpeg, bmp, tif/tiff, webp; not recursive) are taken in name order.
-    #[arg(required_unless_present = "dataset", conflicts_with = "dataset")]
+    #[arg(required_unless_present_any = ["dataset", "stdin"], conflicts_with_all = ["dataset", "stdin"])]
     inputs: Vec<PathBuf>,
+    /// Read raw RGB24 frames of WIDTHxHEIGHT from standard input instead (ffmpeg's `-f rawvideo -pix_fmt rgb24 -`),
+    /// writing each frame's result to standard output as --stdout says.
+    #[arg(long, value_name = "WIDTHxHEIGHT", value_parser = super::stream::frame_size, requires = "stdout", conflicts_with = "dataset")]
+    stdin: Option<[usize; 2]>,
+    /// With --stdin: labels (W*H bytes per frame; u16 little-endian when there are more than 256 classes) or
+    /// overlay (W*H*3 bytes of RGB24).
+    #[arg(long, value_enum, requires = "stdin")]
+    stdout: Option<super::stream::StreamOutput>,
     /// Segment a dataset split in its official layout instead (labels not needed: test-server splits too):
     /// camvid, ade20k, voc2012 or cityscapes, with --data-root and --split; the protocol defaults to its preset.
     #[arg(long, requires_all = ["data_root", "split"], value_parser = ["camvid", "ade20k", "voc2012", "cityscapes"])]
@@ -62,7 +70,7 @@ pub(crate) struct SegmentArgs {
     #[arg(long)]
     legend: bool,
     /// Weight of the class colours in NAME.overlay.png: per channel floor((1 - a) * photo + a * colour + 0.5).
-    #[arg(long, default_value_t = 0.5, value_parser = opacity)]
+    #[arg(long, default_value_t = 0.5, value_parser = super::opacity)]
     opacity: f64,
     /// Refuse images with more pixels than this (checked from the header, before decoding).
     #[arg(long, default_value_t = 100_000_000)]
@@ -82,14 +90,6 @@ pub(super) fn read_palette(path: &Path) -> Result<Vec<[u8; 3]>> {
     Ok(parse_palette(path, &text)?)
 }
 
-/// `--opacity`: a number from 0 to 1.
-fn opacity(s: &str) -> Result<f64, String> {
-    s.parse::<f64>()
-        .ok()
-        .filter(|a| (0.0..=1.0).contains(a))
-        .ok_or_else(|| format!("{s:?} is not a number from 0 to 1"))
-}
-
 /// What one image produced.
 struct Segmented {
     size: (u32, u32),
@@ -97,6 +97,15 @@ struct Segmented {
 }
 
 pub(crate) fn run(args: SegmentArgs) -> Result<ExitCode> {
+    if let (Some(size), Some(output)) = (args.stdin, args.stdout) {
+        let model = args.model.load(&args.overrides.overrides())?;
+        let protocol = args.protocol.protocol(None)?;
+        let palette = match &args.palette {
+            Some(path) => read_palette(path)?,
+            None => model_palette(&model.spec),
+        };
+        return super::stream::run(&model, &protocol, &palette, size, output, args.opacity);
+    }
     let dataset = args.dataset.as_deref().map(str::parse::<Dataset>).transpose().map_err(anyhow::Error::msg)?;
     let files = match (dataset, &args.data_root, &args.split) {
         (Some(d), Some(root), Some(split)) => d.images(root, split)?,

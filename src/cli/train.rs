@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
@@ -174,23 +174,6 @@ fn parse_hw(s: &str) -> Result<[usize; 2], String> {
     Ok([n(h)?, n(w)?])
 }
 
-/// Set by Ctrl-C: the run writes last.safetensors and stops.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_interrupt(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
-}
-
-/// Routes SIGINT to [`STOP`].
-fn catch_interrupt() {
-    // SAFETY: the handler only stores to an atomic, which is
-    // async-signal-safe; the function pointer has the signature signal()
-    // expects.
-    unsafe {
-        libc::signal(libc::SIGINT, on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t);
-    }
-}
-
 pub(crate) fn run_train(args: TrainArgs) -> Result<ExitCode> {
     if args.precision != Precision::F32 {
         bail!("--precision {:?}: training runs in f32 only (bf16 is an inference option)", args.precision);
@@ -238,7 +221,7 @@ pub(crate) fn run_train(args: TrainArgs) -> Result<ExitCode> {
             .expect("valid template"),
     );
     progress.set_position(trainer.done());
-    catch_interrupt();
+    super::catch_interrupt();
     let result = run(
         &mut trainer,
         Arc::new(loader),
@@ -273,11 +256,11 @@ pub(crate) fn run_train(args: TrainArgs) -> Result<ExitCode> {
             }
             Ok(())
         },
-        &STOP,
+        &super::STOP,
     );
     progress.finish_and_clear();
     result?;
-    if STOP.load(Ordering::Relaxed) && trainer.done() < args.iters {
+    if super::STOP.load(Ordering::Relaxed) && trainer.done() < args.iters {
         eprintln!(
             "interrupted after {} iterations: {} holds the run (--resume it)",
             trainer.done(),

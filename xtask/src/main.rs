@@ -16,6 +16,8 @@
 //!   (`xtask/python/train_bench.py`): time per iteration and peak memory.
 //! - `bench-loader`: PSPNet-R18's training iteration fed pre-decoded batches
 //!   against `pspnet train` decoding and augmenting on its worker thread.
+//! - `bench-video`: `pspnet video`'s frames per second against pure
+//!   inference per frame (the embedded model, 480x360, 2 threads).
 //! - `caffe-check`: the Caffe loader against a float64 evaluation of the
 //!   Caffe graph at the authors' deploy sizes (`xtask/python/caffe_reference.py`).
 //! - `kernel-report`: prints the markdown table of docs/performance.md from
@@ -24,6 +26,7 @@
 mod bench;
 mod bench_loader;
 mod bench_train;
+mod bench_video;
 mod caffe_check;
 mod crosscheck;
 mod jpeg_diff;
@@ -45,6 +48,7 @@ fn main() -> Result<()> {
         Some("bench") => bench::run(&workspace_root(), &python(), &args[1..]),
         Some("bench-train") => bench_train::run(&workspace_root(), &python()),
         Some("bench-loader") => bench_loader::run(&workspace_root()),
+        Some("bench-video") => bench_video::run(&workspace_root()),
         Some("caffe-check") => caffe_check::run(&workspace_root(), &python()),
         _ => {
             eprintln!("usage: cargo xtask kernel-fixtures");
