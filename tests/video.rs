@@ -170,3 +170,36 @@ fn missing_ffmpeg_unreadable_video_and_wrong_frame_size_are_refused() {
     assert_eq!(run.stdout.len(), 480 * 360, "the complete frame's labels came out first");
     assert!(text(&run).contains(&format!("standard input ended {half} bytes into frame 2")), "{}", text(&run));
 }
+
+/// Ctrl-C (SIGINT) mid-video: the file holds the frames written so far and
+/// plays; the exit code is 130.
+#[test]
+fn ctrl_c_leaves_a_playable_video_of_the_frames_so_far() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (three, _) = example_video(dir.path());
+    let long = dir.path().join("long.mkv");
+    ffmpeg(&["-stream_loop", "9", "-i", three.to_str().unwrap(), "-c", "copy", long.to_str().unwrap()]);
+    let (out, labels) = (dir.path().join("cut.mp4"), dir.path().join("labels"));
+    let child = Command::new(env!("CARGO_BIN_EXE_pspnet"))
+        .args(["video", long.to_str().unwrap(), out.to_str().unwrap(), "--labels-dir", labels.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !labels.join("frame-000002.png").exists() {
+        assert!(started.elapsed().as_secs() < 120, "no second frame after two minutes");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: kill() with a live child's pid and a valid signal number.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
+    let run = child.wait_with_output().unwrap();
+    assert_eq!(run.status.code(), Some(130), "{}", text(&run));
+    assert!(text(&run).contains("holds the first"), "{}", text(&run));
+    let counted = frames_and_rate(&out);
+    let frames: u32 = counted.split(',').nth(1).unwrap().parse().unwrap();
+    assert!((2..30).contains(&frames), "{counted}: the frames so far, not all 30");
+}

@@ -249,7 +249,12 @@ impl Model {
         }
         let photo = image::RgbImage::from_raw(rgb.width as u32, rgb.height as u32, rgb.data)
             .ok_or_else(|| value_error("image: size overflow"))?;
-        rgb_array(image.py(), overlay_labels(&photo, labels.view(), &self.palette, opacity).into_raw(), rgb.height, rgb.width)
+        rgb_array(
+            image.py(),
+            overlay_labels(&photo, labels.view(), &self.palette, opacity).into_raw(),
+            rgb.height,
+            rgb.width,
+        )
     }
 
     /// `segment`'s path without the network: the image copied in, the GIL
