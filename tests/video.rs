@@ -42,6 +42,22 @@ fn frames_and_rate(video: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// `pspnet segment --stdin 480x360 --stdout labels` fed `input`.
+fn stream_labels(input: Vec<u8>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pspnet"))
+        .args(["segment", "--stdin", "480x360", "--stdout", "labels"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || pipe.write_all(&input));
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    output
+}
+
 /// The three bundled 480x360 examples as a 5 fps FFV1 video, and the
 /// frames decoded back from it as PNGs.
 fn example_video(dir: &Path) -> (PathBuf, Vec<PathBuf>) {
@@ -108,16 +124,7 @@ fn video_and_stdin_give_segment_s_labels_for_every_frame() {
 
     // The same frames as raw RGB24 on standard input.
     let raw = ffmpeg(&["-i", video.to_str().unwrap(), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]).stdout;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pspnet"))
-        .args(["segment", "--stdin", "480x360", "--stdout", "labels"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || input.write_all(&raw));
-    let streamed = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
+    let streamed = stream_labels(raw);
     assert!(streamed.status.success());
     let expected: Vec<u8> = frames.iter().flat_map(|f| labels_of(f).into_raw()).collect();
     assert_eq!(streamed.stdout, expected, "--stdout labels: W*H bytes per frame");
@@ -154,18 +161,8 @@ fn missing_ffmpeg_unreadable_video_and_wrong_frame_size_are_refused() {
         .unwrap()
         .to_rgb8()
         .into_raw();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pspnet"))
-        .args(["segment", "--stdin", "480x360", "--stdout", "labels"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
     let half = frame.len() / 2;
-    let writer = std::thread::spawn(move || input.write_all(&[&frame[..], &frame[..half]].concat()));
-    let run = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
+    let run = stream_labels([&frame[..], &frame[..half]].concat());
     assert!(!run.status.success());
     assert_eq!(run.stdout.len(), 480 * 360, "the complete frame's labels came out first");
     assert!(text(&run).contains(&format!("standard input ended {half} bytes into frame 2")), "{}", text(&run));
