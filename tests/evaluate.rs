@@ -322,6 +322,20 @@ fn custom_data_scores_as_the_definitions_say() {
     for (key, want) in [("mIoU", miou), ("mAcc", macc), ("aAcc", aacc)] {
         assert!((got[key].as_f64().unwrap() - want).abs() < 1e-9, "{key}: {} vs {want}", got[key]);
     }
+    // Saved, then scored again as custom data: the same JSON.
+    let saved = dir.path().join("saved");
+    let run = pspnet(&[&custom[..], &flags[..], &["--out-dir", saved.to_str().unwrap()]].concat());
+    assert!(run.status.success(), "{}", text(&run));
+    let scored = dir.path().join("scored.json");
+    let data = ["score", "--dataset", "custom", "--images", images, "--labels", labels, "--classes", "11"];
+    let again = ["--reduce-zero-label", "--ignore-index", "200", "--pred-dir", saved.to_str().unwrap()];
+    let run = pspnet(&[&data[..], &again[..], &["--json", scored.to_str().unwrap()]].concat());
+    assert!(run.status.success(), "{}", text(&run));
+    let mut scored = read_json(&scored);
+    scored["per_class"].as_array_mut().unwrap().iter_mut().for_each(|c| c["name"] = Value::Null);
+    let mut evaluated = read_json(&json);
+    evaluated["per_class"].as_array_mut().unwrap().iter_mut().for_each(|c| c["name"] = Value::Null);
+    assert_eq!(scored, evaluated, "score (classes numbered) and evaluate (the model's names)");
     // Without --reduce-zero-label, 11 is no class of this model.
     let run = pspnet(&[&custom[..], &["--ignore-index", "200"]].concat());
     assert!(!run.status.success());

@@ -200,3 +200,73 @@ fn ctrl_c_leaves_a_playable_video_of_the_frames_so_far() {
     let frames: u32 = counted.split(',').nth(1).unwrap().parse().unwrap();
     assert!((2..30).contains(&frames), "{counted}: the frames so far, not all 30");
 }
+
+/// Above 256 classes `--stdout labels` writes two bytes per pixel,
+/// little-endian: a 300-class model trained for one step from scratch.
+#[test]
+fn many_classes_stream_as_u16_little_endian() {
+    let dir = tempfile::tempdir().unwrap();
+    let (images, labels) = (dir.path().join("images"), dir.path().join("labels"));
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::create_dir_all(&labels).unwrap();
+    for (i, name) in ["a", "b"].iter().enumerate() {
+        let rgb = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, (i * 90) as u8]));
+        rgb.save(images.join(format!("{name}.png"))).unwrap();
+        let ids = image::ImageBuffer::<image::Luma<u16>, _>::from_fn(64, 48, |x, y| {
+            image::Luma([((x * 7 + y) % 300) as u16])
+        });
+        ids.save(labels.join(format!("{name}.png"))).unwrap();
+    }
+    let run = dir.path().join("run");
+    let train = pspnet(&[
+        "train",
+        "--dataset",
+        "custom",
+        "--images",
+        images.to_str().unwrap(),
+        "--labels",
+        labels.to_str().unwrap(),
+        "--classes",
+        "300",
+        "--layout",
+        "mmseg",
+        "--depth",
+        "18",
+        "--batch",
+        "2",
+        "--iters",
+        "1",
+        "--crop",
+        "48x64",
+        "--augment",
+        "crop",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(train.status.success(), "{}", text(&train));
+    let model = run.join("last.safetensors");
+    let photo = images.join("a.png");
+    let out = dir.path().join("seg");
+    let seg = pspnet(&[
+        "segment",
+        photo.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(seg.status.success(), "{}", text(&seg));
+    let expected = image::open(out.join("a.labels.png")).unwrap().to_luma16().into_raw();
+    let raw = image::open(&photo).unwrap().to_rgb8().into_raw();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pspnet"))
+        .args(["segment", "--stdin", "64x48", "--stdout", "labels", "--model", model.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&raw).unwrap();
+    let streamed = child.wait_with_output().unwrap();
+    assert!(streamed.status.success());
+    let got: Vec<u16> = streamed.stdout.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect();
+    assert_eq!(got, expected);
+}

@@ -41,8 +41,7 @@ pub(crate) fn confusion_image(names: &[String], matrix: &ConfusionMatrix) -> Rgb
         let total = row.iter().sum::<u64>().max(1) as f32;
         for (c, &count) in row.iter().enumerate() {
             let share = count as f32 / total;
-            let colour =
-                Rgb([255.0 * (1.0 - share), 255.0 * (1.0 - 0.8 * share), 255.0 - 115.0 * share].map(|v| v as u8));
+            let colour = Rgb([255.0 * share, 204.0 * share, 115.0 * share].map(|v| (255.0 - v).round() as u8));
             for y in top + r as u32 * cell..top + (r as u32 + 1) * cell {
                 for x in left + c as u32 * cell..left + (c as u32 + 1) * cell {
                     image.put_pixel(x, y, colour);

@@ -199,7 +199,8 @@ proptest! {
         if cut { data.truncate(at) } else { data[at] = byte }
         let whole = read_caffemodel(Path::new("damaged"), &data).map_err(|e| e.to_string());
         let streamed = read_caffemodel_from(Path::new("damaged"), &data[..], data.len() as u64).map_err(|e| e.to_string());
-        prop_assert_eq!(whole, streamed);
+        // Compared as printed: a damaged weight may read as NaN, which equals nothing, itself included.
+        prop_assert_eq!(format!("{whole:?}"), format!("{streamed:?}"));
     }
 
     /// Arbitrary text is read or refused, never a panic.
