@@ -31,6 +31,11 @@ pub fn read_rgb(path: &Path, max_pixels: u64) -> Result<RgbImage, DataError> {
     decode(path, open, max_pixels)
 }
 
+/// The most a decoder may allocate per declared pixel, and once per image.
+const DECODER_BYTES_PER_PIXEL: u64 = 16;
+/// See [`DECODER_BYTES_PER_PIXEL`].
+const DECODER_FIXED_BYTES: u64 = 8 << 20;
+
 /// Reads the header of what `open` gives, checks the pixel limit, then
 /// decodes from a second `open`.
 fn decode<R: BufRead + Seek>(
@@ -48,9 +53,13 @@ fn decode<R: BufRead + Seek>(
         return Err(DataError::TooManyPixels { path: path.to_path_buf(), width, height, limit: max_pixels });
     }
     let mut reader = reader()?;
-    // The pixel limit above bounds the image; the decoder's own default
-    // memory limit would refuse large images within it.
-    reader.no_limits();
+    // The pixel limit above bounds the image; the decoder's memory is
+    // bounded by what that image needs (16 bytes a pixel covers RGBA16
+    // and the RGB copy) plus its fixed tables, so that a hostile header
+    // cannot make it allocate beyond the pixels it declares.
+    let mut limits = image::Limits::no_limits();
+    limits.max_alloc = Some(DECODER_BYTES_PER_PIXEL * u64::from(width) * u64::from(height) + DECODER_FIXED_BYTES);
+    reader.limits(limits);
     let image = reader.decode().map_err(|e| decode_error("corrupt or truncated image", &e))?;
     Ok(image.to_rgb8())
 }
