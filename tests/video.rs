@@ -42,10 +42,11 @@ fn frames_and_rate(video: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// `pspnet segment --stdin 480x360 --stdout labels` fed `input`.
-fn stream_labels(input: Vec<u8>) -> Output {
+/// `pspnet segment --stdin SIZE --stdout labels` (and `flags`) fed `input`.
+fn stream_labels(size: &str, flags: &[&str], input: Vec<u8>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pspnet"))
-        .args(["segment", "--stdin", "480x360", "--stdout", "labels"])
+        .args(["segment", "--stdin", size, "--stdout", "labels"])
+        .args(flags)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -124,7 +125,7 @@ fn video_and_stdin_give_segment_s_labels_for_every_frame() {
 
     // The same frames as raw RGB24 on standard input.
     let raw = ffmpeg(&["-i", video.to_str().unwrap(), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]).stdout;
-    let streamed = stream_labels(raw);
+    let streamed = stream_labels("480x360", &[], raw);
     assert!(streamed.status.success());
     let expected: Vec<u8> = frames.iter().flat_map(|f| labels_of(f).into_raw()).collect();
     assert_eq!(streamed.stdout, expected, "--stdout labels: W*H bytes per frame");
@@ -162,7 +163,7 @@ fn missing_ffmpeg_unreadable_video_and_wrong_frame_size_are_refused() {
         .to_rgb8()
         .into_raw();
     let half = frame.len() / 2;
-    let run = stream_labels([&frame[..], &frame[..half]].concat());
+    let run = stream_labels("480x360", &[], [&frame[..], &frame[..half]].concat());
     assert!(!run.status.success());
     assert_eq!(run.stdout.len(), 480 * 360, "the complete frame's labels came out first");
     assert!(text(&run).contains(&format!("standard input ended {half} bytes into frame 2")), "{}", text(&run));
@@ -258,14 +259,7 @@ fn many_classes_stream_as_u16_little_endian() {
     assert!(seg.status.success(), "{}", text(&seg));
     let expected = image::open(out.join("a.labels.png")).unwrap().to_luma16().into_raw();
     let raw = image::open(&photo).unwrap().to_rgb8().into_raw();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pspnet"))
-        .args(["segment", "--stdin", "64x48", "--stdout", "labels", "--model", model.to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(&raw).unwrap();
-    let streamed = child.wait_with_output().unwrap();
+    let streamed = stream_labels("64x48", &["--model", model.to_str().unwrap()], raw);
     assert!(streamed.status.success());
     let got: Vec<u16> = streamed.stdout.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect();
     assert_eq!(got, expected);
