@@ -60,10 +60,13 @@ pub fn peak_bytes<T>(f: impl FnOnce() -> T) -> (T, usize) {
 pub const PIXEL_LIMIT: u64 = 4_000_000;
 
 /// An image or label decoder's allowance: 16 bytes per pixel of
-/// min(declared pixels, the limit), plus 8 MiB for the decoders' fixed
-/// tables (a 24x20 WebP takes 1.7 MB in image-webp's VP8 decoder).
-pub fn image_allowance(declared_pixels: u64) -> usize {
-    (16 * declared_pixels.min(PIXEL_LIMIT) + (8 << 20)) as usize
+/// min(declared pixels, the limit), 2 bytes per byte of the file, and
+/// 24 MiB: the decoders' fixed tables (a 24x20 WebP takes 1.7 MB in
+/// image-webp's VP8 decoder) and one buffer of a VP8 partition, whose
+/// 24-bit size image-webp allocates before it reads the partition, so a
+/// short file can make it allocate up to 16 MiB once before it fails.
+pub fn image_allowance(declared_pixels: u64, file_len: usize) -> usize {
+    (16 * declared_pixels.min(PIXEL_LIMIT)) as usize + 2 * file_len + (24 << 20)
 }
 
 /// A checkpoint reader's allowance: 8 times the file's size, plus 1 MiB.
