@@ -10,6 +10,16 @@ pub fn model_palette(spec: &ModelSpec) -> Vec<[u8; 3]> {
     spec.palette.clone().unwrap_or_else(|| generated_palette(spec.classes))
 }
 
+/// The checkpoint's class names, or [`numbered_class_names`] when it has none.
+pub fn model_class_names(spec: &ModelSpec) -> Vec<String> {
+    spec.class_names.clone().unwrap_or_else(|| numbered_class_names(spec.classes))
+}
+
+/// `class 0`, `class 1`, ...: names for classes known only by their count.
+pub fn numbered_class_names(classes: usize) -> Vec<String> {
+    (0..classes).map(|i| format!("class {i}")).collect()
+}
+
 /// Distinct colours for checkpoints that carry none: hues around the circle.
 pub fn generated_palette(classes: usize) -> Vec<[u8; 3]> {
     (0..classes)

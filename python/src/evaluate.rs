@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use pspnet::data::{DataSource, Dataset, parse_class_names};
+use pspnet::render::{model_class_names, numbered_class_names};
 use pyo3::prelude::*;
 
 use crate::Model;
@@ -64,7 +65,7 @@ pub(crate) fn evaluate<'py>(
         (Some(d), None) => d.class_names(),
         (Some(d), Some(_)) => return Err(value_error(format!("classes is for custom data; {} has its own", d.name()))),
         (None, Some(classes)) => class_names(&classes)?,
-        (None, None) => spec.class_names.clone().unwrap_or_else(|| numbered(spec.classes)),
+        (None, None) => model_class_names(spec),
     };
     if names.len() != spec.classes {
         return Err(value_error(format!(
@@ -89,14 +90,10 @@ pub(crate) fn evaluate<'py>(
     py.import("json")?.call_method1("loads", (summary.to_string(),))
 }
 
-fn numbered(n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("class {i}")).collect()
-}
-
 /// `classes=`: a count, a list of names, or a class file.
 fn class_names(classes: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
     if let Ok(n) = classes.extract::<usize>() {
-        return Ok(numbered(n));
+        return Ok(numbered_class_names(n));
     }
     if let Ok(names) = classes.extract::<Vec<String>>() {
         return Ok(names);

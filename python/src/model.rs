@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use ndarray::Array3;
 use numpy::IntoPyArray;
 use pspnet::kernels::softmax_channels;
-use pspnet::model::{Average, ConvOptions, ModelSpec, Overrides, Precision, Protocol, Segmenter};
-use pspnet::render::{color_image, model_palette, overlay_labels};
+use pspnet::model::{ConvOptions, ModelSpec, Overrides, Precision, Protocol, Segmenter};
+use pspnet::render::{color_image, model_class_names, model_palette, overlay_labels};
 use pspnet::tensor::{Shape, Tensor};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -64,7 +64,7 @@ pub(crate) fn load(
         StartError::State(err) => checkpoint_error(err),
     })?;
     let spec = driver.run(|s: &Segmenter| s.spec.clone()).ok_or_else(|| value_error("the engine did not start"))?;
-    let names = spec.class_names.clone().unwrap_or_else(|| (0..spec.classes).map(|i| format!("class {i}")).collect());
+    let names = model_class_names(&spec);
     let palette = model_palette(&spec);
     Ok(Model { spec, driver, names, palette })
 }
@@ -192,7 +192,7 @@ impl Model {
     ) -> PyResult<Bound<'py, PyAny>> {
         let args = ProtocolArgs { mode, crop, stride, base_size, flip, scales, average, preset };
         let protocol = args.protocol(None)?;
-        let averaged = protocol.matlab || protocol.average == Average::Probs;
+        let averaged = protocol.gives_probabilities();
         self.each_image(image, |rgb| {
             let scores = self.scores(image.py(), rgb, &protocol)?;
             score_array(image.py(), if averaged { scores } else { softmax_channels(&scores) })

@@ -13,7 +13,7 @@ use clap::Args;
 use image::DynamicImage;
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Array2;
-use pspnet::render::{color_image, labels_image, model_palette};
+use pspnet::render::{color_image, labels_image, model_class_names, model_palette, numbered_class_names};
 use pspnet::{Evaluation, prediction_path};
 use pspnet_data::{Dataset, Sample};
 use pspnet_model::{ConfusionMatrix, Scores, Segmenter};
@@ -231,15 +231,14 @@ fn save_prediction(
 /// The class names: the named dataset's table; for custom data `--classes`
 /// (a count or a file of names), else the model's.
 fn class_names(classes: Option<&str>, dataset: Option<Dataset>, model: Option<&Segmenter>) -> Result<Vec<String>> {
-    let numbered = |n: usize| (0..n).map(|i| format!("class {i}")).collect::<Vec<_>>();
     match (dataset, classes, model) {
         (Some(d), None, _) => Ok(d.class_names()),
         (Some(d), Some(_), _) => bail!("--classes is for --dataset custom; {} has its own table", d.name()),
         (None, Some(c), _) => match c.parse::<usize>() {
-            Ok(n) => Ok(numbered(n)),
+            Ok(n) => Ok(numbered_class_names(n)),
             Err(_) => read_classes(Path::new(c)),
         },
-        (None, None, Some(model)) => Ok(model.spec.class_names.clone().unwrap_or_else(|| numbered(model.spec.classes))),
+        (None, None, Some(model)) => Ok(model_class_names(&model.spec)),
         (None, None, None) => bail!("--dataset custom needs --classes N|FILE"),
     }
 }

@@ -28,24 +28,32 @@ pub(crate) fn frame_size(s: &str) -> Result<[usize; 2], String> {
     }
 }
 
+/// Reads into `buf` until it is full or the input ends; how many bytes came.
+pub(crate) fn fill(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(err) if err.kind() == ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(filled)
+}
+
 /// Fills `frame` from `input`: `Ok(false)` at the end of the stream between
 /// frames; an error naming the byte count if it ends inside one.
 fn read_frame(input: &mut impl Read, frame: &mut [u8], index: u64, [w, h]: [usize; 2]) -> Result<bool> {
-    let mut filled = 0;
-    while filled < frame.len() {
-        match input.read(&mut frame[filled..]) {
-            Ok(0) if filled == 0 => return Ok(false),
-            Ok(0) => bail!(
-                "standard input ended {filled} bytes into frame {index} (a {w}x{h} RGB24 frame is {} bytes): \
-                 is --stdin the stream's size?",
-                frame.len()
-            ),
-            Ok(n) => filled += n,
-            Err(err) if err.kind() == ErrorKind::Interrupted => {}
-            Err(err) => return Err(err).context("reading standard input"),
-        }
+    match fill(input, frame).context("reading standard input")? {
+        0 => Ok(false),
+        n if n == frame.len() => Ok(true),
+        n => bail!(
+            "standard input ended {n} bytes into frame {index} (a {w}x{h} RGB24 frame is {} bytes): \
+             is --stdin the stream's size?",
+            frame.len()
+        ),
     }
-    Ok(true)
 }
 
 /// Segments frame after frame until standard input ends, flushing each

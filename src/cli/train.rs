@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use pspnet::render::numbered_class_names;
 use pspnet_data::{Dataset, LabelRule, custom_samples};
 use pspnet_kernels::{ConvAlgorithm, ConvOptions, Precision};
 use pspnet_model::{Layout, ModelError, Normalization, Overrides, read_checkpoint};
@@ -317,7 +318,7 @@ fn class_table(args: &TrainArgs, dataset: Option<Dataset>) -> Result<ClassTable<
     if count == 0 {
         bail!("--classes: no classes");
     }
-    Ok((table.0.unwrap_or_else(|| (0..count).map(|i| format!("class {i}")).collect()), table.1))
+    Ok((table.0.unwrap_or_else(|| numbered_class_names(count)), table.1))
 }
 
 /// Which parameters start fresh.

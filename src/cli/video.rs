@@ -20,7 +20,7 @@ use clap::Args;
 use image::{RgbImage, imageops};
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Array2;
-use pspnet::render::{labels_image, model_palette, overlay_labels};
+use pspnet::render::{labels_image, model_class_names, model_palette, overlay_labels};
 use serde_json::Value;
 
 use super::legend::{class_shares, legend_image};
@@ -111,20 +111,6 @@ fn probe(input: &Path) -> Result<Probe> {
     Ok(Probe { width, height, rate, frames })
 }
 
-/// Fills `frame` from the decoder: `Ok(false)` at its end.
-fn read_frame(input: &mut impl Read, frame: &mut [u8]) -> std::io::Result<bool> {
-    let mut filled = 0;
-    while filled < frame.len() {
-        match input.read(&mut frame[filled..]) {
-            Ok(0) => return Ok(false),
-            Ok(n) => filled += n,
-            Err(err) if err.kind() == ErrorKind::Interrupted => {}
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(true)
-}
-
 /// Waits for a child; its last message if it failed.
 fn finish(mut child: Child, what: &str) -> Result<()> {
     let mut stderr = Vec::new();
@@ -182,7 +168,7 @@ pub(crate) fn run(args: VideoArgs) -> Result<ExitCode> {
     let protocol = args.protocol.protocol(None)?;
     let palette = model_palette(&model.spec);
     let classes = model.spec.classes;
-    let names = model.spec.class_names.clone().unwrap_or_default();
+    let names = model_class_names(&model.spec);
     if let Some(dir) = &args.labels_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     }
@@ -236,7 +222,10 @@ pub(crate) fn run(args: VideoArgs) -> Result<ExitCode> {
     let reader = thread::spawn(move || -> std::io::Result<()> {
         loop {
             let mut frame = vec![0u8; w * h * 3];
-            if STOP.load(Ordering::Relaxed) || !read_frame(&mut source, &mut frame)? || frames_in.send(frame).is_err() {
+            if STOP.load(Ordering::Relaxed)
+                || super::stream::fill(&mut source, &mut frame)? < frame.len()
+                || frames_in.send(frame).is_err()
+            {
                 return Ok(());
             }
         }

@@ -103,6 +103,13 @@ impl Protocol {
         }
     }
 
+    /// Whether [`predict`] gives probabilities (the softmax of each pass
+    /// averaged, or the MATLAB protocol's renormalised scores) rather than
+    /// logits.
+    pub fn gives_probabilities(&self) -> bool {
+        self.matlab || self.average == Average::Probs
+    }
+
     fn validate(&self) -> Result<(), ModelError> {
         let bad = |what: String| Err(ModelError::Input(format!("protocol: {what}")));
         if self.scales.is_empty() {
