@@ -89,22 +89,24 @@ def main():
     torch.set_num_threads(args.threads)
     model = LogitsOnly(load(args.checkpoint, args.layout, args.depth)).eval()
     x = torch.randn(1, 3, h, w)
-    if args.engine == "torch":
-        def run():
+    # The exported graph (hundreds of MB) lives only as long as the run.
+    with tempfile.TemporaryDirectory() as work:
+        if args.engine == "torch":
+            def run():
+                with torch.no_grad():
+                    model(x)
+        else:
+            path = Path(work) / "pspnet.onnx"
             with torch.no_grad():
-                model(x)
-    else:
-        path = Path(tempfile.mkdtemp()) / "pspnet.onnx"
-        with torch.no_grad():
-            torch.onnx.export(model, (x,), str(path), input_names=["x"], output_names=["logits"], dynamo=False)
-        del model
-        run = onnx_runner(args.engine, path, x.numpy(), args.threads)
-    run()
-    times = []
-    for _ in range(args.runs):
-        start = time.perf_counter()
+                torch.onnx.export(model, (x,), str(path), input_names=["x"], output_names=["logits"], dynamo=False)
+            del model
+            run = onnx_runner(args.engine, path, x.numpy(), args.threads)
         run()
-        times.append(time.perf_counter() - start)
+        times = []
+        for _ in range(args.runs):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"engine": args.engine, "median_s": statistics.median(times), "min_s": min(times),
                       "max_s": max(times), "peak_rss_mb": rss_mb}))
