@@ -20,6 +20,8 @@
 //!   inference per frame (the embedded model, 480x360, 2 threads).
 //! - `caffe-check`: the Caffe loader against a float64 evaluation of the
 //!   Caffe graph at the authors' deploy sizes (`xtask/python/caffe_reference.py`).
+//! - `fuzz [--seconds N] [TARGET...]`: runs the fuzz targets of `fuzz/`
+//!   (nightly, cargo-fuzz) two at a time and prints their table.
 //! - `kernel-report`: prints the markdown table of docs/performance.md from
 //!   the criterion results of `cargo bench --bench conv`.
 
@@ -29,6 +31,7 @@ mod bench_train;
 mod bench_video;
 mod caffe_check;
 mod crosscheck;
+mod fuzz;
 mod jpeg_diff;
 mod kernel_report;
 
@@ -50,6 +53,7 @@ fn main() -> Result<()> {
         Some("bench-loader") => bench_loader::run(&workspace_root()),
         Some("bench-video") => bench_video::run(&workspace_root()),
         Some("caffe-check") => caffe_check::run(&workspace_root(), &python()),
+        Some("fuzz") => fuzz::run(&workspace_root(), &args[1..]),
         _ => {
             eprintln!("usage: cargo xtask kernel-fixtures");
             eprintln!("  kernel-fixtures   regenerate crates/pspnet-kernels/tests/fixtures with PyTorch");

@@ -1,11 +1,12 @@
 //! Input images, decoded the way the reference pipelines see them: 8-bit RGB.
 
-use std::io::{BufRead, Cursor, Seek};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Cursor, Seek};
 use std::path::{Path, PathBuf};
 
 use image::{ImageReader, RgbImage};
 
-use crate::DataError;
+use crate::{DataError, tiff_header};
 
 /// File extensions taken from a folder (lowercase).
 pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp"];
@@ -16,17 +17,18 @@ pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "tif", "tif
 /// header declares more than `max_pixels` pixels is refused before
 /// decoding; `path` names it in errors.
 pub fn decode_rgb(path: &Path, bytes: &[u8], max_pixels: u64) -> Result<RgbImage, DataError> {
-    decode(path, || Ok(ImageReader::new(Cursor::new(bytes))), max_pixels)
+    decode(path, || Ok(Cursor::new(bytes)), max_pixels)
 }
 
 /// [`decode_rgb`] of a file, streamed from it.
 pub fn read_rgb(path: &Path, max_pixels: u64) -> Result<RgbImage, DataError> {
     let open = || {
-        ImageReader::open(path).map_err(|source| DataError::Io {
+        let file = File::open(path).map_err(|source| DataError::Io {
             path: path.to_path_buf(),
             what: "cannot open",
             source,
-        })
+        })?;
+        Ok(BufReader::new(file))
     };
     decode(path, open, max_pixels)
 }
@@ -40,14 +42,19 @@ const DECODER_FIXED_BYTES: u64 = 8 << 20;
 /// decodes from a second `open`.
 fn decode<R: BufRead + Seek>(
     path: &Path,
-    open: impl Fn() -> Result<ImageReader<R>, DataError>,
+    open: impl Fn() -> Result<R, DataError>,
     max_pixels: u64,
 ) -> Result<RgbImage, DataError> {
     let decode_error = |reason: &str, e: &dyn std::fmt::Display| DataError::Decode {
         path: path.to_path_buf(),
         reason: format!("{reason}: {e}"),
     };
-    let reader = || open()?.with_guessed_format().map_err(|e| decode_error("cannot read", &e));
+    match tiff_header::check(&mut open()?) {
+        Ok(Ok(())) => {}
+        Ok(Err(fault)) => return Err(decode_error("corrupt TIFF header", &fault)),
+        Err(e) => return Err(decode_error("cannot read", &e)),
+    }
+    let reader = || ImageReader::new(open()?).with_guessed_format().map_err(|e| decode_error("cannot read", &e));
     let (width, height) = reader()?.into_dimensions().map_err(|e| decode_error("not a readable image", &e))?;
     if u64::from(width) * u64::from(height) > max_pixels {
         return Err(DataError::TooManyPixels { path: path.to_path_buf(), width, height, limit: max_pixels });
@@ -120,5 +127,17 @@ mod tests {
         let err = decode_rgb(path, &truncated, 6).unwrap_err().to_string();
         assert!(err.contains("mem.png: corrupt or truncated image"), "{err}");
         assert!(decode_rgb(path, b"not an image", 6).unwrap_err().to_string().contains("mem.png"));
+    }
+
+    #[test]
+    fn the_fuzzers_findings_are_refused_by_name() {
+        // 725 bytes that made the tiff crate allocate 38 MB for one tag.
+        let tiff = include_bytes!("../../../fuzz/findings/tiff-38mb-from-725-bytes.tif");
+        let err = decode_rgb(Path::new("f.tif"), tiff, 4_000_000).unwrap_err().to_string();
+        assert!(err.starts_with("f.tif: corrupt TIFF header: tag "), "{err}");
+        // A VP8 partition longer than the file: one bounded buffer, then an error.
+        let webp = include_bytes!("../../../fuzz/findings/image-webp-10mb-from-462-bytes.webp");
+        let err = decode_rgb(Path::new("f.webp"), webp, 4_000_000).unwrap_err().to_string();
+        assert!(err.starts_with("f.webp: corrupt or truncated image"), "{err}");
     }
 }

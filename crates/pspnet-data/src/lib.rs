@@ -13,6 +13,7 @@ mod error;
 mod image_io;
 mod label;
 mod submission;
+mod tiff_header;
 
 pub use class_file::{parse_class_names, parse_palette};
 pub use dataset::{DataSource, Dataset, IGNORE, LabelRule, Sample, custom_samples};

@@ -37,7 +37,7 @@ pub use dtype::DType;
 pub use error::WeightsError;
 pub use safetensors_io::{load_safetensors, save_safetensors};
 pub use state_dict::{StateDict, TensorData};
-pub use torch::load_pth;
+pub use torch::{load_pth, read_pickle};
 pub use torch_save::save_pth;
 pub use value::Value;
 

@@ -32,7 +32,7 @@ const MAX_PICKLE_BYTES: u64 = 1 << 31;
 /// storage several times or broadcast it, so allow some slack over the file
 /// size.
 fn max_materialised(file_len: usize) -> u64 {
-    (file_len as u64).saturating_mul(4).saturating_add(256 << 20)
+    (file_len as u64).saturating_mul(4).saturating_add(1 << 20)
 }
 
 /// Reads a PyTorch checkpoint written by `torch.save`, in the zip container
@@ -74,25 +74,45 @@ fn zip_error(path: &Path, source: ZipError) -> WeightsError {
     WeightsError::Zip { path: path.to_path_buf(), source }
 }
 
+/// What a zip checkpoint's entries may inflate to, together: `torch.save`
+/// stores them uncompressed, and float weights re-zipped shrink little, so
+/// anything far beyond the file's own size is a decompression bomb.
+fn max_inflated(file_len: usize) -> u64 {
+    (file_len as u64).saturating_mul(2).saturating_add(256 << 10)
+}
+
 /// Reads at most `limit` bytes of the entry `name`; `None` if it is absent.
 /// An entry that fits is read to its end, where the zip reader checks its
 /// CRC-32: a damaged byte is an error, not a silently different weight.
+/// What it inflates to is taken from `inflatable`; an entry that would
+/// inflate past it is refused as soon as it does, whatever its header says.
 fn read_entry<R: Read + Seek>(
     path: &Path,
     archive: &mut ZipArchive<R>,
     name: &str,
     limit: u64,
-    capacity: usize,
+    inflatable: &mut u64,
 ) -> Result<Option<Vec<u8>>, WeightsError> {
     let entry = match archive.by_name(name) {
         Ok(entry) => entry,
         Err(ZipError::FileNotFound) => return Ok(None),
         Err(e) => return Err(zip_error(path, e)),
     };
-    let capacity = usize::try_from(entry.size().min(limit)).unwrap_or(usize::MAX).min(capacity);
+    let allowed = limit.min(*inflatable);
+    let capacity = usize::try_from(entry.size().min(allowed)).unwrap_or(usize::MAX);
     let mut buf = Vec::with_capacity(capacity);
-    entry.take(limit.saturating_add(1)).read_to_end(&mut buf).map_err(|e| zip_error(path, ZipError::Io(e)))?;
+    entry.take(allowed.saturating_add(1)).read_to_end(&mut buf).map_err(|e| zip_error(path, ZipError::Io(e)))?;
+    let read = buf.len() as u64;
+    if read > allowed && allowed < limit {
+        return Err(WeightsError::LimitExceeded {
+            path: path.join(name),
+            offset: 0,
+            what: "the inflated size of the archive's entries (twice the file, plus 256 KiB)",
+            limit: allowed,
+        });
+    }
     buf.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    *inflatable -= read.min(*inflatable);
     Ok(Some(buf))
 }
 
@@ -109,13 +129,14 @@ fn load_zip<R: Read + Seek>(path: &Path, reader: R, file_len: usize) -> Result<C
             || WeightsError::MissingEntry { path: path.to_path_buf(), entry: "<archive>/data.pkl".to_owned() },
         )?;
     let prefix = &pkl_name[..pkl_name.len() - "data.pkl".len()];
-    if let Some(order) = read_entry(path, &mut archive, &format!("{prefix}byteorder"), 64, 64)? {
+    let mut inflatable = max_inflated(file_len);
+    if let Some(order) = read_entry(path, &mut archive, &format!("{prefix}byteorder"), 64, &mut inflatable)? {
         let order = String::from_utf8_lossy(&order).trim().to_owned();
         if order != "little" {
             return Err(WeightsError::ByteOrder { path: path.to_path_buf(), found: order });
         }
     }
-    let pkl = read_entry(path, &mut archive, &pkl_name, MAX_PICKLE_BYTES, file_len)?
+    let pkl = read_entry(path, &mut archive, &pkl_name, MAX_PICKLE_BYTES, &mut inflatable)?
         .ok_or_else(|| WeightsError::MissingEntry { path: path.to_path_buf(), entry: pkl_name.clone() })?;
     let pickle_path = path.join(&pkl_name);
     let unpickled = torch_pickle::read(&pickle_path, &pkl, 0)?;
@@ -123,7 +144,7 @@ fn load_zip<R: Read + Seek>(path: &Path, reader: R, file_len: usize) -> Result<C
     for (key, decl) in unpickled.storages() {
         let entry = format!("{prefix}data/{key}");
         let need = decl.numel * decl.dtype.size();
-        let bytes = read_entry(path, &mut archive, &entry, need as u64, need.min(file_len))?
+        let bytes = read_entry(path, &mut archive, &entry, need as u64, &mut inflatable)?
             .ok_or_else(|| WeightsError::MissingEntry { path: path.to_path_buf(), entry: entry.clone() })?;
         if bytes.len() < need {
             return Err(storage_short(path, key, decl, bytes.len()));
@@ -153,6 +174,14 @@ fn next_pickle(path: &Path, data: &[u8], pos: &mut usize) -> Result<TorchPickle,
 
 fn small_value(unpickled: &TorchPickle) -> Result<Value, WeightsError> {
     unpickled.to_value(Storages::Borrowed(HashMap::new()), 1 << 20)
+}
+
+/// Reads one standalone pickle (as `pickle.dump` writes it) through the
+/// restricted unpickler of `.pth` files into an inert [`Value`]. Data only:
+/// a pickle that rebuilds a tensor names a storage this call does not have
+/// and is refused. `path` names the source in errors.
+pub fn read_pickle(path: &Path, data: &[u8]) -> Result<Value, WeightsError> {
+    torch_pickle::read(path, data, 0)?.to_value(Storages::Borrowed(HashMap::new()), max_materialised(data.len()))
 }
 
 fn load_legacy(path: &Path, data: &[u8]) -> Result<Checkpoint, WeightsError> {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fixture, tensor_pickle, torch_zip, write_temp};
+use common::{fixture, tensor_pickle, torch_zip, torch_zip_compressed, write_temp};
 use pspnet_weights::{WeightsError, load, load_pth};
 
 fn load_zip_pickle(pickle: &[u8], storages: &[(&str, &[u8])]) -> Result<(), WeightsError> {
@@ -31,6 +31,25 @@ fn forbidden_globals_are_refused_by_name() {
     // Refused even when nested deep inside otherwise valid data.
     let msg = forbidden(b"\x80\x02}X\x01\x00\x00\x00a](K\x01cposix\nsystem\nea.");
     assert!(msg.contains("posix.system"), "{msg}");
+}
+
+#[test]
+fn a_standalone_pickle_is_read_as_data_only() {
+    use pspnet_weights::{Value, read_pickle};
+    let path = std::path::Path::new("meta.pkl");
+    // pickle.dumps({'a': 5, 'b': [1.5, None]}, protocol=2)
+    let value = read_pickle(
+        path,
+        b"\x80\x02}q\x00(X\x01\x00\x00\x00aq\x01K\x05X\x01\x00\x00\x00bq\x02]q\x03(G?\xf8\x00\x00\x00\x00\x00\x00Neu.",
+    )
+    .unwrap();
+    assert_eq!(value.get("a"), Some(&Value::Int(5)));
+    assert_eq!(value.get("b"), Some(&Value::List(vec![Value::Float(1.5), Value::None])));
+    let err = read_pickle(path, b"\x80\x02cos\nsystem\nX\x02\x00\x00\x00lsq\x00\x85R.").unwrap_err();
+    assert!(err.to_string().starts_with("meta.pkl: refusing to load"), "{err}");
+    // A tensor names a storage a standalone pickle cannot have.
+    let err = read_pickle(path, &tensor_pickle(4, 0, &[4], &[1])).unwrap_err();
+    assert!(err.to_string().starts_with("meta.pkl"), "{err}");
 }
 
 #[test]
@@ -153,6 +172,29 @@ fn assert_prefixes_fail(name: &str, step: usize) {
 #[test]
 fn truncated_legacy_checkpoint_is_an_error() {
     assert_prefixes_fail("checkpoint_legacy.pth", 1);
+}
+
+#[test]
+fn a_zip_bomb_is_refused_before_it_inflates() {
+    // 4 Mi float32 zeros (16 MiB) deflate to about 16 KiB.
+    let numel = 4 << 20;
+    let zeros = vec![0u8; numel * 4];
+    let pickle = tensor_pickle(numel as u64, 0, &[numel as u64], &[1]);
+    let bomb = torch_zip_compressed(&pickle, &[("0", &zeros)], zip::CompressionMethod::Deflated);
+    assert!(bomb.len() < 100_000, "{}", bomb.len());
+    let dir = tempfile::tempdir().unwrap();
+    let err = load(&write_temp(dir.path(), "bomb.pth", &bomb)).unwrap_err();
+    let WeightsError::LimitExceeded { what, limit, .. } = &err else { panic!("{err:?}") };
+    assert!(what.contains("inflated size"), "{err}");
+    assert!(*limit <= 2 * bomb.len() as u64 + (256 << 10), "{err}");
+    assert!(err.to_string().contains("bomb.pth/archive/data/0"), "{err}");
+
+    // A re-zipped checkpoint of weights that do not compress loads as stored.
+    let weights: Vec<u8> = (0..4096u32).flat_map(|i| (i.wrapping_mul(2_654_435_761) as f32).to_le_bytes()).collect();
+    let pickle = tensor_pickle(4096, 0, &[4096], &[1]);
+    let rezipped = torch_zip_compressed(&pickle, &[("0", &weights)], zip::CompressionMethod::Deflated);
+    let checkpoint = load(&write_temp(dir.path(), "rezipped.pth", &rezipped)).unwrap();
+    assert_eq!(checkpoint.state_dict.get("w").unwrap().bytes, weights);
 }
 
 #[test]

@@ -53,10 +53,15 @@ pub fn write_temp(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 /// A torch-style zip checkpoint holding `pickle` as `archive/data.pkl` and
 /// the given storages as `archive/data/<key>`.
 pub fn torch_zip(pickle: &[u8], storages: &[(&str, &[u8])]) -> Vec<u8> {
+    torch_zip_compressed(pickle, storages, zip::CompressionMethod::Stored)
+}
+
+/// [`torch_zip`] with its entries compressed by `method`.
+pub fn torch_zip_compressed(pickle: &[u8], storages: &[(&str, &[u8])], method: zip::CompressionMethod) -> Vec<u8> {
     let mut out = std::io::Cursor::new(Vec::new());
     {
         let mut zip = zip::ZipWriter::new(&mut out);
-        let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        let options = zip::write::SimpleFileOptions::default().compression_method(method);
         zip.start_file("archive/data.pkl", options).unwrap();
         zip.write_all(pickle).unwrap();
         zip.start_file("archive/byteorder", options).unwrap();
