@@ -1,6 +1,7 @@
-//! `cargo xtask fuzz [--seconds N] [TARGET...]`: every fuzz target of
-//! `fuzz/` (cargo-fuzz, nightly), two at a time, each for N seconds
-//! (default 1200), then a table of what each run did.
+//! `cargo xtask fuzz [--seconds N] [--runs N] [TARGET...]`: every fuzz
+//! target of `fuzz/` (cargo-fuzz, nightly), two at a time, each until it
+//! has run `--runs` inputs (default 10^7) or for `--seconds` (default
+//! 1200), whichever comes first, then a table of what each run did.
 //!
 //! Each target grows a scratch corpus under `fuzz/target/corpus/TARGET`,
 //! seeded from the committed `fuzz/corpus/TARGET`, which it leaves as it
@@ -33,17 +34,19 @@ struct Run {
 }
 
 pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
-    let mut seconds = 1200u64;
+    let (mut seconds, mut runs) = (1200u64, 10_000_000u64);
     let mut chosen = Vec::new();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
+        let mut number = |flag: &str| -> Result<u64> {
+            let value = args.next().with_context(|| format!("{flag} needs a value"))?;
+            value.parse().with_context(|| format!("{flag} {value}: not a whole number"))
+        };
         match arg.as_str() {
-            "--seconds" => {
-                let value = args.next().context("--seconds needs a value")?;
-                seconds = value.parse().with_context(|| format!("--seconds {value}: not a whole number"))?;
-            }
+            "--seconds" => seconds = number("--seconds")?,
+            "--runs" => runs = number("--runs")?,
             name if !name.starts_with('-') => chosen.push(name.to_owned()),
-            other => bail!("unknown argument {other} (usage: cargo xtask fuzz [--seconds N] [TARGET...])"),
+            other => bail!("unknown argument {other} (usage: cargo xtask fuzz [--seconds N] [--runs N] [TARGET...])"),
         }
     }
     let fuzz = root.join("fuzz");
@@ -53,26 +56,26 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     }
     let targets = if chosen.is_empty() { targets } else { chosen };
 
-    println!("building {} fuzz targets (cargo +nightly fuzz build -O)", targets.len());
+    println!("building the fuzz targets (cargo +nightly fuzz build -O)");
     let status = cargo_fuzz(&fuzz).args(["build", "-O"]).status().context("running cargo +nightly fuzz build")?;
     if !status.success() {
         bail!("cargo +nightly fuzz build -O failed ({status})");
     }
 
     let queue = Mutex::new(targets.iter());
-    let runs = Mutex::new(Vec::new());
+    let finished = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..AT_ONCE {
             scope.spawn(|| {
                 while let Some(target) = queue.lock().expect("queue").next() {
-                    println!("fuzzing {target} for {seconds} s");
-                    let run = fuzz_one(&fuzz, target, seconds);
-                    runs.lock().expect("runs").push(run);
+                    println!("fuzzing {target} for {runs} inputs or {seconds} s");
+                    let run = fuzz_one(&fuzz, target, seconds, runs);
+                    finished.lock().expect("finished").push(run);
                 }
             });
         }
     });
-    let mut runs = runs.into_inner().expect("runs").into_iter().collect::<Result<Vec<_>>>()?;
+    let mut runs = finished.into_inner().expect("finished").into_iter().collect::<Result<Vec<_>>>()?;
     runs.sort_by(|a, b| a.target.cmp(&b.target));
 
     println!("\n| target | executions | exec/s | coverage (edges) | grew in the last third | crashes |");
@@ -129,7 +132,7 @@ fn list_targets(fuzz: &Path) -> Result<Vec<String>> {
     Ok(String::from_utf8(output.stdout)?.lines().map(str::to_owned).filter(|l| !l.is_empty()).collect())
 }
 
-fn fuzz_one(fuzz: &Path, target: &str, seconds: u64) -> Result<Run> {
+fn fuzz_one(fuzz: &Path, target: &str, seconds: u64, runs: u64) -> Result<Run> {
     let scratch = fuzz.join("target/corpus").join(target);
     let artifacts = fuzz.join("target/artifacts").join(target);
     fs::create_dir_all(&scratch)?;
@@ -145,6 +148,7 @@ fn fuzz_one(fuzz: &Path, target: &str, seconds: u64) -> Result<Run> {
         .arg("--")
         .args(LIBFUZZER_FLAGS)
         .arg(format!("-max_total_time={seconds}"))
+        .arg(format!("-runs={runs}"))
         .arg(format!("-artifact_prefix={}/", artifacts.display()))
         .arg("-print_final_stats=1");
     // stdout and stderr share one file description, so neither overwrites the other.

@@ -20,7 +20,7 @@
 //!   inference per frame (the embedded model, 480x360, 2 threads).
 //! - `caffe-check`: the Caffe loader against a float64 evaluation of the
 //!   Caffe graph at the authors' deploy sizes (`xtask/python/caffe_reference.py`).
-//! - `fuzz [--seconds N] [TARGET...]`: runs the fuzz targets of `fuzz/`
+//! - `fuzz [--seconds N] [--runs N] [TARGET...]`: runs the fuzz targets of `fuzz/`
 //!   (nightly, cargo-fuzz) two at a time and prints their table.
 //! - `kernel-report`: prints the markdown table of docs/performance.md from
 //!   the criterion results of `cargo bench --bench conv`.
