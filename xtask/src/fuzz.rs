@@ -67,7 +67,10 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     std::thread::scope(|scope| {
         for _ in 0..AT_ONCE {
             scope.spawn(|| {
-                while let Some(target) = queue.lock().expect("queue").next() {
+                loop {
+                    // Taken in its own statement: the guard must not live through the run.
+                    let next = queue.lock().expect("queue").next();
+                    let Some(target) = next else { break };
                     println!("fuzzing {target} for {runs} inputs or {seconds} s");
                     let run = fuzz_one(&fuzz, target, seconds, runs);
                     finished.lock().expect("finished").push(run);
