@@ -69,7 +69,12 @@ pub fn image_allowance(declared_pixels: u64, file_len: usize) -> usize {
     (16 * declared_pixels.min(PIXEL_LIMIT)) as usize + 2 * file_len + (24 << 20)
 }
 
-/// A checkpoint reader's allowance: 8 times the file's size, plus 1 MiB.
+/// A checkpoint reader's allowance: 512 bytes per byte of the file, plus
+/// 2 MiB. Tensor data costs one or two bytes per byte; the multiple is for
+/// structure: one byte of pickle (`EMPTY_LIST`) is a whole object node in
+/// the unpickler (about 100 bytes, twice that while its arena grows), and
+/// a few bytes of safetensors header JSON are a map entry with its name and
+/// shape. The bound is linear: no file makes a reader allocate beyond it.
 pub fn checkpoint_allowance(file_len: usize) -> usize {
-    8 * file_len + (1 << 20)
+    512 * file_len + (2 << 20)
 }

@@ -32,7 +32,7 @@ const MAX_PICKLE_BYTES: u64 = 1 << 31;
 /// storage several times or broadcast it, so allow some slack over the file
 /// size.
 fn max_materialised(file_len: usize) -> u64 {
-    (file_len as u64).saturating_mul(4).saturating_add(1 << 20)
+    (file_len as u64).saturating_mul(4).saturating_add(256 << 10)
 }
 
 /// Reads a PyTorch checkpoint written by `torch.save`, in the zip container

@@ -80,7 +80,9 @@ impl TorchPickle {
     /// `storages`. At most `max_bytes` of strings and tensor data are
     /// produced.
     pub(crate) fn to_value(&self, storages: Storages<'_>, max_bytes: u64) -> Result<Value, WeightsError> {
-        let max_nodes = 16 * self.pickle.end as u64 + 1024;
+        // One value per byte of pickle: every opcode that makes one takes a
+        // byte, so only memo references (GET) can multiply them past that.
+        let max_nodes = self.pickle.end as u64 + 1024;
         let budget = || Budget { nodes: max_nodes, bytes: max_bytes, max_nodes, max_bytes };
         let mut source = match storages {
             Storages::Borrowed(map) => Source::Borrowed(map),
