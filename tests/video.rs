@@ -44,8 +44,13 @@ fn frames_and_rate(video: &Path) -> String {
 
 /// `pspnet segment --stdin SIZE --stdout labels` (and `flags`) fed `input`.
 fn stream_labels(size: &str, flags: &[&str], input: Vec<u8>) -> Output {
+    stream(size, "labels", flags, input)
+}
+
+/// `pspnet segment --stdin SIZE --stdout OUTPUT` (and `flags`) fed `input`.
+fn stream(size: &str, output: &str, flags: &[&str], input: Vec<u8>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pspnet"))
-        .args(["segment", "--stdin", size, "--stdout", "labels"])
+        .args(["segment", "--stdin", size, "--stdout", output])
         .args(flags)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -55,7 +60,10 @@ fn stream_labels(size: &str, flags: &[&str], input: Vec<u8>) -> Output {
     let mut pipe = child.stdin.take().unwrap();
     let writer = std::thread::spawn(move || pipe.write_all(&input));
     let output = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
+    // A command that refuses its arguments reads nothing: the pipe breaks.
+    if let Err(e) = writer.join().unwrap() {
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+    }
     output
 }
 
@@ -263,4 +271,24 @@ fn many_classes_stream_as_u16_little_endian() {
     assert!(streamed.status.success());
     let got: Vec<u16> = streamed.stdout.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect();
     assert_eq!(got, expected);
+}
+
+#[test]
+fn an_overlay_stream_equals_segment_s_overlay_and_bad_sizes_are_refused() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/camvid_0001TP_008550.png");
+    let dir = tempfile::tempdir().unwrap();
+    let seg =
+        pspnet(&["segment", example.to_str().unwrap(), "--out", dir.path().to_str().unwrap(), "--opacity", "0.3"]);
+    assert!(seg.status.success(), "{}", text(&seg));
+    let expected = image::open(dir.path().join("camvid_0001TP_008550.overlay.png")).unwrap().to_rgb8().into_raw();
+    let frame = image::open(&example).unwrap().to_rgb8().into_raw();
+    let run = stream("480x360", "overlay", &["--opacity", "0.3"], [&frame[..], &frame[..]].concat());
+    assert!(run.status.success(), "{}", text(&run));
+    assert_eq!(run.stdout, [&expected[..], &expected[..]].concat(), "two frames, each segment's overlay");
+
+    for bad in ["480", "480x", "0x360", "480x-3", "axb"] {
+        let run = stream(bad, "labels", &[], frame.clone());
+        assert!(!run.status.success() && run.stdout.is_empty(), "--stdin {bad}");
+        assert!(text(&run).contains(&format!("\"{bad}\": expected WIDTHxHEIGHT")), "{}", text(&run));
+    }
 }
