@@ -22,6 +22,8 @@
 //!   Caffe graph at the authors' deploy sizes (`xtask/python/caffe_reference.py`).
 //! - `fuzz [--seconds N] [--runs N] [TARGET...]`: runs the fuzz targets of `fuzz/`
 //!   (nightly, cargo-fuzz) two at a time and prints their table.
+//! - `sanitize [asan|valgrind]`: the tests of the crates with `unsafe` code
+//!   under AddressSanitizer (nightly) and valgrind's memcheck.
 //! - `kernel-report`: prints the markdown table of docs/performance.md from
 //!   the criterion results of `cargo bench --bench conv`.
 
@@ -34,6 +36,7 @@ mod crosscheck;
 mod fuzz;
 mod jpeg_diff;
 mod kernel_report;
+mod sanitize;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -54,6 +57,7 @@ fn main() -> Result<()> {
         Some("bench-video") => bench_video::run(&workspace_root()),
         Some("caffe-check") => caffe_check::run(&workspace_root(), &python()),
         Some("fuzz") => fuzz::run(&workspace_root(), &args[1..]),
+        Some("sanitize") => sanitize::run(&workspace_root(), &args[1..]),
         _ => {
             eprintln!("usage: cargo xtask kernel-fixtures");
             eprintln!("  kernel-fixtures   regenerate crates/pspnet-kernels/tests/fixtures with PyTorch");
