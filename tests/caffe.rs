@@ -51,7 +51,7 @@ fn logits(model: &Path, prototxt: Option<&Path>, size: &str, dir: &Path) -> Resu
     if let Some(p) = prototxt {
         args.extend(["--prototxt", p.to_str().unwrap()]);
     }
-    args.extend(["--mode", "whole", "--logits", npy.to_str().unwrap()]);
+    args.extend(["--mode", "whole", "--logits", npy.to_str().unwrap(), "--out", dir.to_str().unwrap()]);
     let run = pspnet(&args);
     if !run.status.success() {
         return Err(text(&run));
@@ -181,6 +181,8 @@ fn matlab_preset_single_window_is_the_softmax_of_the_caffe_logits() {
         "false",
         "--logits",
         npy.to_str().unwrap(),
+        "--out",
+        dir.to_str().unwrap(),
     ]);
     assert!(run.status.success(), "{}", text(&run));
     let got = Array3::<f32>::read_npy(std::fs::File::open(&npy).unwrap()).unwrap().into_raw_vec_and_offset().0;

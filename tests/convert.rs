@@ -32,6 +32,8 @@ fn logits(model: &Path, dir: &Path) -> Vec<u8> {
         "whole",
         "--logits",
         npy.to_str().unwrap(),
+        "--out",
+        dir.to_str().unwrap(),
     ]);
     assert!(run.status.success(), "{}", text(&run));
     std::fs::read(npy).unwrap()
