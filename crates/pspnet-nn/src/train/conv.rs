@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use pspnet_kernels::{Conv2d, ConvOptions, ConvSpec, conv2d_input_grad, conv2d_weight_grad};
+use pspnet_kernels::{Conv2d, ConvAlgorithm, ConvOptions, ConvSpec, conv2d_input_grad, conv2d_weight_grad};
 use pspnet_tensor::{Shape, Tensor};
 
 use crate::train::{Param, State, StateVisitor, Trainable, join};
@@ -70,6 +70,11 @@ impl TrainConv {
     /// Adds the weight's (and bias's) gradient from the output's gradient,
     /// and returns the input's gradient when `input_grad` (the first layer
     /// of a network needs none).
+    ///
+    /// The input's gradient of a 3x3 runs in the Winograd domain whatever
+    /// algorithm the forward pass uses: the backward pass is linear, so its
+    /// extra rounding flips no ReLU or max-pool decision and stays within
+    /// the gradient tolerance, which Winograd in the forward pass does not.
     pub fn backward(&mut self, grad_output: &Tensor, input_grad: bool) -> Result<Option<Tensor>, NnError> {
         let input = self.input.take().ok_or(NnError::NoForward("convolution"))?;
         let [_, _, kh, kw] = self.dims;
@@ -83,7 +88,8 @@ impl TrainConv {
         }
         let [o, i, h, w] = self.dims;
         let weight = Tensor::from_vec(Shape::new(o, i, h, w)?, self.weight.value.clone())?;
-        Ok(Some(conv2d_input_grad(grad_output, &weight, self.spec, input.shape(), self.options)?))
+        let options = ConvOptions { algorithm: ConvAlgorithm::Auto, ..self.options };
+        Ok(Some(conv2d_input_grad(grad_output, &weight, self.spec, input.shape(), options)?))
     }
 }
 
