@@ -61,6 +61,18 @@ pub struct BatchStats {
 }
 
 impl BatchStats {
+    /// Normalises `x` by these statistics and applies `gamma` and `beta`:
+    /// [`batch_norm_train`]'s output, bit for bit, so that a backward pass
+    /// can recompute it instead of keeping it.
+    pub fn normalize(&self, x: &Tensor, gamma: &[f32], beta: &[f32]) -> Result<Tensor, KernelError> {
+        per_channel("batch-norm weight", gamma, self.invstd.len())?;
+        per_channel("batch-norm bias", beta, self.invstd.len())?;
+        let scale: Vec<f32> = gamma.iter().zip(&self.invstd).map(|(g, s)| g * s).collect();
+        let shift: Vec<f32> =
+            (0..scale.len()).map(|c| beta[c] - self.mean[c] * gamma[c] * self.invstd[c]).collect();
+        channel_affine(x, &scale, &shift)
+    }
+
     /// PyTorch's update of the running statistics: `running = (1 -
     /// momentum) * running + momentum * batch`, with the unbiased variance.
     pub fn update_running(&self, mean: &mut [f32], var: &mut [f32], momentum: f32) {
@@ -116,14 +128,22 @@ pub fn batch_norm_train(
     let mean: Vec<f32> = moments.iter().map(|&(m, _)| m as f32).collect();
     let var: Vec<f32> = moments.iter().map(|&(_, v)| v as f32).collect();
     let invstd: Vec<f32> = moments.iter().map(|&(_, v)| (1.0 / (v + eps).sqrt()) as f32).collect();
-    let plane = shape.plane_len();
+    let stats = BatchStats { mean, var, invstd, count };
+    Ok((stats.normalize(x, gamma, beta)?, stats))
+}
+
+/// `x * scale[c] + shift[c]` on each channel `c`: a batch-norm with its
+/// statistics folded in.
+pub fn channel_affine(x: &Tensor, scale: &[f32], shift: &[f32]) -> Result<Tensor, KernelError> {
+    let channels = x.shape().c();
+    per_channel("batch-norm scale", scale, channels)?;
+    per_channel("batch-norm shift", shift, channels)?;
     let mut y = x.clone();
-    y.as_mut_slice().par_chunks_mut(plane).enumerate().for_each(|(p, values)| {
-        let c = p % channels;
-        let (scale, shift) = (gamma[c] * invstd[c], beta[c] - mean[c] * gamma[c] * invstd[c]);
+    y.as_mut_slice().par_chunks_mut(x.shape().plane_len()).enumerate().for_each(|(p, values)| {
+        let (scale, shift) = (scale[p % channels], shift[p % channels]);
         values.iter_mut().for_each(|v| *v = *v * scale + shift);
     });
-    Ok((y, BatchStats { mean, var, invstd, count }))
+    Ok(y)
 }
 
 /// The gradients of [`batch_norm_train`] with respect to its input, `gamma`

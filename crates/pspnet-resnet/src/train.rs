@@ -1,6 +1,7 @@
 //! The backbone in training: the same stem, blocks and parameter names as
 //! [`crate::ResNet`], with batch-norms unfolded and every activation the
-//! backward pass needs kept.
+//! backward pass needs kept, or recomputed where that is cheap (the ReLU
+//! outputs inside the stem and each block's body).
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use pspnet_kernels::{
     relu_in_place,
 };
 use pspnet_nn::ParamSource;
-use pspnet_nn::train::{BnMode, StateVisitor, TrainConvBn, Trainable, join};
+use pspnet_nn::train::{BnMode, StateVisitor, TrainConvBn, Trainable, chain_backward, chain_forward, join};
 use pspnet_tensor::{Shape, Tensor};
 
 use crate::block::BlockGeometry;
@@ -83,10 +84,7 @@ impl TrainResNet {
     /// Runs the backbone on a normalised batch and returns the four stages'
     /// outputs, keeping what the backward pass needs.
     pub fn forward(&mut self, x: Arc<Tensor>, mode: BnMode) -> Result<Vec<Arc<Tensor>>, ResNetError> {
-        let mut y = x;
-        for unit in &mut self.stem.convs {
-            y = unit.forward(y, mode)?;
-        }
+        let y = chain_forward(&mut self.stem.convs, x, mode)?;
         let pooled = Arc::new(max_pool2d(&y, &self.stem.pool)?);
         self.stem.pool_input = Some(y);
         let mut y = pooled;
@@ -121,13 +119,9 @@ impl TrainResNet {
         }
         let Some(grad) = grad else { return Ok(()) };
         let input = self.stem.pool_input.take().ok_or(pspnet_nn::NnError::NoForward("stem"))?;
-        let mut g = max_pool2d_backward(&input, &grad, &self.stem.pool)?;
-        for (i, unit) in self.stem.convs.iter_mut().enumerate().rev() {
-            match unit.backward(g, i > 0)? {
-                Some(next) => g = next,
-                None => break,
-            }
-        }
+        let grad = max_pool2d_backward(&input, &grad, &self.stem.pool)?;
+        drop(input);
+        chain_backward(&mut self.stem.convs, &grad, false)?;
         Ok(())
     }
 }
@@ -173,10 +167,7 @@ impl TrainBlock {
             }
             None => Arc::clone(&x),
         };
-        let mut y = x;
-        for unit in &mut self.convs {
-            y = unit.forward(y, mode)?;
-        }
+        let y = chain_forward(&mut self.convs, x, mode)?;
         let mut y = Arc::try_unwrap(y).unwrap_or_else(|shared| (*shared).clone());
         add_assign(&mut y, &shortcut)?;
         relu_in_place(&mut y);
@@ -189,11 +180,7 @@ impl TrainBlock {
         let output = self.output.take().ok_or(pspnet_nn::NnError::NoForward("residual block"))?;
         let grad = relu_backward(&output, grad_output)?;
         drop(output);
-        let (last, rest) = self.convs.split_last_mut().expect("a block has convolutions");
-        let mut body = last.backward_shared(&grad, true)?.expect("asked for the input's gradient");
-        for unit in rest.iter_mut().rev() {
-            body = unit.backward(body, true)?.expect("asked for the input's gradient");
-        }
+        let mut body = chain_backward(&mut self.convs, &grad, true)?.expect("asked for the input's gradient");
         let shortcut = match &mut self.downsample {
             Some(d) => {
                 let g = d.conv.backward(grad, true)?.expect("asked for the input's gradient");

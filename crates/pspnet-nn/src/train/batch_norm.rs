@@ -1,5 +1,6 @@
 use pspnet_kernels::{
     BN_EPS, BatchNorm, BatchStats, batch_norm_frozen_backward, batch_norm_train, batch_norm_train_backward,
+    channel_affine,
 };
 use pspnet_tensor::Tensor;
 
@@ -76,19 +77,26 @@ impl TrainBatchNorm {
                 stats.update_running(&mut self.mean, &mut self.var, MOMENTUM);
                 (y, Some(stats))
             }
-            BnMode::Frozen => {
-                let (scale, shift) = self.inference().scale_shift();
-                let mut y = x.clone();
-                let (channels, plane) = (x.shape().c(), x.shape().plane_len());
-                for (p, values) in y.as_mut_slice().chunks_exact_mut(plane).enumerate() {
-                    let c = p % channels;
-                    values.iter_mut().for_each(|v| *v = *v * scale[c] + shift[c]);
-                }
-                (y, None)
-            }
+            BnMode::Frozen => (self.frozen(&x)?, None),
         };
         self.saved = Some((x, stats));
         Ok(y)
+    }
+
+    /// The output of the last forward pass, computed again from what it
+    /// kept: the same values, bit for bit.
+    pub fn recompute(&self) -> Result<Tensor, NnError> {
+        match &self.saved {
+            Some((x, Some(stats))) => Ok(stats.normalize(x, &self.gamma.value, &self.beta.value)?),
+            Some((x, None)) => self.frozen(x),
+            None => Err(NnError::NoForward("batch-norm")),
+        }
+    }
+
+    /// `x` normalised by the running statistics.
+    fn frozen(&self, x: &Tensor) -> Result<Tensor, NnError> {
+        let (scale, shift) = self.inference().scale_shift();
+        Ok(channel_affine(x, &scale, &shift)?)
     }
 
     /// Adds the scale's and shift's gradients and returns the input's.

@@ -67,6 +67,17 @@ impl TrainConv {
         Ok(y)
     }
 
+    /// Drops the input kept for the backward pass; [`TrainConv::restore_input`]
+    /// must give it back before [`TrainConv::backward`].
+    pub fn forget_input(&mut self) {
+        self.input = None;
+    }
+
+    /// Gives back the input [`TrainConv::forget_input`] dropped.
+    pub fn restore_input(&mut self, x: Arc<Tensor>) {
+        self.input = Some(x);
+    }
+
     /// Adds the weight's (and bias's) gradient from the output's gradient,
     /// and returns the input's gradient when `input_grad` (the first layer
     /// of a network needs none).

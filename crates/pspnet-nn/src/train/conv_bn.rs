@@ -85,10 +85,69 @@ impl TrainConvBn {
         }
     }
 
+    /// The output of the last forward pass, computed again from the
+    /// batch-norm's kept input (and kept again as the ReLU's mask).
+    fn recompute_output(&mut self) -> Result<Arc<Tensor>, NnError> {
+        let mut y = self.bn.recompute()?;
+        if self.relu {
+            relu_in_place(&mut y);
+        }
+        let y = Arc::new(y);
+        if self.relu {
+            self.output = Some(Arc::clone(&y));
+        }
+        Ok(y)
+    }
+
     fn backward_linear(&mut self, grad_output: &Tensor, input_grad: bool) -> Result<Option<Tensor>, NnError> {
         let grad = self.bn.backward(grad_output)?;
         self.conv.backward(&grad, input_grad)
     }
+}
+
+/// Runs a chain of units, each feeding only the next (a residual block's
+/// body, a deep stem), on `x`. Each inner output is dropped once the next
+/// convolution has read it, and [`chain_backward`] recomputes it from its
+/// batch-norm's input: the chain keeps one tensor per unit instead of two.
+pub fn chain_forward(units: &mut [TrainConvBn], x: Arc<Tensor>, mode: BnMode) -> Result<Arc<Tensor>, NnError> {
+    let mut y = x;
+    for j in 0..units.len() {
+        y = units[j].forward(y, mode)?;
+        if j > 0 {
+            units[j - 1].output = None;
+            units[j].conv.forget_input();
+        }
+    }
+    Ok(y)
+}
+
+/// The backward pass of [`chain_forward`], from the gradient of the last
+/// unit's output (read in place where that unit has no ReLU): adds every
+/// parameter's gradient and returns the chain input's (when `input_grad`).
+pub fn chain_backward(
+    units: &mut [TrainConvBn],
+    grad_output: &Tensor,
+    input_grad: bool,
+) -> Result<Option<Tensor>, NnError> {
+    let Some(last) = units.len().checked_sub(1) else { return Ok(None) };
+    restore_input(units, last)?;
+    let mut grad = units[last].backward_shared(grad_output, input_grad || last > 0)?;
+    for j in (0..last).rev() {
+        restore_input(units, j)?;
+        let g = grad.expect("an inner unit returns its input's gradient");
+        grad = units[j].backward(g, input_grad || j > 0)?;
+    }
+    Ok(grad)
+}
+
+/// Gives unit `j`'s convolution back the input [`chain_forward`] dropped:
+/// unit `j - 1`'s output, recomputed.
+fn restore_input(units: &mut [TrainConvBn], j: usize) -> Result<(), NnError> {
+    if j > 0 {
+        let input = units[j - 1].recompute_output()?;
+        units[j].conv.restore_input(input);
+    }
+    Ok(())
 }
 
 impl Trainable for TrainConvBn {

@@ -1,6 +1,7 @@
 //! Layers that learn. Each forward pass keeps what its backward pass needs
 //! (a convolution its input, a batch-norm its input and batch statistics,
-//! a ReLU its output); the backward pass turns the output's gradient into
+//! a ReLU its output; a chain of units recomputes its inner outputs instead);
+//! the backward pass turns the output's gradient into
 //! the input's and adds the parameters' gradients to [`Param::grad`].
 //!
 //! The layers read their parameters by the same paths as the inference
@@ -15,5 +16,5 @@ mod param;
 
 pub use batch_norm::{BnMode, TrainBatchNorm};
 pub use conv::TrainConv;
-pub use conv_bn::TrainConvBn;
+pub use conv_bn::{TrainConvBn, chain_backward, chain_forward};
 pub use param::{Param, State, StateVisitor, Trainable, join};
