@@ -63,7 +63,7 @@ fn gradients_of_a_training_pass_match_pytorch_float64() {
         net.visit_state("", &mut |name, state| {
             let (values, key, tolerance) = match state {
                 State::Learned(p) => {
-                    (p.grad.clone(), format!("grad.{name}"), pass.f32(&format!("tol.{name}")).unwrap().1[0])
+                    (p.take_grad(), format!("grad.{name}"), pass.f32(&format!("tol.{name}")).unwrap().1[0])
                 }
                 // As ill-conditioned as the same batch-norm's scale (the bin-1
                 // pyramid level normalises two values per channel).

@@ -86,7 +86,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for layer in [&mut stem as &mut dyn Trainable, &mut ppm, &mut classifier] {
             layer.visit_state("", &mut |_, state| {
                 if let State::Learned(p) = state {
-                    p.value.iter_mut().zip(&mut p.grad).for_each(|(v, g)| *v -= lr * std::mem::take(g));
+                    let grad = p.take_grad();
+                    p.value.iter_mut().zip(grad).for_each(|(v, g)| *v -= lr * g);
                 }
             });
         }

@@ -253,8 +253,8 @@ impl Trainer {
         self.net.visit_state("", &mut |name, state| {
             if let State::Learned(p) = state {
                 let lr = if name.starts_with("backbone.") { base } else { head };
-                sgd.step(index, &mut p.value, &p.grad, lr as f32);
-                p.grad.iter_mut().for_each(|g| *g = 0.0);
+                let grad = p.take_grad();
+                sgd.step(index, &mut p.value, &grad, lr as f32);
                 index += 1;
             }
         });

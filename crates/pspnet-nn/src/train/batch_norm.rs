@@ -106,8 +106,8 @@ impl TrainBatchNorm {
             Some(stats) => batch_norm_train_backward(&x, grad_output, &self.gamma.value, &stats)?,
             None => batch_norm_frozen_backward(&x, grad_output, &self.inference())?,
         };
-        self.gamma.accumulate(&dgamma);
-        self.beta.accumulate(&dbeta);
+        self.gamma.accumulate(dgamma);
+        self.beta.accumulate(dbeta);
         Ok(dx)
     }
 }

@@ -90,17 +90,20 @@ impl TrainConv {
         let input = self.input.take().ok_or(NnError::NoForward("convolution"))?;
         let [_, _, kh, kw] = self.dims;
         let (weight_grad, bias_grad) = conv2d_weight_grad(&input, grad_output, self.spec, [kh, kw], self.options)?;
-        self.weight.accumulate(weight_grad.as_slice());
+        self.weight.accumulate(weight_grad.into_vec());
         if let Some(bias) = &mut self.bias {
-            bias.accumulate(&bias_grad);
+            bias.accumulate(bias_grad);
         }
         if !input_grad {
             return Ok(None);
         }
         let [o, i, h, w] = self.dims;
-        let weight = Tensor::from_vec(Shape::new(o, i, h, w)?, self.weight.value.clone())?;
         let options = ConvOptions { algorithm: ConvAlgorithm::Auto, ..self.options };
-        Ok(Some(conv2d_input_grad(grad_output, &weight, self.spec, input.shape(), options)?))
+        // Lent to the kernel as a tensor and taken back, not copied.
+        let weight = Tensor::from_vec(Shape::new(o, i, h, w)?, std::mem::take(&mut self.weight.value))?;
+        let grad = conv2d_input_grad(grad_output, &weight, self.spec, input.shape(), options);
+        self.weight.value = weight.into_vec();
+        Ok(Some(grad?))
     }
 }
 

@@ -8,15 +8,17 @@ pub struct Param {
     pub dims: Vec<usize>,
     /// Its values, C order.
     pub value: Vec<f32>,
-    /// The gradient of the loss with respect to `value`.
+    /// The gradient of the loss with respect to `value`; empty until a
+    /// backward pass reaches the parameter (PyTorch's `set_to_none`), so
+    /// that the gradients of layers the backward pass has not reached yet
+    /// take no memory.
     pub grad: Vec<f32>,
 }
 
 impl Param {
-    /// A parameter of `dims` holding `value`, with a zero gradient.
+    /// A parameter of `dims` holding `value`, with no gradient yet.
     pub fn new(dims: Vec<usize>, value: Vec<f32>) -> Self {
-        let grad = vec![0.0; value.len()];
-        Param { dims, value, grad }
+        Param { dims, value, grad: Vec::new() }
     }
 
     /// Reads the parameter `name` of shape `dims` from `source`.
@@ -24,9 +26,23 @@ impl Param {
         Ok(Param::new(dims.to_vec(), source.take(name, dims)?))
     }
 
-    /// Adds `grad` to the accumulated gradient.
-    pub fn accumulate(&mut self, grad: &[f32]) {
-        self.grad.iter_mut().zip(grad).for_each(|(g, d)| *g += d);
+    /// Adds `grad` to the accumulated gradient, taking it as the gradient
+    /// when there is none yet.
+    pub fn accumulate(&mut self, grad: Vec<f32>) {
+        if self.grad.is_empty() {
+            self.grad = grad;
+        } else {
+            self.grad.iter_mut().zip(&grad).for_each(|(g, d)| *g += d);
+        }
+    }
+
+    /// Takes the accumulated gradient (zeros where no backward pass reached
+    /// the parameter), leaving none.
+    pub fn take_grad(&mut self) -> Vec<f32> {
+        match std::mem::take(&mut self.grad) {
+            grad if grad.is_empty() => vec![0.0; self.value.len()],
+            grad => grad,
+        }
     }
 }
 
