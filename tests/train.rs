@@ -264,3 +264,41 @@ fn imagenet_backbones_start_the_layouts_heads() {
     let info = pspnet(&["info", dir.path().join("run/last.safetensors").to_str().unwrap()]);
     assert!(text(&info).contains("ResNet-18") && text(&info).contains("deep (3x3 x3) stem"), "{}", text(&info));
 }
+
+/// On one thread the binary's main thread is the pool's only worker, and
+/// the loader decodes on that pool: the run must still finish (it once
+/// waited forever for a batch nobody decoded), with the losses of two.
+#[test]
+fn trains_on_one_thread_as_on_two() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = custom_data(dir.path());
+    let extra = ["--batch", "2", "--iters", "2", "--crop", "33x35", "--augment", "flip,crop"];
+    let losses = |threads: &str, out: &Path| -> Vec<String> {
+        let args: Vec<&str> =
+            base.iter().map(String::as_str).chain(extra).chain(["--out", out.to_str().unwrap()]).collect();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pspnet"))
+            .args(&args)
+            .env("RAYON_NUM_THREADS", threads)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("RAYON_NUM_THREADS={threads}: pspnet train did not finish in 300 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        assert!(status.success(), "RAYON_NUM_THREADS={threads}: {status}");
+        let text = std::fs::read_to_string(out.join("log.jsonl")).unwrap();
+        text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].to_string()).collect()
+    };
+    let one = losses("1", &dir.path().join("one"));
+    assert_eq!(one.len(), 2);
+    assert_eq!(one, losses("2", &dir.path().join("two")));
+}

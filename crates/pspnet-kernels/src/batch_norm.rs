@@ -68,8 +68,7 @@ impl BatchStats {
         per_channel("batch-norm weight", gamma, self.invstd.len())?;
         per_channel("batch-norm bias", beta, self.invstd.len())?;
         let scale: Vec<f32> = gamma.iter().zip(&self.invstd).map(|(g, s)| g * s).collect();
-        let shift: Vec<f32> =
-            (0..scale.len()).map(|c| beta[c] - self.mean[c] * gamma[c] * self.invstd[c]).collect();
+        let shift: Vec<f32> = (0..scale.len()).map(|c| beta[c] - self.mean[c] * gamma[c] * self.invstd[c]).collect();
         channel_affine(x, &scale, &shift)
     }
 

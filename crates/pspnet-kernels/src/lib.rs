@@ -61,7 +61,8 @@ pub use adaptive::{
 };
 pub use algorithm::BF16_WINOGRAD_MIN_CHANNELS;
 pub use batch_norm::{
-    BN_EPS, BatchNorm, BatchStats, batch_norm_frozen_backward, channel_affine, batch_norm_train, batch_norm_train_backward,
+    BN_EPS, BatchNorm, BatchStats, batch_norm_frozen_backward, batch_norm_train, batch_norm_train_backward,
+    channel_affine,
 };
 pub use channels::{argmax_channels, softmax_channels};
 pub use conv::{Conv2d, ConvSpec};

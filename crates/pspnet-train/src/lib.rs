@@ -29,7 +29,7 @@ pub use draws::{Draws, Purpose, label};
 pub use error::TrainError;
 pub use imagenet::{is_imagenet_resnet, with_imagenet_backbone};
 pub use init::initialise;
-pub use loader::{Batch, Loader, prefetch};
+pub use loader::{Batch, Loader, Prefetched, prefetch};
 pub use sampler::Sampler;
 pub use schedule::PolySchedule;
 pub use scratch::{Scratch, scratch};

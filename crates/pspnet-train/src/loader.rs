@@ -4,7 +4,8 @@
 //! worker thread while the current one trains.
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
+use std::time::Duration;
 
 use pspnet_data::{IGNORE, LabelRule, Sample, read_label_png, read_rgb};
 use pspnet_model::Normalization;
@@ -116,13 +117,7 @@ impl Loader {
 
 /// Batches `first..last` of `size` in order, each prepared on a worker
 /// thread one ahead of its use.
-pub fn prefetch(
-    loader: Arc<Loader>,
-    sampler: Sampler,
-    size: usize,
-    first: u64,
-    last: u64,
-) -> Receiver<(u64, Result<Batch, TrainError>)> {
+pub fn prefetch(loader: Arc<Loader>, sampler: Sampler, size: usize, first: u64, last: u64) -> Prefetched {
     let (send, receive) = sync_channel(1);
     std::thread::spawn(move || {
         for k in first..last {
@@ -133,5 +128,31 @@ pub fn prefetch(
             }
         }
     });
-    receive
+    Prefetched(receive)
+}
+
+/// The batches [`prefetch`] prepares, each with its number.
+pub struct Prefetched(Receiver<(u64, Result<Batch, TrainError>)>);
+
+impl Iterator for Prefetched {
+    type Item = (u64, Result<Batch, TrainError>);
+
+    /// Waits for the next batch, meanwhile running the thread pool's queued
+    /// jobs: the loader decodes on the pool, and the waiting thread may be
+    /// the pool's only worker (the `pspnet` binary's main thread is one).
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut pause = Duration::ZERO;
+        loop {
+            match self.0.recv_timeout(pause) {
+                Ok(item) => return Some(item),
+                Err(RecvTimeoutError::Disconnected) => return None,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            pause = match rayon::yield_now() {
+                None => return self.0.recv().ok(),
+                Some(rayon::Yield::Executed) => Duration::ZERO,
+                Some(rayon::Yield::Idle) => Duration::from_millis(1),
+            };
+        }
+    }
 }
