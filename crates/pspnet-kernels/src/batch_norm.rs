@@ -2,7 +2,7 @@
 //! convolution's epilogue so that it costs nothing; in training mode
 //! normalising by the batch's own statistics, with its gradient.
 
-use pspnet_tensor::Tensor;
+use pspnet_tensor::{Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::{Conv2d, KernelError};
@@ -83,10 +83,35 @@ impl BatchStats {
     }
 }
 
-/// The values of channel `c` of every image of `x`, image by image.
-fn channel_values(x: &Tensor, c: usize) -> impl Iterator<Item = &f32> {
-    let (channels, plane) = (x.shape().c(), x.shape().plane_len());
-    (0..x.shape().n()).flat_map(move |n| &x.as_slice()[(n * channels + c) * plane..][..plane])
+/// Channels whose sums one task runs side by side: each sum is a chain of
+/// dependent f64 additions, which alone would wait on each addition's
+/// latency.
+const CHANNEL_GROUP: usize = 4;
+
+/// For each channel `c` of tensors of `shape`, the `S` sums over its values
+/// of `terms(c, i)`, `i` running over the flat indices of the channel's
+/// values image by image: each sum in that one order (the same on any
+/// thread count), `CHANNEL_GROUP` channels at a time.
+fn channel_sums<const S: usize>(shape: Shape, terms: impl Fn(usize, usize) -> [f64; S] + Sync) -> Vec<[f64; S]> {
+    let (channels, plane) = (shape.c(), shape.plane_len());
+    let groups: Vec<Vec<[f64; S]>> = (0..channels.div_ceil(CHANNEL_GROUP))
+        .into_par_iter()
+        .map(|g| {
+            let group = g * CHANNEL_GROUP..((g + 1) * CHANNEL_GROUP).min(channels);
+            // -0.0, as `Iterator::sum` starts, so that a sum of zeros keeps its sign.
+            let mut sums = [[-0.0f64; S]; CHANNEL_GROUP];
+            for n in 0..shape.n() {
+                for i in 0..plane {
+                    for (sum, c) in sums.iter_mut().zip(group.clone()) {
+                        let terms = terms(c, (n * channels + c) * plane + i);
+                        sum.iter_mut().zip(terms).for_each(|(s, t)| *s += t);
+                    }
+                }
+            }
+            sums[..group.len()].to_vec()
+        })
+        .collect();
+    groups.concat()
 }
 
 /// Checks a per-channel vector's length.
@@ -116,17 +141,15 @@ pub fn batch_norm_train(
             value: [count, 1],
         });
     }
-    // Each channel's sums in its own task, in one order: the same on any thread count.
-    let moments: Vec<(f64, f64)> = (0..channels)
-        .into_par_iter()
-        .map(|c| {
-            let m = channel_values(x, c).map(|&v| v as f64).sum::<f64>() / count as f64;
-            (m, channel_values(x, c).map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / count as f64)
-        })
+    let values = x.as_slice();
+    let means: Vec<f64> = channel_sums(shape, |_, i| [values[i] as f64]).iter().map(|[s]| s / count as f64).collect();
+    let vars: Vec<f64> = channel_sums(shape, |c, i| [(values[i] as f64 - means[c]).powi(2)])
+        .iter()
+        .map(|[s]| s / count as f64)
         .collect();
-    let mean: Vec<f32> = moments.iter().map(|&(m, _)| m as f32).collect();
-    let var: Vec<f32> = moments.iter().map(|&(_, v)| v as f32).collect();
-    let invstd: Vec<f32> = moments.iter().map(|&(_, v)| (1.0 / (v + eps).sqrt()) as f32).collect();
+    let mean: Vec<f32> = means.iter().map(|&m| m as f32).collect();
+    let var: Vec<f32> = vars.iter().map(|&v| v as f32).collect();
+    let invstd: Vec<f32> = vars.iter().map(|&v| (1.0 / (v + eps).sqrt()) as f32).collect();
     let stats = BatchStats { mean, var, invstd, count };
     Ok((stats.normalize(x, gamma, beta)?, stats))
 }
@@ -183,14 +206,9 @@ fn affine_sums(
     if grad_y.shape() != x.shape() {
         return Err(KernelError::ShapeMismatch { what: "output gradient", expected: x.shape(), got: grad_y.shape() });
     }
-    Ok((0..x.shape().c())
-        .into_par_iter()
-        .map(|c| {
-            let dy = channel_values(grad_y, c).map(|&d| d as f64).sum();
-            let pairs = channel_values(grad_y, c).zip(channel_values(x, c));
-            (dy, pairs.map(|(&d, &v)| d as f64 * normalised(c, v)).sum())
-        })
-        .collect())
+    let (dy, values) = (grad_y.as_slice(), x.as_slice());
+    let sums = channel_sums(x.shape(), |c, i| [dy[i] as f64, dy[i] as f64 * normalised(c, values[i])]);
+    Ok(sums.into_iter().map(|[dy, dy_xhat]| (dy, dy_xhat)).collect())
 }
 
 /// The gradients of a batch-norm in eval mode (`--bn frozen`: the running
