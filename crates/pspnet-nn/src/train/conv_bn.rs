@@ -55,15 +55,8 @@ impl TrainConvBn {
 
     /// Runs the unit on `x`, keeping what the backward pass needs.
     pub fn forward(&mut self, x: Arc<Tensor>, mode: BnMode) -> Result<Arc<Tensor>, NnError> {
-        let mut y = self.bn.forward(self.conv.forward(x)?, mode)?;
-        if self.relu {
-            relu_in_place(&mut y);
-        }
-        let y = Arc::new(y);
-        if self.relu {
-            self.output = Some(Arc::clone(&y));
-        }
-        Ok(y)
+        let y = self.bn.forward(self.conv.forward(x)?, mode)?;
+        Ok(self.activate(y))
     }
 
     /// Adds the parameters' gradients and returns the input's (when
@@ -88,15 +81,20 @@ impl TrainConvBn {
     /// The output of the last forward pass, computed again from the
     /// batch-norm's kept input (and kept again as the ReLU's mask).
     fn recompute_output(&mut self) -> Result<Arc<Tensor>, NnError> {
-        let mut y = self.bn.recompute()?;
-        if self.relu {
-            relu_in_place(&mut y);
+        let y = self.bn.recompute()?;
+        Ok(self.activate(y))
+    }
+
+    /// The ReLU (when the unit has one) on the batch-norm's output `y`,
+    /// keeping its output as the backward pass's mask.
+    fn activate(&mut self, mut y: Tensor) -> Arc<Tensor> {
+        if !self.relu {
+            return Arc::new(y);
         }
+        relu_in_place(&mut y);
         let y = Arc::new(y);
-        if self.relu {
-            self.output = Some(Arc::clone(&y));
-        }
-        Ok(y)
+        self.output = Some(Arc::clone(&y));
+        y
     }
 
     fn backward_linear(&mut self, grad_output: &Tensor, input_grad: bool) -> Result<Option<Tensor>, NnError> {
