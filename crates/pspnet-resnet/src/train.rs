@@ -3,6 +3,7 @@
 //! backward pass needs kept, or recomputed where that is cheap (the ReLU
 //! outputs inside the stem and each block's body).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use pspnet_kernels::{
@@ -121,7 +122,7 @@ impl TrainResNet {
         let input = self.stem.pool_input.take().ok_or(pspnet_nn::NnError::NoForward("stem"))?;
         let grad = max_pool2d_backward(&input, &grad, &self.stem.pool)?;
         drop(input);
-        chain_backward(&mut self.stem.convs, &grad, false)?;
+        chain_backward(&mut self.stem.convs, Cow::Owned(grad), false)?;
         Ok(())
     }
 }
@@ -180,7 +181,8 @@ impl TrainBlock {
         let output = self.output.take().ok_or(pspnet_nn::NnError::NoForward("residual block"))?;
         let grad = relu_backward(&output, grad_output)?;
         drop(output);
-        let mut body = chain_backward(&mut self.convs, &grad, true)?.expect("asked for the input's gradient");
+        let mut body =
+            chain_backward(&mut self.convs, Cow::Borrowed(&grad), true)?.expect("asked for the input's gradient");
         let shortcut = match &mut self.downsample {
             Some(d) => {
                 let g = d.conv.backward(grad, true)?.expect("asked for the input's gradient");

@@ -1,3 +1,4 @@
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use pspnet_kernels::{Conv2d, ConvSpec, relu_backward, relu_in_place};
@@ -120,16 +121,21 @@ pub fn chain_forward(units: &mut [TrainConvBn], x: Arc<Tensor>, mode: BnMode) ->
 }
 
 /// The backward pass of [`chain_forward`], from the gradient of the last
-/// unit's output (read in place where that unit has no ReLU): adds every
-/// parameter's gradient and returns the chain input's (when `input_grad`).
+/// unit's output, owned or shared with the caller (a residual block keeps it
+/// for its shortcut): adds every parameter's gradient and returns the chain
+/// input's (when `input_grad`).
 pub fn chain_backward(
     units: &mut [TrainConvBn],
-    grad_output: &Tensor,
+    grad_output: Cow<'_, Tensor>,
     input_grad: bool,
 ) -> Result<Option<Tensor>, NnError> {
     let Some(last) = units.len().checked_sub(1) else { return Ok(None) };
     restore_input(units, last)?;
-    let mut grad = units[last].backward_shared(grad_output, input_grad || last > 0)?;
+    let wanted = input_grad || last > 0;
+    let mut grad = match grad_output {
+        Cow::Owned(grad) => units[last].backward(grad, wanted)?,
+        Cow::Borrowed(grad) => units[last].backward_shared(grad, wanted)?,
+    };
     for j in (0..last).rev() {
         restore_input(units, j)?;
         let g = grad.expect("an inner unit returns its input's gradient");
