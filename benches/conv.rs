@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use pspnet::kernels::{
-    Conv2d, ConvOptions, ConvSpec, Isa, PoolSpec, max_pool2d, resize_bilinear, resize_bilinear_argmax,
+    Conv2d, ConvAlgorithm, ConvOptions, ConvSpec, Isa, PoolSpec, conv2d_weight_grad, max_pool2d, resize_bilinear,
+    resize_bilinear_argmax,
 };
 use pspnet::tensor::{Shape, Tensor};
 use rayon::prelude::*;
@@ -209,6 +210,42 @@ fn convolutions(c: &mut Criterion) {
     }
 }
 
+/// The weight gradients of the 3x3 stride-1 layers of a PSPNet-R18 training
+/// step (the CamVid recipe: batch 8, 360x360 crops), as a direct GEMM and
+/// in the Winograd domain, on 2 threads. Throughput counts the direct sum's
+/// FLOP for both, so the ratio is the speed-up.
+fn weight_grads(c: &mut Criterion) {
+    // (name, in, out, dilation, input side)
+    let layers = [
+        ("stem2_32-32", 32, 32, 1, 180),
+        ("stem3_32-64", 32, 64, 1, 180),
+        ("layer1_64-64", 64, 64, 1, 90),
+        ("layer2_128-128", 128, 128, 1, 45),
+        ("layer3_256-256_d2", 256, 256, 2, 45),
+        ("layer4_512-512_d4", 512, 512, 4, 45),
+        ("head_1024-128", 1024, 128, 1, 45),
+    ];
+    let pool = pool(2);
+    for (name, cin, cout, dilation, size) in layers {
+        let mut group = c.benchmark_group(format!("weight_grad/{name}"));
+        group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
+        group.throughput(Throughput::Elements((2 * 8 * cout * cin * 9 * size * size) as u64));
+        let input = filled([8, cin, size, size], 1);
+        let grad_output = filled([8, cout, size, size], 2);
+        let spec = ConvSpec::default().padding(dilation).dilation(dilation);
+        for algorithm in [ConvAlgorithm::Direct, ConvAlgorithm::Auto] {
+            let options = ConvOptions { algorithm, ..ConvOptions::default() };
+            group.bench_function(format!("{algorithm:?}"), |b| {
+                b.iter(|| {
+                    pool.install(|| conv2d_weight_grad(black_box(&input), &grad_output, spec, [3, 3], options))
+                        .expect("weight gradient")
+                })
+            });
+        }
+        group.finish();
+    }
+}
+
 /// Arithmetic-only loops in assembly (so no compiler spill can hide the
 /// peak): 16 independent register accumulators, no memory traffic. Their
 /// throughput is this core's FMA peak (each FMA counts 2 FLOP per lane) and
@@ -394,5 +431,5 @@ fn upsample(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, fma_peak, read_bandwidth, convolutions, stem_pool, upsample);
+criterion_group!(benches, fma_peak, read_bandwidth, convolutions, weight_grads, stem_pool, upsample);
 criterion_main!(benches);

@@ -5,16 +5,18 @@
 //! A stride-1 convolution's input gradient is itself a stride-1
 //! convolution, of the output's gradient with the filters flipped and their
 //! channels swapped, so it runs on the forward kernels (a 3x3 in the
-//! Winograd domain). The rest are plain sums, parallel over planes and
-//! filters; each value is summed in a fixed order, so results are the same
-//! for any thread count.
+//! Winograd domain). A 3x3 stride-1 layer's weight gradient runs in the
+//! Winograd domain too (`winograd::weight_grad`), any other on the weight
+//! gradient's GEMM (`gemm::weight_grad`). The rest are plain sums, parallel
+//! over planes and filters; each value is summed in a fixed order, so
+//! results are the same for any thread count.
 
 use pspnet_tensor::{Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::gemm::{MicroKernel, WeightGradJob, WithKernel, weight_grad, with_kernel};
 use crate::geometry::output_len;
-use crate::{Conv2d, ConvOptions, ConvSpec, KernelError};
+use crate::{Conv2d, ConvAlgorithm, ConvOptions, ConvSpec, KernelError, winograd};
 
 /// Checks that `grad_output` is what a convolution of `weight` dims
 /// (`[out, in, kh, kw]`) with `spec` makes of `input`, and returns it.
@@ -124,8 +126,10 @@ pub fn conv2d_input_grad(
 
 /// The gradients with respect to the OIHW weights (`[out, in, kh, kw]` with
 /// `kernel = [kh, kw]`) and to a bias of a convolution with `spec`, from its
-/// input and the output's gradient: the weights' as one GEMM on `options`'
-/// micro-kernel (`gemm::weight_grad`), each value summed in a fixed order.
+/// input and the output's gradient, on `options`' micro-kernel: the
+/// weights' in the Winograd domain where the layer allows it and `options`
+/// do not ask for `Direct`, else as one GEMM; each value summed in a fixed
+/// order.
 pub fn conv2d_weight_grad(
     input: &Tensor,
     grad_output: &Tensor,
@@ -137,11 +141,14 @@ pub fn conv2d_weight_grad(
     let cout = grad_output.shape().c();
     let dims = [cout, shape.c(), kernel[0], kernel[1]];
     let out = output_shape(shape, dims, spec, grad_output.shape())?;
-    struct Run<'a>(WeightGradJob<'a>);
+    struct Run<'a>(WeightGradJob<'a>, bool);
     impl WithKernel for Run<'_> {
         type Output = Vec<f32>;
         fn run<K: MicroKernel>(self) -> Vec<f32> {
-            weight_grad::<K>(&self.0)
+            match self.1 {
+                true => winograd::weight_grad::<K>(&self.0),
+                false => weight_grad::<K>(&self.0),
+            }
         }
     }
     let job = WeightGradJob {
@@ -157,7 +164,8 @@ pub fn conv2d_weight_grad(
         padding: spec.padding,
         dilation: spec.dilation,
     };
-    let values = with_kernel(options.isa.check_available()?, Run(job));
+    let winograd = options.algorithm != ConvAlgorithm::Direct && winograd::supports(kernel, spec.stride);
+    let values = with_kernel(options.isa.check_available()?, Run(job, winograd));
     let weight = Tensor::from_vec(Shape::new(cout, shape.c(), kernel[0], kernel[1])?, values)?;
     let dy = |n: usize, o: usize| &grad_output.as_slice()[(n * cout + o) * out.plane_len()..][..out.plane_len()];
     let bias = (0..cout).map(|o| (0..shape.n()).flat_map(|n| dy(n, o)).sum()).collect();

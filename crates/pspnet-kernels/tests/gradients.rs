@@ -3,10 +3,10 @@
 //! sizes: relative L2 within 1e-5.
 
 use pspnet_kernels::{
-    BatchNorm, ConvOptions, ConvSpec, Isa, PoolSpec, Shape, Tensor, adaptive_avg_pool2d_backward,
-    adaptive_max_pool2d_backward, avg_pool2d_backward, batch_norm_frozen_backward, batch_norm_train,
-    batch_norm_train_backward, conv2d_input_grad, conv2d_weight_grad, max_pool2d_backward, relu_backward,
-    resize_bilinear_backward, softmax_cross_entropy,
+    BatchNorm, ConvAlgorithm, ConvOptions, ConvSpec, Isa, PoolSpec, Precision, Shape, Tensor,
+    adaptive_avg_pool2d_backward, adaptive_max_pool2d_backward, avg_pool2d_backward, batch_norm_frozen_backward,
+    batch_norm_train, batch_norm_train_backward, conv2d_input_grad, conv2d_weight_grad, max_pool2d_backward,
+    relu_backward, resize_bilinear_backward, softmax_cross_entropy,
 };
 
 /// Distinct pseudo-random values in [-1, 1) (no ties for the maxima).
@@ -394,15 +394,21 @@ fn batch_norm_with_frozen_statistics() {
     assert_close("frozen bias gradient", &vector(&dbeta), &numeric_gradient(&beta, &r, |b| frozen(&x, &gamma, b)));
 }
 
-/// The weight gradient's GEMM on every instruction set this CPU has,
+/// The weight gradient, as a GEMM (`Direct`) and, where the layer allows,
+/// in the Winograd domain (`Auto`), on every instruction set this CPU has,
 /// against the gradient summed in f64 straight from its definition: on a
 /// shape of few columns split into row groups (70 output channels, 5 x 3 x
 /// 3 columns, 2 x 20 x 18 pixels: several tiles and pixel slices), and on
-/// one of many column blocks (180 x 3 x 3 columns); strided and dilated.
+/// one of many column blocks (180 x 3 x 3 columns); plain, dilated, and
+/// strided and dilated.
 #[test]
-fn weight_gradient_gemm_on_every_instruction_set() {
+fn weight_gradient_on_every_instruction_set() {
     let cases = [(5, 20, 18, 70), (180, 9, 8, 20)];
-    let specs = [ConvSpec::default().padding(1), ConvSpec::default().stride(2).padding(2).dilation(2)];
+    let specs = [
+        ConvSpec::default().padding(1),
+        ConvSpec::default().padding(2).dilation(2),
+        ConvSpec::default().stride(2).padding(2).dilation(2),
+    ];
     for ((cin, h, w, cout), spec) in cases.into_iter().flat_map(|c| specs.map(|s| (c, s))) {
         let (n, k) = (2, 3);
         let shape = Shape::new(n, cin, h, w).unwrap();
@@ -425,10 +431,12 @@ fn weight_gradient_gemm_on_every_instruction_set() {
                 }
             }
         }
-        for isa in Isa::available() {
-            let options = ConvOptions { isa, ..ConvOptions::default() };
+        for (isa, algorithm) in
+            Isa::available().into_iter().flat_map(|isa| [ConvAlgorithm::Direct, ConvAlgorithm::Auto].map(|a| (isa, a)))
+        {
+            let options = ConvOptions { isa, algorithm, precision: Precision::F32 };
             let (got, _) = conv2d_weight_grad(&tensor(shape, &x), &tensor(out, &dy), spec, [k, k], options).unwrap();
-            assert_close(&format!("weight gradient GEMM on {}, {spec:?}", isa.name()), &got, &want);
+            assert_close(&format!("weight gradient, {algorithm:?} on {}, {spec:?}", isa.name()), &got, &want);
         }
     }
 }

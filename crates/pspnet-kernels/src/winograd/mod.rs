@@ -34,6 +34,7 @@ mod multiply;
 mod output;
 mod plan;
 mod transform;
+mod weight_grad;
 mod weights;
 
 use std::cell::RefCell;
@@ -43,6 +44,7 @@ use self::multiply::{multiply, multiply_bf16};
 use self::output::transform_output;
 use self::plan::Plan;
 pub(crate) use self::plan::TileSize;
+pub(crate) use self::weight_grad::weight_grad;
 use self::weights::transform_weights;
 use crate::gemm::{ConvJob, MicroKernel};
 

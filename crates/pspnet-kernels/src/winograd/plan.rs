@@ -46,12 +46,21 @@ impl TileSize {
     /// dilated layers: their 15x15 or 30x30 sub-grids take whole 5x5 tiles,
     /// but 4x4 tiles padded to 16 or 32).
     pub(crate) fn for_layer(g: &ConvGeometry, nr: usize) -> TileSize {
-        let work = |size: TileSize| {
-            let tiles: usize = subgrids(g, size.out()).map(|(_, rows, cols)| rows * cols).sum();
-            size.points() * (tiles.next_multiple_of(nr) + nr)
-        };
+        let work = |size: TileSize| size.points() * (tile_count(g, size.out()).next_multiple_of(nr) + nr);
         TileSize::ALL.into_iter().min_by_key(|&size| work(size)).expect("two sizes")
     }
+
+    /// The tile size that does the least work on a layer's weight gradient,
+    /// `points x tiles` (there the tiles are the GEMMs' depth, never
+    /// padded); F(4), which rounds less, on a tie.
+    pub(super) fn for_weight_grad(g: &ConvGeometry) -> TileSize {
+        TileSize::ALL.into_iter().min_by_key(|&size| size.points() * tile_count(g, size.out())).expect("two sizes")
+    }
+}
+
+/// How many tiles of side `out` cover the output.
+fn tile_count(g: &ConvGeometry, out: usize) -> usize {
+    subgrids(g, out).map(|(_, rows, cols)| rows * cols).sum()
 }
 
 /// One output tile: its first output pixel; its pixels, and its input
@@ -75,7 +84,7 @@ fn subgrids(g: &ConvGeometry, out: usize) -> impl Iterator<Item = (Tile, usize, 
 }
 
 /// The tiles of side `out` covering the output, sub-grid by sub-grid.
-fn tiles(g: &ConvGeometry, out: usize) -> Vec<Tile> {
+pub(super) fn tiles(g: &ConvGeometry, out: usize) -> Vec<Tile> {
     let [dy, dx] = g.dilation;
     let mut tiles = Vec::new();
     for (first, rows, cols) in subgrids(g, out) {

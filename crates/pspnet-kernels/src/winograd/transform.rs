@@ -18,6 +18,11 @@
 //! Improving the Accuracy of Winograd Convolution", 2020) show the half
 //! points shrink the rounding error against the usual 0, ±1, ±2: here by
 //! about a third for F(4).
+//!
+//! The same maps, transposed, make the weight gradient's F(3x3, m x m): the
+//! 3x3 correlation of a patch `d` with an m x m tile `δ` of the output's
+//! gradient is `Gᵀ [(A δ Aᵀ) ⊙ (Bᵀ d B)] G`. (Both sides are the trilinear
+//! form `Σ δ_ij d_(i+u)(j+v) g_uv` read off for `g`, the filter's gradient.)
 
 /// `L` lanes of one value.
 pub(crate) type Lanes<const L: usize> = [f32; L];
@@ -44,6 +49,15 @@ pub(crate) trait Tiling {
     /// `Aᵀ m A` of the `POINTS` transform-domain products per lane, into
     /// `y`, a row-major `OUT x OUT` tile.
     fn output<const L: usize>(m: &[Lanes<L>], y: &mut [Lanes<L>]);
+
+    /// `A δ Aᵀ` of one row-major `OUT x OUT` tile of the output's gradient
+    /// per lane (`δ`), into `v` (`POINTS`): the weight gradient's transform
+    /// of the output's gradient.
+    fn output_grad<const L: usize>(delta: &[Lanes<L>], v: &mut [Lanes<L>]);
+
+    /// `Gᵀ m G` of the `POINTS` summed products per lane, into `g`, a
+    /// row-major 3x3 filter gradient.
+    fn weight_grad<const L: usize>(m: &[Lanes<L>], g: &mut [Lanes<L>]);
 }
 
 /// Applies a 1-D map of `N` values to `R` values, on all lanes at once, to
@@ -91,10 +105,10 @@ fn weight_separable<const L: usize, const N: usize>(
     }
 }
 
-/// Implements [`Tiling`] for a tile size from its three 1-D maps: `Bᵀ d`
-/// and `Aᵀ m` on lanes, `G g` on one filter column.
+/// Implements [`Tiling`] for a tile size from its five 1-D maps: `Bᵀ d`,
+/// `Aᵀ m`, `A δ` and `Gᵀ m` on lanes, `G g` on one filter column.
 macro_rules! tiling {
-    ($name:ident, $out:literal, $input:ident, $weight:ident, $output:ident) => {
+    ($name:ident, $out:literal, $input:ident, $weight:ident, $output:ident, $output_grad:ident, $weight_grad:ident) => {
         impl Tiling for $name {
             const OUT: usize = $out;
 
@@ -112,6 +126,16 @@ macro_rules! tiling {
             fn output<const L: usize>(m: &[Lanes<L>], y: &mut [Lanes<L>]) {
                 separable(m, $output, y);
             }
+
+            #[inline(always)]
+            fn output_grad<const L: usize>(delta: &[Lanes<L>], v: &mut [Lanes<L>]) {
+                separable(delta, $output_grad, v);
+            }
+
+            #[inline(always)]
+            fn weight_grad<const L: usize>(m: &[Lanes<L>], g: &mut [Lanes<L>]) {
+                separable(m, $weight_grad, g);
+            }
         }
     };
 }
@@ -119,7 +143,7 @@ macro_rules! tiling {
 /// F(4x4, 3x3): points 0, -1, 1, 1/2, -2, infinity.
 pub(crate) struct F4;
 
-tiling!(F4, 4, input_f4, weight_f4, output_f4);
+tiling!(F4, 4, input_f4, weight_f4, output_f4, output_grad_f4, weight_grad_f4);
 
 /// F(4)'s `Bᵀ d` on one column of 6 values per lane.
 #[inline(always)]
@@ -169,10 +193,41 @@ fn output_f4<const L: usize>([m0, m1, m2, m3, m4, m5]: [&Lanes<L>; 6]) -> [Lanes
     out
 }
 
+/// F(4)'s `A δ` (the transpose of `Aᵀ m`) on one column of 4 values per lane.
+#[inline(always)]
+fn output_grad_f4<const L: usize>([d0, d1, d2, d3]: [&Lanes<L>; 4]) -> [Lanes<L>; 6] {
+    let mut out = [[0.0; L]; 6];
+    for l in 0..L {
+        let [d0, d1, d2, d3] = [d0[l], d1[l], d2[l], d3[l]];
+        let (even, odd) = (d0 + d2, d1 + d3);
+        out[0][l] = d0;
+        out[1][l] = even - odd;
+        out[2][l] = even + odd;
+        out[3][l] = d0 + 0.5 * d1 + 0.25 * d2 + 0.125 * d3;
+        out[4][l] = d0 - 2.0 * d1 + 4.0 * d2 - 8.0 * d3;
+        out[5][l] = d3;
+    }
+    out
+}
+
+/// F(4)'s `Gᵀ m` (the transpose of `G g`) on one column of 6 values per lane.
+#[inline(always)]
+fn weight_grad_f4<const L: usize>([m0, m1, m2, m3, m4, m5]: [&Lanes<L>; 6]) -> [Lanes<L>; 3] {
+    let mut out = [[0.0; L]; 3];
+    for l in 0..L {
+        let [m0, m1, m2, m3, m4, m5] = [m0[l], m1[l], m2[l], m3[l], m4[l], m5[l]];
+        let (sum, diff) = (m1 + m2, m2 - m1);
+        out[0][l] = m0 + diff * THIRD + (m4 - 16.0 * m3) * FIFTEENTH;
+        out[1][l] = sum * THIRD - (8.0 * m3 + 2.0 * m4) * FIFTEENTH;
+        out[2][l] = diff * THIRD + 4.0 * (m4 - m3) * FIFTEENTH + m5;
+    }
+    out
+}
+
 /// F(5x5, 3x3): points 0, -1, 1, 1/2, -1/2, -2, infinity.
 pub(crate) struct F5;
 
-tiling!(F5, 5, input_f5, weight_f5, output_f5);
+tiling!(F5, 5, input_f5, weight_f5, output_f5, output_grad_f5, weight_grad_f5);
 
 /// F(5)'s `Bᵀ d` on one column of 7 values per lane.
 #[inline(always)]
@@ -226,6 +281,39 @@ fn output_f5<const L: usize>([m0, m1, m2, m3, m4, m5, m6]: [&Lanes<L>; 7]) -> [L
     out
 }
 
+/// F(5)'s `A δ` (the transpose of `Aᵀ m`) on one column of 5 values per lane.
+#[inline(always)]
+fn output_grad_f5<const L: usize>([d0, d1, d2, d3, d4]: [&Lanes<L>; 5]) -> [Lanes<L>; 7] {
+    let mut out = [[0.0; L]; 7];
+    for l in 0..L {
+        let [d0, d1, d2, d3, d4] = [d0[l], d1[l], d2[l], d3[l], d4[l]];
+        let (even, odd) = (d0 + d2 + d4, d1 + d3);
+        let (half_even, half_odd) = (d0 + 0.25 * d2 + 0.0625 * d4, 0.5 * d1 + 0.125 * d3);
+        out[0][l] = d0;
+        out[1][l] = even - odd;
+        out[2][l] = even + odd;
+        out[3][l] = half_even + half_odd;
+        out[4][l] = half_even - half_odd;
+        out[5][l] = d0 - 2.0 * d1 + 4.0 * d2 - 8.0 * d3 + 16.0 * d4;
+        out[6][l] = d4;
+    }
+    out
+}
+
+/// F(5)'s `Gᵀ m` (the transpose of `G g`) on one column of 7 values per lane.
+#[inline(always)]
+fn weight_grad_f5<const L: usize>([m0, m1, m2, m3, m4, m5, m6]: [&Lanes<L>; 7]) -> [Lanes<L>; 3] {
+    let mut out = [[0.0; L]; 3];
+    for l in 0..L {
+        let [m0, m1, m2, m3, m4, m5, m6] = [m0[l], m1[l], m2[l], m3[l], m4[l], m5[l], m6[l]];
+        let (sum, diff) = (m1 + m2 * THIRD, m2 * THIRD - m1);
+        out[0][l] = m0 + 2.0 * THIRD * sum - 16.0 * (m3 * FIFTEENTH + m4 * NINTH) - 2.0 * FORTY_FIFTH * m5;
+        out[1][l] = 2.0 * THIRD * diff - 8.0 * (m3 * FIFTEENTH - m4 * NINTH) + 4.0 * FORTY_FIFTH * m5;
+        out[2][l] = 2.0 * THIRD * sum - 4.0 * (m3 * FIFTEENTH + m4 * NINTH) - 8.0 * FORTY_FIFTH * m5 + m6;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,5 +346,30 @@ mod tests {
     fn every_tiling_composes_to_a_correlation() {
         composes_to_a_correlation::<F4>();
         composes_to_a_correlation::<F5>();
+    }
+
+    /// The transposed maps of `T` compose to the 3x3 correlation of a patch
+    /// with a tile of the output's gradient (the filter's gradient): checked
+    /// as above against the direct sum on small integers.
+    fn composes_to_a_weight_gradient<T: Tiling>() {
+        let (n, m) = (T::IN, T::OUT);
+        let d: Vec<Lanes<1>> = (0..T::POINTS).map(|i| [((i * 7 + 3) % 11) as f32 - 5.0]).collect();
+        let delta: Vec<Lanes<1>> = (0..m * m).map(|i| [((i * 5 + 1) % 7) as f32 - 3.0]).collect();
+        let (mut u, mut v, mut g) = (vec![[0.0; 1]; T::POINTS], vec![[0.0; 1]; T::POINTS], [[0.0; 1]; 9]);
+        T::output_grad(&delta, &mut u);
+        T::input(&d, &mut v);
+        let products: Vec<Lanes<1>> = u.iter().zip(&v).map(|(u, v)| [u[0] * v[0]]).collect();
+        T::weight_grad(&products, &mut g);
+        for (tap, got) in g.iter().enumerate() {
+            let (ky, kx) = (tap / 3, tap % 3);
+            let direct: f32 = (0..m * m).map(|p| delta[p][0] * d[(p / m + ky) * n + p % m + kx][0]).sum();
+            assert!((got[0] - direct).abs() < 1e-3, "F({m}) tap ({ky},{kx}): {} vs {direct}", got[0]);
+        }
+    }
+
+    #[test]
+    fn every_tiling_composes_to_a_weight_gradient() {
+        composes_to_a_weight_gradient::<F4>();
+        composes_to_a_weight_gradient::<F5>();
     }
 }

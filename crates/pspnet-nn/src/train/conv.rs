@@ -82,14 +82,15 @@ impl TrainConv {
     /// and returns the input's gradient when `input_grad` (the first layer
     /// of a network needs none).
     ///
-    /// The input's gradient of a 3x3 runs in the Winograd domain whatever
+    /// Both gradients of a 3x3 run in the Winograd domain whatever
     /// algorithm the forward pass uses: the backward pass is linear, so its
     /// extra rounding flips no ReLU or max-pool decision and stays within
     /// the gradient tolerance, which Winograd in the forward pass does not.
     pub fn backward(&mut self, grad_output: &Tensor, input_grad: bool) -> Result<Option<Tensor>, NnError> {
         let input = self.input.take().ok_or(NnError::NoForward("convolution"))?;
-        let [_, _, kh, kw] = self.dims;
-        let (weight_grad, bias_grad) = conv2d_weight_grad(&input, grad_output, self.spec, [kh, kw], self.options)?;
+        let [o, i, kh, kw] = self.dims;
+        let options = ConvOptions { algorithm: ConvAlgorithm::Auto, ..self.options };
+        let (weight_grad, bias_grad) = conv2d_weight_grad(&input, grad_output, self.spec, [kh, kw], options)?;
         self.weight.accumulate(weight_grad.into_vec());
         if let Some(bias) = &mut self.bias {
             bias.accumulate(bias_grad);
@@ -97,10 +98,8 @@ impl TrainConv {
         if !input_grad {
             return Ok(None);
         }
-        let [o, i, h, w] = self.dims;
-        let options = ConvOptions { algorithm: ConvAlgorithm::Auto, ..self.options };
         // Lent to the kernel as a tensor and taken back, not copied.
-        let weight = Tensor::from_vec(Shape::new(o, i, h, w)?, std::mem::take(&mut self.weight.value))?;
+        let weight = Tensor::from_vec(Shape::new(o, i, kh, kw)?, std::mem::take(&mut self.weight.value))?;
         let grad = conv2d_input_grad(grad_output, &weight, self.spec, input.shape(), options);
         self.weight.value = weight.into_vec();
         Ok(Some(grad?))
