@@ -192,7 +192,7 @@ pub(crate) fn run_train(args: TrainArgs) -> Result<ExitCode> {
     let (class_names, palette) = class_table(&args, table)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("{}: cannot create", args.out.display()))?;
 
-    let conv = ConvOptions { algorithm: ConvAlgorithm::Direct, ..ConvOptions::default() };
+    let conv = ConvOptions { algorithm: ConvAlgorithm::SmallWinograd, ..ConvOptions::default() };
     let (mut trainer, log_mode) = start(&args, class_names, palette, conv)?;
     let spec = trainer.spec().clone();
     write_config(&args)?;

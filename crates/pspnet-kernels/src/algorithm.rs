@@ -25,8 +25,10 @@ pub(crate) enum Execution {
     Direct,
     /// Direct sums of bf16 operands, with the weights in bf16 pairs.
     DirectBf16(PackedPairs),
-    /// In the Winograd domain, with the transforms' results in this precision.
-    Winograd(Precision),
+    /// In the Winograd domain, with the transforms' results in this
+    /// precision, in tiles of this size (or of the size that does the
+    /// least work on each input).
+    Winograd { precision: Precision, tile: Option<TileSize> },
 }
 
 impl Execution {
@@ -45,10 +47,11 @@ impl Execution {
             && match algorithm {
                 ConvAlgorithm::Auto => precision == Precision::F32 || dims[1] >= BF16_WINOGRAD_MIN_CHANNELS,
                 ConvAlgorithm::Direct => false,
-                ConvAlgorithm::Winograd => true,
+                ConvAlgorithm::Winograd | ConvAlgorithm::SmallWinograd => true,
             };
+        let tile = (algorithm == ConvAlgorithm::SmallWinograd).then_some(TileSize::F2);
         match (winograd, precision) {
-            (true, precision) => Execution::Winograd(precision),
+            (true, precision) => Execution::Winograd { precision, tile },
             (false, Precision::F32) => Execution::Direct,
             (false, Precision::Bf16) => Execution::DirectBf16(PackedPairs::new(isa, weights)),
         }
@@ -59,7 +62,7 @@ impl Execution {
         match self {
             Execution::Direct => Precision::F32,
             Execution::DirectBf16(_) => Precision::Bf16,
-            Execution::Winograd(precision) => *precision,
+            Execution::Winograd { precision, .. } => *precision,
         }
     }
 }
@@ -75,7 +78,7 @@ pub(crate) enum Algorithm<'a> {
     Direct(Operands<'a>),
     /// The Winograd domain, in tiles of this size.
     Winograd {
-        /// F(4x4, 3x3) or F(5x5, 3x3).
+        /// F(2x2, 3x3), F(4x4, 3x3) or F(5x5, 3x3).
         size: TileSize,
         /// Whether the transforms' results are multiplied in bf16.
         bf16: bool,
@@ -88,9 +91,10 @@ impl<'a> Algorithm<'a> {
     pub(crate) fn choose(execution: &'a Execution, geometry: &ConvGeometry, isa: Isa) -> Algorithm<'a> {
         let nr = gemm::tile_dims(isa).1;
         match execution {
-            Execution::Winograd(precision) => {
-                Algorithm::Winograd { size: TileSize::for_layer(geometry, nr), bf16: *precision == Precision::Bf16 }
-            }
+            Execution::Winograd { precision, tile } => Algorithm::Winograd {
+                size: tile.unwrap_or_else(|| TileSize::for_layer(geometry, nr)),
+                bf16: *precision == Precision::Bf16,
+            },
             _ if geometry.is_pointwise() && geometry.pixels() <= gemv::MAX_PIXELS.min(nr / 3) => Algorithm::Pointwise,
             Execution::DirectBf16(pairs) => Algorithm::Direct(Operands::Bf16(pairs)),
             Execution::Direct => Algorithm::Direct(Operands::F32),

@@ -129,12 +129,13 @@ impl Conv2d {
 
     /// Whether this layer runs in the Winograd domain.
     pub fn is_winograd(&self) -> bool {
-        matches!(self.execution, Execution::Winograd(_))
+        matches!(self.execution, Execution::Winograd { .. })
     }
 
     /// The side `m` of the output tiles of the Winograd transform F(m x m,
     /// 3x3) this layer uses on inputs of this shape (4 or 5, whichever does
-    /// less work there), or `None` if it convolves directly.
+    /// less work there; 2 for [`ConvAlgorithm::SmallWinograd`]), or `None`
+    /// if it convolves directly.
     pub fn winograd_tile(&self, input: Shape) -> Result<Option<usize>, KernelError> {
         let (geometry, _) = self.geometry(input)?;
         Ok(match Algorithm::choose(&self.execution, &geometry, self.isa) {

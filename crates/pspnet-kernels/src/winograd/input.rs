@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use super::plan::{Plan, Tile, TileSize};
-use super::transform::{F4, F5, Lanes, MAX_POINTS, Tiling};
+use super::transform::{F2, F4, F5, Lanes, MAX_POINTS, Tiling};
 use super::{LANES, MAX_NR};
 use crate::disjoint::Disjoint;
 use crate::gemm::bf16;
@@ -74,6 +74,7 @@ multiversion! {
         let panel = PanelInput { g, input, tiles, first_channel, kc, nr, panel };
         match size {
             TileSize::F4 => panel.transform::<F4>(mine, v),
+            TileSize::F2 => panel.transform::<F2>(mine, v),
             TileSize::F5 => panel.transform::<F5>(mine, v),
         }
     }

@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use super::LANES;
 use super::plan::{Plan, Tile, TileSize};
-use super::transform::{F4, F5, MAX_POINTS, Tiling};
+use super::transform::{F2, F4, F5, MAX_POINTS, Tiling};
 use crate::gemm::Epilogue;
 use crate::geometry::ConvGeometry;
 use crate::isa::multiversion;
@@ -54,6 +54,7 @@ multiversion! {
     fn output_plane(size: TileSize, g: &ConvGeometry, band: &[Tile], m: &[f32], point_stride: usize, plane: &mut [f32]) {
         match size {
             TileSize::F4 => output_plane_tiled::<F4>(g, band, m, point_stride, plane),
+            TileSize::F2 => output_plane_tiled::<F2>(g, band, m, point_stride, plane),
             TileSize::F5 => output_plane_tiled::<F5>(g, band, m, point_stride, plane),
         }
     }

@@ -2,7 +2,7 @@
 //! of a dilated layer), and the bands of tiles and chunks of input channels
 //! its workspace holds at once.
 
-use super::transform::{F4, F5, Tiling};
+use super::transform::{F2, F4, F5, Tiling};
 use super::{LANES, MAX_NR};
 use crate::Isa;
 use crate::gemm::MicroKernel;
@@ -18,17 +18,21 @@ const M_BUDGET: usize = 6 << 20;
 /// [`Tiling`] its transforms are compiled for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum TileSize {
+    /// Only on request ([`crate::ConvAlgorithm::SmallWinograd`]).
+    F2,
     F4,
     F5,
 }
 
 impl TileSize {
+    /// The sizes chosen by work.
     const ALL: [TileSize; 2] = [TileSize::F4, TileSize::F5];
 
     /// Side of an output tile.
     pub(crate) fn out(self) -> usize {
         match self {
             TileSize::F4 => F4::OUT,
+            TileSize::F2 => F2::OUT,
             TileSize::F5 => F5::OUT,
         }
     }
@@ -52,9 +56,11 @@ impl TileSize {
 
     /// The tile size that does the least work on a layer's weight gradient,
     /// `points x tiles` (there the tiles are the GEMMs' depth, never
-    /// padded); F(4), which rounds less, on a tie.
+    /// padded, so F(2) wins on the smallest maps); the smaller, which
+    /// rounds less, on a tie.
     pub(super) fn for_weight_grad(g: &ConvGeometry) -> TileSize {
-        TileSize::ALL.into_iter().min_by_key(|&size| size.points() * tile_count(g, size.out())).expect("two sizes")
+        let sizes = [TileSize::F2, TileSize::F4, TileSize::F5];
+        sizes.into_iter().min_by_key(|&size| size.points() * tile_count(g, size.out())).expect("three sizes")
     }
 }
 

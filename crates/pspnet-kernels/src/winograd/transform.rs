@@ -140,6 +140,69 @@ macro_rules! tiling {
     };
 }
 
+/// F(2x2, 3x3): points 0, 1, -1, infinity (Lavin & Gray's). Its maps hold
+/// only 0, ±1 and ±1/2, so it rounds little more than the direct sum.
+pub(crate) struct F2;
+
+tiling!(F2, 2, input_f2, weight_f2, output_f2, output_grad_f2, weight_grad_f2);
+
+/// F(2)'s `Bᵀ d` on one column of 4 values per lane.
+#[inline(always)]
+fn input_f2<const L: usize>([d0, d1, d2, d3]: [&Lanes<L>; 4]) -> [Lanes<L>; 4] {
+    let mut out = [[0.0; L]; 4];
+    for l in 0..L {
+        out[0][l] = d0[l] - d2[l];
+        out[1][l] = d1[l] + d2[l];
+        out[2][l] = d2[l] - d1[l];
+        out[3][l] = d1[l] - d3[l];
+    }
+    out
+}
+
+/// F(2)'s `G g` on one column of 3 values.
+#[inline(always)]
+fn weight_f2([g0, g1, g2]: [f32; 3]) -> [f32; 4] {
+    let even = g0 + g2;
+    [g0, 0.5 * (even + g1), 0.5 * (even - g1), g2]
+}
+
+/// F(2)'s `Aᵀ m` on one column of 4 values per lane.
+#[inline(always)]
+fn output_f2<const L: usize>([m0, m1, m2, m3]: [&Lanes<L>; 4]) -> [Lanes<L>; 2] {
+    let mut out = [[0.0; L]; 2];
+    for l in 0..L {
+        out[0][l] = m0[l] + m1[l] + m2[l];
+        out[1][l] = m1[l] - m2[l] - m3[l];
+    }
+    out
+}
+
+/// F(2)'s `A δ` (the transpose of `Aᵀ m`) on one column of 2 values per lane.
+#[inline(always)]
+fn output_grad_f2<const L: usize>([d0, d1]: [&Lanes<L>; 2]) -> [Lanes<L>; 4] {
+    let mut out = [[0.0; L]; 4];
+    for l in 0..L {
+        out[0][l] = d0[l];
+        out[1][l] = d0[l] + d1[l];
+        out[2][l] = d0[l] - d1[l];
+        out[3][l] = -d1[l];
+    }
+    out
+}
+
+/// F(2)'s `Gᵀ m` (the transpose of `G g`) on one column of 4 values per lane.
+#[inline(always)]
+fn weight_grad_f2<const L: usize>([m0, m1, m2, m3]: [&Lanes<L>; 4]) -> [Lanes<L>; 3] {
+    let mut out = [[0.0; L]; 3];
+    for l in 0..L {
+        let (sum, diff) = (0.5 * (m1[l] + m2[l]), 0.5 * (m1[l] - m2[l]));
+        out[0][l] = m0[l] + sum;
+        out[1][l] = diff;
+        out[2][l] = sum + m3[l];
+    }
+    out
+}
+
 /// F(4x4, 3x3): points 0, -1, 1, 1/2, -2, infinity.
 pub(crate) struct F4;
 
@@ -344,6 +407,7 @@ mod tests {
 
     #[test]
     fn every_tiling_composes_to_a_correlation() {
+        composes_to_a_correlation::<F2>();
         composes_to_a_correlation::<F4>();
         composes_to_a_correlation::<F5>();
     }
@@ -369,6 +433,7 @@ mod tests {
 
     #[test]
     fn every_tiling_composes_to_a_weight_gradient() {
+        composes_to_a_weight_gradient::<F2>();
         composes_to_a_weight_gradient::<F4>();
         composes_to_a_weight_gradient::<F5>();
     }

@@ -20,7 +20,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::plan::{Tile, TileSize, tiles};
-use super::transform::{F4, F5, Lanes, MAX_POINTS, Tiling};
+use super::transform::{F2, F4, F5, Lanes, MAX_POINTS, Tiling};
 use super::{LANES, WORKSPACE};
 use crate::Isa;
 use crate::disjoint::Disjoint;
@@ -208,8 +208,10 @@ multiversion! {
         // Every micro-kernel's `NR`, and `MR` but for the narrowest, is a multiple of 8.
         match (plan.size, operand.width.is_multiple_of(LANES)) {
             (TileSize::F4, true) => transform_tiled::<F4, LANES>(plan, operand, tiles, channels, blocks),
+            (TileSize::F2, true) => transform_tiled::<F2, LANES>(plan, operand, tiles, channels, blocks),
             (TileSize::F5, true) => transform_tiled::<F5, LANES>(plan, operand, tiles, channels, blocks),
             (TileSize::F4, false) => transform_tiled::<F4, 4>(plan, operand, tiles, channels, blocks),
+            (TileSize::F2, false) => transform_tiled::<F2, 4>(plan, operand, tiles, channels, blocks),
             (TileSize::F5, false) => transform_tiled::<F5, 4>(plan, operand, tiles, channels, blocks),
         }
     }
@@ -350,6 +352,7 @@ multiversion! {
     fn sums_row(plan: &GradPlan, o: usize, channels: Range<usize>, m: &[f32], filters: &mut [f32]) {
         match plan.size {
             TileSize::F4 => sums_row_tiled::<F4>(plan, o, channels, m, filters),
+            TileSize::F2 => sums_row_tiled::<F2>(plan, o, channels, m, filters),
             TileSize::F5 => sums_row_tiled::<F5>(plan, o, channels, m, filters),
         }
     }
@@ -390,13 +393,20 @@ mod tests {
 
     /// Cut into several chunks of input channels and bands of tiles (bands
     /// that split an image's tiles and span two images), the gradient is
-    /// the float64 direct sum's, for both tile sizes' shapes, dilated or
+    /// the float64 direct sum's, for every tile size's shapes, dilated or
     /// not, on every instruction set.
     #[test]
     fn chunks_and_bands_sum_to_the_direct_gradient() {
         let tiny = Budgets { d: 1, v: 1, m: 1 };
-        // 13x11 takes F(4) tiles; 15x15 with dilation 3 takes F(5) (5x5 sub-grids).
-        for ((h, w), padding, dilation) in [((13, 11), 1, 1), ((15, 15), 3, 3), ((10, 9), 2, 2)] {
+        // 13x11 takes F(4) tiles; 15x15 with dilation 3 takes F(5) (5x5
+        // sub-grids); 4x3 unpadded (a 2x1 output) F(2).
+        let cases = [
+            ((13, 11), 1, 1, TileSize::F4),
+            ((15, 15), 3, 3, TileSize::F5),
+            ((10, 9), 2, 2, TileSize::F5),
+            ((4, 3), 0, 1, TileSize::F2),
+        ];
+        for ((h, w), padding, dilation, size) in cases {
             let (images, cin, cout) = (3, 53, 13);
             let value = |i: usize, salt: usize| ((i * 7919 + salt * 104_729) % 2001) as f32 / 1000.0 - 1.0;
             let input: Vec<f32> = (0..images * cin * h * w).map(|i| value(i, 1)).collect();
@@ -415,6 +425,19 @@ mod tests {
                 padding: [padding; 2],
                 dilation: [dilation; 2],
             };
+            let g = ConvGeometry {
+                cin,
+                h,
+                w,
+                kh: 3,
+                kw: 3,
+                stride: [1, 1],
+                padding: job.padding,
+                dilation: job.dilation,
+                oh,
+                ow,
+            };
+            assert_eq!(TileSize::for_weight_grad(&g), size, "{h}x{w} dilation {dilation}");
             let mut want = vec![0.0f64; cout * cin * 9];
             for (n, o, c, tap) in (0..images).flat_map(|n| {
                 (0..cout).flat_map(move |o| (0..cin).flat_map(move |c| (0..9).map(move |t| (n, o, c, t))))

@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::plan::{Plan, TileSize};
-use super::transform::{F4, F5, Lanes, MAX_POINTS, Tiling};
+use super::transform::{F2, F4, F5, Lanes, MAX_POINTS, Tiling};
 use crate::Isa;
 use crate::gemm::{PackedWeights, bf16};
 use crate::isa::multiversion;
@@ -63,7 +63,9 @@ multiversion! {
         match (size, mr) {
             (TileSize::F4, 8) => weight_panel_lanes::<F4, 8>(taps, chunk, u),
             (TileSize::F4, 4) => weight_panel_lanes::<F4, 4>(taps, chunk, u),
+            (TileSize::F2, 8) => weight_panel_lanes::<F2, 8>(taps, chunk, u),
             (TileSize::F5, 8) => weight_panel_lanes::<F5, 8>(taps, chunk, u),
+            (TileSize::F2, 4) => weight_panel_lanes::<F2, 4>(taps, chunk, u),
             (TileSize::F5, 4) => weight_panel_lanes::<F5, 4>(taps, chunk, u),
             _ => unreachable!("micro-kernels have 4 or 8 rows"),
         }
