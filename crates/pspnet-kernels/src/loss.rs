@@ -30,21 +30,21 @@ pub fn softmax_cross_entropy(mut logits: Tensor, labels: &[u16], ignore: u16) ->
         .par_chunks_mut(classes * plane)
         .zip(labels.par_chunks(plane))
         .map(|(x, labels)| {
-            let mut sum = 0.0f64;
+            let (mut sum, mut exps) = (0.0f64, vec![0.0f64; classes]);
             for (p, &label) in labels.iter().enumerate() {
                 if label == ignore {
                     (0..classes).for_each(|c| x[c * plane + p] = 0.0);
                     continue;
                 }
                 let max = (0..classes).map(|c| x[c * plane + p]).fold(f32::NEG_INFINITY, f32::max);
-                let total: f64 = (0..classes).map(|c| f64::from(x[c * plane + p] - max).exp()).sum();
+                exps.iter_mut().enumerate().for_each(|(c, e)| *e = f64::from(x[c * plane + p] - max).exp());
+                let total: f64 = exps.iter().sum();
                 let label = usize::from(label);
                 sum += total.ln() - f64::from(x[label * plane + p] - max);
-                // Each logit is read (here and above) before it is replaced by its gradient.
-                for c in 0..classes {
-                    let softmax = f64::from(x[c * plane + p] - max).exp() / total;
+                // The label's logit is read above before it is replaced by its gradient.
+                for (c, &e) in exps.iter().enumerate() {
                     let target = if c == label { 1.0 } else { 0.0 };
-                    x[c * plane + p] = ((softmax - target) / valid as f64) as f32;
+                    x[c * plane + p] = ((e / total - target) / valid as f64) as f32;
                 }
             }
             sum

@@ -2,7 +2,9 @@
 //! (m + 2)² multiplications per m x m output tile where a direct
 //! convolution does 9m² (F(4): 36 against 144; F(5): 49 against 225), and
 //! 3x3 layers are most of PSPNet's arithmetic. Each layer takes the tile
-//! size that does less work on its input (see `TileSize::for_layer`).
+//! size that does less work on its input (see `TileSize::for_layer`), or
+//! F(2) (16 against 36), which rounds least, when asked. A layer's weight
+//! gradient runs in the same domain ([`weight_grad`]).
 //!
 //! A dilated 3x3 convolution (PSPNet's stages 3 and 4) is a plain 3x3
 //! convolution on each of the `d x d` interleaved sub-grids of its input, so
