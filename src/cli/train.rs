@@ -179,7 +179,7 @@ pub(crate) fn run_train(args: TrainArgs) -> Result<ExitCode> {
     if args.precision != Precision::F32 {
         bail!("--precision {:?}: training runs in f32 only (bf16 is an inference option)", args.precision);
     }
-    keep_freed_memory();
+    pspnet_train::keep_freed_memory();
     let augmentation: Augmentation = args.augment.parse()?;
     if augmentation.crop && args.crop.is_none() {
         bail!("--augment crop needs --crop HxW");
@@ -489,23 +489,3 @@ fn write_config(args: &TrainArgs) -> Result<()> {
         .and_then(|()| std::fs::rename(&temporary, &path))
         .with_context(|| format!("{}: cannot write", path.display()))
 }
-
-/// Keeps the memory of freed tensors in the process for the next training
-/// iteration. glibc's malloc hands blocks of over 32 MiB back to the kernel
-/// when they are freed, and the kernel zeroes their pages again when the
-/// next iteration touches them: about 7% of a PSPNet-50 iteration. Every
-/// iteration allocates the same tensors, so the heap grows little past the
-/// first one (docs/performance.md).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn keep_freed_memory() {
-    // SAFETY: mallopt only sets the allocator's parameters, under its lock;
-    // no allocation is invalidated by them.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_MAX, 0);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX);
-    }
-}
-
-/// Other allocators keep their own policy.
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn keep_freed_memory() {}

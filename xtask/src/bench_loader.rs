@@ -57,9 +57,11 @@ fn cli_run(pspnet: &Path, data: &Path, init: &Path, out: &Path, augment: &str) -
 pub(crate) fn run(root: &Path) -> Result<()> {
     let (data, pspnet) = camvid_and_binary(root)?;
     rayon::ThreadPoolBuilder::new().num_threads(2).build_global()?;
+    // As `pspnet train` does, so that both feedings pay the same for memory.
+    pspnet_train::keep_freed_memory();
     let work = root.join("target/bench-loader");
     std::fs::create_dir_all(&work)?;
-    let conv = ConvOptions { algorithm: ConvAlgorithm::Direct, ..ConvOptions::default() };
+    let conv = ConvOptions { algorithm: ConvAlgorithm::SmallWinograd, ..ConvOptions::default() };
 
     let model = Scratch {
         layout: Layout::Mmseg,

@@ -42,7 +42,7 @@ fn options(out: &Path) -> TrainOptions {
 }
 
 fn conv() -> ConvOptions {
-    ConvOptions { algorithm: ConvAlgorithm::Direct, ..ConvOptions::default() }
+    ConvOptions { algorithm: ConvAlgorithm::SmallWinograd, ..ConvOptions::default() }
 }
 
 fn loader(samples: Vec<pspnet_data::Sample>, seed: u64) -> Arc<Loader> {

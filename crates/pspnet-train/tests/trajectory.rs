@@ -34,7 +34,7 @@ fn three_sgd_steps_follow_pytorch_float64() {
             shuffle: false,
             ..TrainOptions::recipe(out.path().to_path_buf(), 3)
         };
-        let conv = ConvOptions { algorithm: ConvAlgorithm::Direct, ..ConvOptions::default() };
+        let conv = ConvOptions { algorithm: ConvAlgorithm::SmallWinograd, ..ConvOptions::default() };
         let mut trainer = Trainer::new(params, spec, options, conv, 0, &Default::default()).unwrap();
         let (fixture, _) = pspnet_weights::load_safetensors(&dir.join("trajectory.safetensors")).unwrap();
         let (_, want_losses) = fixture.f32("loss").unwrap();
