@@ -170,8 +170,8 @@ enum Side {
 
 /// Transforms `panels` panels of `operand`, from channel `first` on, for
 /// one band into `out`: per panel, per point, per tile, the panel's `width`
-/// values. Tasks are (panel, slice of about a quarter thread's share of
-/// the band's tiles); each owns its tiles' run of every point of its panel.
+/// values. Tasks are (panel, slice of the band's tiles), about four per
+/// thread; each owns its tiles' run of every point of its panel.
 fn transform_operand(
     plan: &GradPlan,
     operand: Operand<'_>,
