@@ -3,8 +3,8 @@
 /// Keeps the memory of freed tensors in the process for the next training
 /// iteration; for binaries, once, before training. glibc's malloc hands
 /// blocks of over 32 MiB back to the kernel when they are freed, and the
-/// kernel zeroes their pages again when the next iteration touches them:
-/// about 7% of a PSPNet-50 iteration. Every iteration allocates the same
+/// kernel zeroes their pages again when the next iteration touches them
+/// (docs/performance.md has the cost). Every iteration allocates the same
 /// tensors, so the heap grows little past the first one. Other allocators
 /// keep their own policy.
 pub fn keep_freed_memory() {

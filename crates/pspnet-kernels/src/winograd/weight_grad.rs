@@ -64,16 +64,9 @@ fn weight_grad_within<K: MicroKernel>(job: &WeightGradJob<'_>, budgets: Budgets)
     let chunks: Vec<Range<usize>> =
         (0..job.cin).step_by(plan.chunk).map(|c| c..(c + plan.chunk).min(job.cin)).collect();
     let ([h, w], [oh, ow]) = (job.input_hw, job.output_hw);
-    let deltas = Operand {
-        side: Side::Deltas,
-        data: job.grad_output,
-        channels: job.cout,
-        plane: oh * ow,
-        end: job.cout,
-        width: plan.mr,
-    };
-    let patches =
-        Operand { side: Side::Patches, data: job.input, channels: job.cin, plane: h * w, end: job.cin, width: plan.nr };
+    let deltas =
+        Operand { side: Side::Deltas, data: job.grad_output, channels: job.cout, plane: oh * ow, width: plan.mr };
+    let patches = Operand { side: Side::Patches, data: job.input, channels: job.cin, plane: h * w, width: plan.nr };
     for (i, channels) in chunks.iter().enumerate() {
         for (b, band) in bands.iter().enumerate() {
             // One band's `D` serves every chunk.
@@ -151,10 +144,9 @@ struct Operand<'a> {
     side: Side,
     /// `images x channels x plane`.
     data: &'a [f32],
+    /// Channels per image; a panel's lanes past the last are zero padding.
     channels: usize,
     plane: usize,
-    /// Channels from here on are zero padding.
-    end: usize,
     /// Channels per panel: `MR` (`D`) or `NR` (`V`).
     width: usize,
 }
@@ -181,8 +173,7 @@ fn transform_operand(
     out: &mut [f32],
 ) {
     let threads = rayon::current_num_threads().max(1);
-    let slices = (4 * threads).div_ceil(panels).clamp(1, band.len().div_ceil(LANES));
-    let per_slice = band.len().div_ceil(slices).next_multiple_of(LANES);
+    let per_slice = band.len().div_ceil((4 * threads).div_ceil(panels));
     let slices = band.len().div_ceil(per_slice);
     let (out, width) = (Disjoint::new(out), operand.width);
     (0..panels * slices).into_par_iter().for_each(|task| {
@@ -202,7 +193,7 @@ fn transform_operand(
 }
 
 multiversion! {
-    /// Transforms `channels` of `operand` (zero from its `end` on) for
+    /// Transforms `channels` of `operand` (zero past its last) for
     /// `tiles`, into `blocks`: per point, per tile, `width` channels.
     fn transform_tiles(plan: &GradPlan, operand: Operand<'_>, tiles: Range<usize>, channels: Range<usize>, blocks: &mut [&mut [f32]]) {
         // Every micro-kernel's `NR`, and `MR` but for the narrowest, is a multiple of 8.
@@ -234,7 +225,7 @@ fn transform_tiled<T: Tiling, const L: usize>(
     for t in tiles.clone() {
         let (image, tile) = (t / per_image, plan.tiles[t % per_image]);
         for c0 in channels.clone().step_by(L) {
-            let (lane0, valid) = (c0 - channels.start, L.min(operand.end.saturating_sub(c0)));
+            let (lane0, valid) = (c0 - channels.start, L.min(operand.channels.saturating_sub(c0)));
             let first = (image * operand.channels + c0) * operand.plane;
             let planes: [usize; L] = std::array::from_fn(|l| first + l * operand.plane);
             match operand.side {
